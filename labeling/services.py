@@ -1,0 +1,153 @@
+"""Vote submission: the one path every vote takes (the page, the JSON API, task links).
+
+`record_vote` is idempotent on the client's key, stores a vote at most once per
+(workflow, subject, participant), never drops a vote for a subject that retired meanwhile
+(it is stored and flagged late), and updates counts, belief and retirement in the same
+transaction with the subject row locked, so concurrent voters cannot miscount.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import aggregation, retirement
+from .models import Participant, Subject, Vote, Workflow
+
+
+class VoteError(ValueError):
+    """The vote cannot be accepted; the message says why, in words for the volunteer."""
+
+
+@dataclass
+class VoteResult:
+    vote: Vote
+    created: bool
+    retired_now: bool = False
+    feedback: dict | None = field(default=None)
+
+
+def _parse_key(key) -> uuid.UUID:
+    if isinstance(key, uuid.UUID):
+        return key
+    try:
+        return uuid.UUID(str(key))
+    except (ValueError, TypeError, AttributeError):
+        raise VoteError("The idempotency key must be a UUID.") from None
+
+
+def record_vote(
+    *,
+    workflow: Workflow,
+    subject_id: int,
+    participant: Participant,
+    answer: str,
+    idempotency_key,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+    user_agent: str = "",
+    viewport: str = "",
+    assignment=None,
+    source: str = "web",
+    created_at: datetime | None = None,
+) -> VoteResult:
+    key = _parse_key(idempotency_key)
+    answer = (answer or "").strip().lower()
+    if answer not in set(workflow.answers) | {Vote.SKIP}:
+        raise VoteError(f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answers)} or skip).")
+    if started_at and finished_at and finished_at < started_at:
+        started_at, finished_at = finished_at, started_at
+
+    existing = Vote.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_key(existing, workflow, subject_id, participant)
+
+    with transaction.atomic():
+        subject = (
+            Subject.objects.select_for_update()
+            .filter(pk=subject_id, project_id=workflow.project_id)
+            .first()
+        )
+        if subject is None:
+            raise VoteError("No such subject in this project.")
+        vote = Vote(
+            workflow=workflow,
+            subject=subject,
+            participant=participant,
+            answer=answer,
+            idempotency_key=key,
+            started_at=started_at,
+            finished_at=finished_at or timezone.now(),
+            user_agent=(user_agent or "")[:400],
+            viewport=(viewport or "")[:40],
+            subject_was_retired=subject.is_retired,
+            was_gold=bool(subject.gold_label),
+            gold_correct=(answer == subject.gold_label) if subject.gold_label and answer != Vote.SKIP else None,
+            assignment=assignment,
+            source=source,
+        )
+        if created_at:
+            vote.created_at = created_at
+        try:
+            with transaction.atomic():
+                vote.save(force_insert=True)
+        except IntegrityError:
+            pass
+        else:
+            retired_now = _apply_vote(vote, subject, workflow)
+            transaction.on_commit(lambda: _after_commit(workflow.pk))
+            return VoteResult(vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, subject))
+
+    # Lost a race: the same key, or this participant already answered this subject.
+    existing = Vote.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_key(existing, workflow, subject_id, participant)
+    first = Vote.objects.get(workflow=workflow, subject_id=subject_id, participant=participant)
+    return VoteResult(first, created=False)
+
+
+def _same_key(existing: Vote, workflow, subject_id, participant) -> VoteResult:
+    if (existing.workflow_id, existing.subject_id, existing.participant_id) != (
+        workflow.pk,
+        int(subject_id),
+        participant.pk,
+    ):
+        raise VoteError("This idempotency key was already used for a different vote.")
+    return VoteResult(existing, created=False, feedback=gold_feedback(existing, existing.subject))
+
+
+def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
+    """Counts, belief and retirement for one new vote; the subject row is locked."""
+    if vote.answer == Vote.SKIP:
+        return False
+    subject.vote_count += 1
+    counts = dict(subject.answer_counts or {})
+    counts[vote.answer] = counts.get(vote.answer, 0) + 1
+    subject.answer_counts = counts
+    aggregation.update_on_vote(vote, subject, workflow)
+    subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
+    return retirement.retire_if_decided(subject, workflow)
+
+
+def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
+    """After a gold subject the volunteer learns what the experts said; otherwise nothing."""
+    if not subject.gold_label or vote.answer == Vote.SKIP:
+        return None
+    return {
+        "correct": vote.answer == subject.gold_label,
+        "expert_answer": subject.gold_label,
+        "subtype": subject.gold_subtype,
+    }
+
+
+def _after_commit(workflow_id: int) -> None:
+    # The learning loop (issue 5) hooks in here: count new decided labels, maybe queue a round.
+    try:
+        from . import loop
+    except ImportError:
+        return
+    hook = getattr(loop, "on_votes_committed", None)
+    if hook:
+        hook(workflow_id)

@@ -1,0 +1,165 @@
+"""Volunteer and scientist pages for real/bogus workflows. Thin: logic lives in services."""
+
+import uuid
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_POST
+
+from . import selection
+from .models import Participant, Project, Subject, Vote, Workflow
+from .participants import participant_for_request
+from .services import VoteError, record_vote
+
+
+def home(request):
+    projects = Project.objects.filter(is_public=True).prefetch_related("workflows").order_by("name")
+    return render(request, "labeling/home.html", {"projects": projects})
+
+
+def signup(request):
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome to Skyvote! Your classifications so far are kept in your account.")
+        return redirect("labeling:home_page")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _workflow(project_slug: str, workflow_slug: str) -> Workflow:
+    return get_object_or_404(
+        Workflow.objects.select_related("project"),
+        project__slug=project_slug,
+        slug=workflow_slug,
+        is_active=True,
+    )
+
+
+def _classify_context(request, workflow, participant, feedback=None, error=None):
+    n_done = Vote.objects.filter(workflow=workflow, participant=participant).exclude(answer=Vote.SKIP).count()
+    subject = selection.next_subject(workflow, participant)
+    return {
+        "project": workflow.project,
+        "workflow": workflow,
+        "subject": subject,
+        "n_done": n_done,
+        "vote_key": uuid.uuid4(),
+        "shown_at": timezone.now().isoformat(),
+        "feedback": feedback,
+        "error": error,
+        "show_tutorial": not request.session.get(f"tutorial-{workflow.pk}"),
+        "vote_url": reverse("labeling:submit_vote", args=[workflow.project.slug, workflow.slug]),
+    }
+
+
+def classify(request, project, workflow):
+    workflow = _workflow(project, workflow)
+    if workflow.kind != Workflow.REAL_BOGUS:
+        return redirect(workflow.get_absolute_url())
+    participant = participant_for_request(request)
+    return render(request, "labeling/classify.html", _classify_context(request, workflow, participant))
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = parse_datetime(value)
+    if parsed and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.utc)
+    return parsed
+
+
+@require_POST
+def submit_vote(request, project, workflow):
+    workflow = _workflow(project, workflow)
+    participant = participant_for_request(request)
+    feedback = error = None
+    try:
+        result = record_vote(
+            workflow=workflow,
+            subject_id=int(request.POST.get("subject", "0") or 0),
+            participant=participant,
+            answer=request.POST.get("answer", ""),
+            idempotency_key=request.POST.get("key", ""),
+            started_at=_parse_time(request.POST.get("started_at")),
+            user_agent=request.headers.get("User-Agent", ""),
+            viewport=request.POST.get("viewport", ""),
+        )
+        feedback = result.feedback
+    except (VoteError, ValueError) as exc:
+        error = str(exc)
+    context = _classify_context(request, workflow, participant, feedback=feedback, error=error)
+    if request.htmx:
+        return render(request, "labeling/classify.html#task", context)
+    return redirect("labeling:classify", workflow.project.slug, workflow.slug)
+
+
+@require_POST
+def tutorial_seen(request, project, workflow):
+    workflow = _workflow(project, workflow)
+    request.session[f"tutorial-{workflow.pk}"] = True
+    if request.htmx:
+        return render(request, "labeling/empty.html")
+    return redirect("labeling:classify", workflow.project.slug, workflow.slug)
+
+
+def field_guide(request, project):
+    project = get_object_or_404(Project, slug=project)
+    from .fieldguide import field_guide_entries
+
+    return render(request, "labeling/field_guide.html", {"project": project, "entries": field_guide_entries()})
+
+
+def owner_project(request, slug: str) -> Project:
+    """The project if the user may see its scientist pages; 404 otherwise (no existence leak)."""
+    project = get_object_or_404(Project, slug=slug)
+    if project.role_of(request.user) not in ("owner", "collaborator", "viewer"):
+        raise Http404("No such project.")
+    return project
+
+
+@login_required
+def project_dashboard(request, project):
+    project = owner_project(request, project)
+    subjects = Subject.objects.filter(project=project)
+    votes = Vote.objects.filter(workflow__project=project)
+    since = timezone.now() - timezone.timedelta(hours=24)
+    per_hour = (
+        votes.filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .order_by("hour")
+    )
+    context = {
+        "project": project,
+        "workflows": project.workflows.all(),
+        "n_subjects": subjects.count(),
+        "n_active": subjects.filter(status=Subject.ACTIVE).count(),
+        "n_retired": subjects.filter(status=Subject.RETIRED).count(),
+        "n_votes": votes.exclude(answer=Vote.SKIP).count(),
+        "n_participants": Participant.objects.filter(votes__workflow__project=project).distinct().count(),
+        "per_hour": list(per_hour),
+        "latest_votes": votes.select_related("subject", "workflow").order_by("-created_at")[:20],
+        "role": project.role_of(request.user),
+    }
+    if request.htmx:
+        return render(request, "labeling/dashboard.html#stats", context)
+    return render(request, "labeling/dashboard.html", context)
+
+
+def require_owner(request, project: Project) -> None:
+    if project.role_of(request.user) != "owner":
+        raise PermissionDenied

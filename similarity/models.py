@@ -1,0 +1,1 @@
+# Similarity tasks and votes (issue 6).

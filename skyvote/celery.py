@@ -1,0 +1,19 @@
+"""The Celery app. Settings come from Django settings under the CELERY_ namespace.
+
+Queues: `default` (ingest, rendering, aggregation, exports) and `gpu` (training, scoring,
+embedding). Task names say their queue: `skyvote.gpu.*` is routed to `gpu`, everything
+else goes to `default`. With no CELERY_BROKER_URL the broker is kombu's filesystem
+transport under var/broker, so the demo needs no server (docs/architecture.md).
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skyvote.settings")
+
+app = Celery("skyvote")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.autodiscover_tasks()

@@ -1,0 +1,37 @@
+// Keyboard-first classifying: each answer button lists its keys in data-keys.
+// The form is swapped by htmx after every vote; we fill the client fields on each swap.
+(function () {
+  function fillClientFields() {
+    var form = document.getElementById("vote-form");
+    if (!form) return;
+    form.elements["started_at"].value = new Date().toISOString();
+    form.elements["viewport"].value = window.innerWidth + "x" + window.innerHeight;
+  }
+  document.addEventListener("DOMContentLoaded", fillClientFields);
+  document.body.addEventListener("htmx:afterSwap", fillClientFields);
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    var target = event.target;
+    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable)) return;
+    var tutorial = document.getElementById("tutorial");
+    if (tutorial && tutorial.open) {
+      if (event.key === "Enter" || event.key === "Escape") {
+        event.preventDefault();
+        document.getElementById("tutorial-close").click();
+      }
+      return;
+    }
+    var form = document.getElementById("vote-form");
+    if (!form) return;
+    var key = event.key.toUpperCase();
+    var buttons = form.querySelectorAll("button[data-keys]");
+    for (var i = 0; i < buttons.length; i++) {
+      if (buttons[i].dataset.keys.split(" ").indexOf(key) !== -1) {
+        event.preventDefault();
+        if (!buttons[i].disabled) buttons[i].click();
+        return;
+      }
+    }
+  });
+})();

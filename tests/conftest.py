@@ -1,0 +1,105 @@
+"""Shared fixtures: media in a temporary folder, a demo-like project, and a real Chromium."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ZTF_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ztf"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    yield
+
+
+@pytest.fixture
+def ztf_dir():
+    if not ZTF_DIR.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{ZTF_DIR} is missing: CI needs the real ZTF alerts in ../shared/data/ztf")
+        pytest.skip(f"real ZTF alerts not found at {ZTF_DIR} (../shared/data/ztf); skipping")
+    return ZTF_DIR
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("owner", password="owner-pass-123")
+
+
+@pytest.fixture
+def project(owner):
+    from labeling.models import Project
+
+    return Project.objects.create(slug="ztf", name="ZTF transients", owner=owner)
+
+
+@pytest.fixture
+def workflow(project):
+    from labeling.models import Workflow
+
+    return Workflow.objects.create(project=project, slug="rb", name="Real or bogus?", retirement_limit=3)
+
+
+@pytest.fixture
+def make_subjects(project, workflow):
+    """Create n synthetic subjects with rendered PNGs through the real ingest service."""
+
+    def make(n=5, seed=0, wf=None):
+        from labeling.ingest import add_subject
+        from mlcore.synth import generate_triplets
+
+        batch = generate_triplets(n, seed=seed)
+        subjects = []
+        for i in range(n):
+            subject, _ = add_subject(
+                project=project,
+                workflow=wf or workflow,
+                subject_set=None,
+                external_id=f"synth-{seed}-{i}",
+                array=batch.images[i],
+                metadata=batch.metadata[i],
+                source="synthetic",
+                truth_label="real" if batch.labels[i] else "bogus",
+                truth_subtype=batch.subtypes[i],
+            )
+            subjects.append(subject)
+        return subjects
+
+    return make
+
+
+def _chromium_available() -> bool:
+    return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (playwright install cannot download browsers here)."""
+    if not _chromium_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}; .ci/run installs it with apt")
+        pytest.skip(f"Chromium not found at {CHROMIUM}; apt-get install chromium")
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(15000)
+    yield pg
+    context.close()
