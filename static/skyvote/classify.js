@@ -29,6 +29,9 @@
     for (var i = 0; i < buttons.length; i++) {
       if (buttons[i].dataset.keys.split(" ").indexOf(key) !== -1) {
         event.preventDefault();
+        // A key pressed within htmx's settle delay after a swap can reach the new form
+        // before htmx has wired it up, which would submit it natively (a full reload).
+        if (window.htmx) htmx.process(form);
         if (!buttons[i].disabled) buttons[i].click();
         return;
       }

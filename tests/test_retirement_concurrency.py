@@ -1,0 +1,67 @@
+"""20 volunteers vote on the same subject at the same moment: count and retirement stay exact.
+
+Runs against PostgreSQL (set DATABASE_URL=postgres://...); SQLite serialises writers anyway
+(IMMEDIATE transactions), so there it checks the same invariant with less real concurrency.
+"""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection, connections
+
+from labeling.models import Participant, Subject, Vote
+from labeling.services import record_vote
+
+N_THREADS = 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"] in ("", ":memory:") or (
+        connection.vendor == "sqlite" and "mode=memory" in str(connection.settings_dict["NAME"])
+    ):
+        pytest.skip("in-memory SQLite cannot be shared between threads; run with PostgreSQL (DATABASE_URL)")
+    workflow.retirement_limit = 7
+    workflow.save()
+    (subject,) = make_subjects(1)
+    participants = [Participant.objects.create(kind=Participant.ANONYMOUS) for _ in range(N_THREADS)]
+    barrier = threading.Barrier(N_THREADS)
+    errors, retired_now = [], []
+
+    def cast(p):
+        try:
+            barrier.wait()
+            result = record_vote(
+                workflow=workflow, subject_id=subject.pk, participant=p, answer="real", idempotency_key=uuid.uuid4()
+            )
+            if result.retired_now:
+                retired_now.append(p.pk)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=cast, args=(p,)) for p in participants]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert not errors, errors
+    subject.refresh_from_db()
+    assert Vote.objects.filter(subject=subject).count() == N_THREADS
+    assert subject.vote_count == N_THREADS
+    assert subject.status == Subject.RETIRED
+    assert len(retired_now) == 1  # exactly one vote retired it
+    assert Vote.objects.filter(subject=subject, subject_was_retired=True).count() == N_THREADS - 7
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrency_runs_on_postgres_in_ci():
+    import os
+
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        pytest.skip("PostgreSQL run only (CI sets DATABASE_URL)")
+    assert connection.vendor == "postgresql"
