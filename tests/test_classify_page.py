@@ -29,7 +29,7 @@ def test_page_shows_triplet_buttons_and_tutorial(client, workflow, make_subjects
     assert html.count("<img") >= 3 and 'alt="Science image' in html and 'alt="Difference image' in html
     for label in ("Real", "Bogus", "Skip"):
         assert re.search(rf"<button[^>]*>{label} <kbd>", html)
-    assert "<dialog id=\"tutorial\" open" in html
+    assert '<dialog id="tutorial" data-first-visit="1"' in html
     assert "Your classifications: <strong id=\"counter\" data-testid=\"counter\">0</strong>" in html
 
 
@@ -90,7 +90,7 @@ def test_non_htmx_vote_redirects_back(client, workflow, make_subjects):
 def test_tutorial_is_shown_only_on_first_visit(client, workflow, make_subjects):
     make_subjects(1)
     client.post(reverse("labeling:tutorial_seen", args=[workflow.project.slug, workflow.slug]))
-    assert '<dialog id="tutorial" open' not in client.get(classify_url(workflow)).content.decode()
+    assert '<dialog id="tutorial" data-first-visit="0"' in client.get(classify_url(workflow)).content.decode()
 
 
 def test_unknown_workflow_is_404(client, workflow):

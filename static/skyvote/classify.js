@@ -7,7 +7,11 @@
     form.elements["started_at"].value = new Date().toISOString();
     form.elements["viewport"].value = window.innerWidth + "x" + window.innerHeight;
   }
-  document.addEventListener("DOMContentLoaded", fillClientFields);
+  document.addEventListener("DOMContentLoaded", function () {
+    fillClientFields();
+    var tutorial = document.getElementById("tutorial");
+    if (tutorial && tutorial.dataset.firstVisit === "1" && tutorial.showModal) tutorial.showModal();
+  });
   document.body.addEventListener("htmx:afterSwap", fillClientFields);
 
   document.addEventListener("keydown", function (event) {
