@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.contrib import messages
 from django.contrib.auth import login
@@ -77,7 +78,7 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
     parsed = parse_datetime(value)
     if parsed and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.utc)
+        parsed = timezone.make_aware(parsed, dt_timezone.utc)
     return parsed
 
 
