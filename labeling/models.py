@@ -305,8 +305,9 @@ class ParticipantSkill(models.Model):
     n_gold = models.PositiveIntegerField(default=0)
     n_gold_correct = models.PositiveIntegerField(default=0)
     # SWAP: P_L = Pr(says real | real), P_D = Pr(says bogus | bogus).
-    p_l = models.FloatField(default=0.5)
-    p_d = models.FloatField(default=0.5)
+    # A new volunteer starts at 0.7 (labeling.aggregation.NEW_VOLUNTEER_PSEUDO_COUNTS).
+    p_l = models.FloatField(default=0.7)
+    p_d = models.FloatField(default=0.7)
     # Gold pseudo-count tallies behind p_l and p_d.
     real_seen = models.FloatField(default=0.0)
     real_said_real = models.FloatField(default=0.0)

@@ -135,10 +135,15 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
     """After a gold subject the volunteer learns what the experts said; otherwise nothing."""
     if not subject.gold_label or vote.answer == Vote.SKIP:
         return None
+    from .gold import guide_entry
+
+    subtype_label, guide = guide_entry(subject.gold_subtype)
     return {
         "correct": vote.answer == subject.gold_label,
         "expert_answer": subject.gold_label,
         "subtype": subject.gold_subtype,
+        "subtype_label": subtype_label,
+        "guide": guide,
     }
 
 

@@ -1,0 +1,352 @@
+"""Scientist pages of the crowd features: gold labeling, volunteer skill, review queue, retirement.
+
+Who may do what (anyone without a role in the project gets 404, never 403, so a project's
+existence does not leak; a member whose role does not allow a page gets 403):
+
+| page | roles |
+| --- | --- |
+| gold labeling (R / B / S keys) | owner, expert |
+| volunteer skill table | owner, collaborator, viewer |
+| review queue (list) | owner, collaborator, viewer, expert |
+| retire / unretire by hand, retirement settings, recompute now | owner |
+"""
+
+import json
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import gold, retirement
+from .models import ParticipantSkill, Subject, Workflow
+
+MEMBER_ROLES = frozenset({"owner", "collaborator", "viewer", "expert"})
+SCIENTIST_ROLES = frozenset({"owner", "collaborator", "viewer"})
+EXPERT_ROLES = frozenset(gold.EXPERT_ROLES)
+OWNER_ROLES = frozenset({"owner"})
+SKIPPED_KEEP = 500  # subjects an expert skipped, remembered in the session per workflow
+
+
+def crowd_workflow(request, project_slug: str, workflow_slug: str, roles) -> tuple[Workflow, str]:
+    """(workflow, role) if the user's role in the project is in `roles`; 404 / 403 otherwise."""
+    workflow = (
+        Workflow.objects.select_related("project")
+        .filter(project__slug=project_slug, slug=workflow_slug, kind=Workflow.REAL_BOGUS)
+        .first()
+    )
+    role = workflow.project.role_of(request.user) if workflow else None
+    if role not in MEMBER_ROLES:
+        raise Http404("No such workflow.")
+    if role not in roles:
+        raise PermissionDenied(f"Your role in this project ({role}) does not allow this page.")
+    return workflow, role
+
+
+# --- Gold labeling ------------------------------------------------------------------------------------
+
+
+def _gold_context(request, workflow, error=None, last=None):
+    skipped = request.session.get(f"gold-skipped-{workflow.pk}", [])
+    from mlcore.synth import BOGUS_SUBTYPES, REAL_SUBTYPES
+
+    from .fieldguide import subtype_title
+
+    subtype_buttons = [
+        {"value": f"{answer}:{s}", "title": subtype_title(s), "answer": answer, "key": str(i)}
+        for i, (answer, s) in enumerate(
+            [("real", s) for s in REAL_SUBTYPES] + [("bogus", s) for s in BOGUS_SUBTYPES], start=1
+        )
+    ]
+    return {
+        "project": workflow.project,
+        "workflow": workflow,
+        "subject": gold.next_for_expert(workflow, exclude_ids=skipped),
+        "subtype_buttons": subtype_buttons,
+        "n_gold": Subject.objects.filter(workflow=workflow).exclude(gold_label="").count(),
+        "n_review": Subject.objects.filter(workflow=workflow, needs_review=True, gold_label="").count(),
+        "n_skipped": len(skipped),
+        "last": last,
+        "error": error,
+    }
+
+
+@login_required
+def gold_labeling(request, project, workflow):
+    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    return render(request, "labeling/crowd/gold.html", _gold_context(request, workflow))
+
+
+@login_required
+@require_POST
+def gold_label_submit(request, project, workflow):
+    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    error = last = None
+    subject = Subject.objects.filter(pk=request.POST.get("subject") or 0, workflow=workflow).first()
+    label = (request.POST.get("label") or "").strip().lower()
+    if subject is None:
+        error = "That subject is not in this workflow."
+    elif label == "skip":
+        key = f"gold-skipped-{workflow.pk}"
+        request.session[key] = (request.session.get(key, []) + [subject.pk])[-SKIPPED_KEEP:]
+    else:
+        try:
+            answer, subtype = gold.parse_label(label)
+            last = gold.set_gold(subject, answer, request.user, subtype)
+        except gold.GoldError as exc:
+            error = str(exc)
+    context = _gold_context(request, workflow, error=error, last=last)
+    if request.htmx:
+        return render(request, "labeling/crowd/gold.html#task", context)
+    if error:
+        messages.error(request, error)
+    return redirect("labeling:crowd_gold", workflow.project.slug, workflow.slug)
+
+
+@login_required
+@require_POST
+def gold_skips_reset(request, project, workflow):
+    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    request.session.pop(f"gold-skipped-{workflow.pk}", None)
+    return redirect("labeling:crowd_gold", workflow.project.slug, workflow.slug)
+
+
+# --- Volunteer skill --------------------------------------------------------------------------------
+
+
+def volunteer_rows(workflow: Workflow, skills) -> list[dict]:
+    """One row per volunteer: skill from gold answers (SWAP tallies) and from agreement (DS confusion)."""
+    from mlcore.aggregation import BOGUS, REAL, swap_skill
+
+    from .aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
+
+    project = workflow.project
+    rows = []
+    for skill in skills:
+        gold_p_l, gold_p_d = swap_skill(
+            skill.real_seen,
+            skill.real_said_real,
+            skill.bogus_seen,
+            skill.bogus_said_bogus,
+            pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS,
+        )
+        confusion = skill.confusion or []
+        has_ds = len(confusion) == 2 and all(len(row) == 2 for row in confusion)
+        rows.append(
+            {
+                "pseudonym": project.pseudonym(skill.participant_id),
+                "n_votes": skill.n_votes,
+                "n_gold": skill.n_gold,
+                "gold_accuracy": (skill.n_gold_correct / skill.n_gold) if skill.n_gold else None,
+                "gold_p_l": gold_p_l,
+                "gold_p_d": gold_p_d,
+                "ds_p_l": confusion[REAL][REAL] if has_ds else None,
+                "ds_p_d": confusion[BOGUS][BOGUS] if has_ds else None,
+                # What the next vote of this volunteer is weighed with (SWAP step on the request path).
+                "informativeness": skill.p_l + skill.p_d - 1.0,
+            }
+        )
+    return rows
+
+
+@login_required
+def volunteers(request, project, workflow):
+    workflow, role = crowd_workflow(request, project, workflow, SCIENTIST_ROLES)
+    skills = ParticipantSkill.objects.filter(workflow=workflow, n_votes__gt=0).order_by("-n_votes", "pk")
+    page = Paginator(skills, 100).get_page(request.GET.get("page"))
+    context = {
+        "project": workflow.project,
+        "workflow": workflow,
+        "role": role,
+        "page": page,
+        "rows": volunteer_rows(workflow, page.object_list),
+        "n_volunteers": skills.count(),
+    }
+    return render(request, "labeling/crowd/volunteers.html", context)
+
+
+@login_required
+@require_POST
+def recompute_now(request, project, workflow):
+    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    from .tasks_crowd import recompute_aggregation
+
+    workflow_id = workflow.pk
+    transaction.on_commit(lambda: recompute_aggregation.delay(workflow_id))
+    messages.success(request, "A full Dawid–Skene recompute is queued; the table updates when it finishes.")
+    return redirect("labeling:crowd_volunteers", workflow.project.slug, workflow.slug)
+
+
+# --- Review queue, retire / unretire by hand --------------------------------------------------------
+
+
+@login_required
+def review_queue(request, project, workflow):
+    workflow, role = crowd_workflow(request, project, workflow, MEMBER_ROLES)
+    queue = Subject.objects.filter(workflow=workflow, needs_review=True).order_by("retired_at", "pk")
+    recently_retired = (
+        Subject.objects.filter(workflow=workflow, status=Subject.RETIRED, needs_review=False)
+        .exclude(retired_at=None)
+        .order_by("-retired_at", "-pk")[:50]
+    )
+    context = {
+        "project": workflow.project,
+        "workflow": workflow,
+        "role": role,
+        "queue": queue[:200],
+        "n_queue": queue.count(),
+        "recently_retired": recently_retired,
+        "can_label": role in EXPERT_ROLES,
+    }
+    return render(request, "labeling/crowd/review.html", context)
+
+
+def _subject_for_owner(request, project, workflow, subject_id=None):
+    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    if subject_id is None:
+        external_id = (request.POST.get("external_id") or "").strip()
+        subject = Subject.objects.filter(workflow=workflow, external_id=external_id).first()
+        if subject is None:
+            messages.error(request, f"No subject '{external_id}' in this workflow.")
+        return workflow, subject
+    return workflow, get_object_or_404(Subject, pk=subject_id, workflow=workflow)
+
+
+@login_required
+@require_POST
+def retire_subject(request, project, workflow, subject=None):
+    workflow, subject = _subject_for_owner(request, project, workflow, subject)
+    if subject is not None:
+        if retirement.manual_retire(subject, request.user):
+            messages.success(request, f"Retired {subject.external_id}.")
+        else:
+            messages.info(request, f"{subject.external_id} was already retired.")
+    return redirect("labeling:crowd_review", workflow.project.slug, workflow.slug)
+
+
+@login_required
+@require_POST
+def unretire_subject(request, project, workflow, subject=None):
+    workflow, subject = _subject_for_owner(request, project, workflow, subject)
+    if subject is not None:
+        if retirement.manual_unretire(subject, request.user):
+            messages.success(request, f"{subject.external_id} is back in the pool.")
+        else:
+            messages.info(request, f"{subject.external_id} was not retired.")
+    return redirect("labeling:crowd_review", workflow.project.slug, workflow.slug)
+
+
+# --- Retirement settings ----------------------------------------------------------------------------
+
+
+class RetirementForm(forms.ModelForm):
+    gold_schedule = forms.CharField(
+        widget=forms.TextInput(attrs={"size": 36}),
+        help_text="Share of gold subjects by how many a volunteer has seen: [[20, 0.4], [40, 0.3], [null, 0.1]] "
+        "means 40% for the first 20, 30% up to 40, then 10%.",
+    )
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "retirement_rule",
+            "retirement_limit",
+            "min_votes",
+            "max_votes",
+            "swap_prior",
+            "swap_p_low",
+            "swap_p_high",
+            "consensus_fraction",
+        ]
+        labels = {
+            "swap_prior": "SWAP prior P(real)",
+            "swap_p_low": "SWAP P(real) low threshold",
+            "swap_p_high": "SWAP P(real) high threshold",
+        }
+        help_texts = {
+            "retirement_limit": "Count rule: votes to retire.",
+            "min_votes": "SWAP and consensus: never retire with fewer votes.",
+            "max_votes": "SWAP and consensus: undecided at this many votes → expert review queue.",
+            "swap_prior": "SWAP: P(real) before any vote.",
+            "swap_p_low": "SWAP: retire as bogus at or below this P(real).",
+            "swap_p_high": "SWAP: retire as real at or above this P(real).",
+            "consensus_fraction": "Consensus: share of votes the leading answer needs (0.5–1).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["gold_schedule"] = json.dumps(self.instance.gold_schedule)
+
+    def clean_gold_schedule(self):
+        text = self.cleaned_data["gold_schedule"]
+        try:
+            schedule = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg}.")
+        if not isinstance(schedule, list) or not schedule:
+            raise forms.ValidationError("A list of [seen fewer than N, share] pairs, the last with null.")
+        previous = 0
+        for i, pair in enumerate(schedule):
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise forms.ValidationError(f"Entry {i + 1} is not a [limit, share] pair.")
+            limit, share = pair
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+                raise forms.ValidationError(f"Entry {i + 1}: the share must be a number from 0 to 1.")
+            if limit is None:
+                if i != len(schedule) - 1:
+                    raise forms.ValidationError("Only the last entry may have no limit (null).")
+            elif isinstance(limit, bool) or not isinstance(limit, int) or limit <= previous:
+                raise forms.ValidationError(f"Entry {i + 1}: limits must be whole numbers that increase.")
+            else:
+                previous = limit
+        if schedule[-1][0] is not None:
+            raise forms.ValidationError("The last entry needs a null limit (the share for everyone after).")
+        return schedule
+
+    def clean(self):
+        data = super().clean()
+        low, high, prior = data.get("swap_p_low"), data.get("swap_p_high"), data.get("swap_prior")
+        if None not in (low, high, prior) and not 0 < low < prior < high < 1:
+            raise forms.ValidationError("SWAP needs 0 < P low < prior < P high < 1.")
+        if data.get("min_votes") is not None and data.get("max_votes") is not None:
+            if data["min_votes"] < 1:
+                self.add_error("min_votes", "At least 1.")
+            elif data["min_votes"] > data["max_votes"]:
+                self.add_error("max_votes", "Must be at least the minimum number of votes.")
+        fraction = data.get("consensus_fraction")
+        if fraction is not None and not 0.5 < fraction <= 1:
+            self.add_error("consensus_fraction", "Between 0.5 (exclusive) and 1.")
+        if data.get("retirement_limit") is not None and data["retirement_limit"] < 1:
+            self.add_error("retirement_limit", "At least 1.")
+        return data
+
+    def save(self, commit=True):
+        self.instance.gold_schedule = self.cleaned_data["gold_schedule"]
+        fields = [*self.Meta.fields, "gold_schedule"]
+        if commit:
+            self.instance.save(update_fields=fields)
+        return self.instance
+
+
+@login_required
+def retirement_settings(request, project, workflow):
+    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    form = RetirementForm(request.POST or None, instance=workflow)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            form.save()
+            from .tasks_crowd import reevaluate_retirement
+
+            workflow_id = workflow.pk
+            transaction.on_commit(lambda: reevaluate_retirement.delay(workflow_id))
+        messages.success(request, "Saved. Active subjects are being re-evaluated under the new rule.")
+        return redirect("labeling:crowd_retirement", workflow.project.slug, workflow.slug)
+    active = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE).count()
+    context = {"project": workflow.project, "workflow": workflow, "form": form, "n_active": active}
+    return render(request, "labeling/crowd/retirement.html", context, status=400 if form.errors else 200)
