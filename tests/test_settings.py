@@ -32,8 +32,8 @@ def test_check_deploy_passes_with_production_env(tmp_path):
 
 def test_secret_key_is_generated_into_var_once(tmp_path):
     code = "from django.conf import settings; print(settings.SECRET_KEY)"
-    first = run_manage(["shell", "-c", code], {}, tmp_path)
-    second = run_manage(["shell", "-c", code], {}, tmp_path)
+    first = run_manage(["shell", "-v", "0", "-c", code], {}, tmp_path)
+    second = run_manage(["shell", "-v", "0", "-c", code], {}, tmp_path)
     assert first.returncode == 0, first.stderr
     key = (tmp_path / "var" / "secret_key").read_text().strip()
     assert first.stdout.strip() == second.stdout.strip() == key and len(key) > 40
@@ -44,5 +44,5 @@ def test_sqlite_uses_wal_and_immediate_transactions(tmp_path):
         "from django.db import connection; c = connection.cursor(); c.execute('PRAGMA journal_mode');"
         "print(c.fetchone()[0], connection.settings_dict['OPTIONS']['transaction_mode'])"
     )
-    result = run_manage(["shell", "-c", code], {}, tmp_path)
+    result = run_manage(["shell", "-v", "0", "-c", code], {}, tmp_path)
     assert result.stdout.split() == ["wal", "IMMEDIATE"], result.stderr

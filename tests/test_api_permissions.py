@@ -1,0 +1,157 @@
+"""Per-project roles on every API endpoint and export page: another project's owner gets 404
+everywhere (the project's existence does not leak), viewers read but cannot export or upload,
+panel worker ids reach owners only."""
+
+import pytest
+from django.urls import URLPattern, reverse
+
+from labeling import api_urls, exports
+from labeling.authentication import create_token
+from labeling.models import Job, ModelVersion, Project, ProjectMembership, Workflow
+
+from .exports_support import populate
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def data(project, workflow, django_user_model):
+    return populate(project, workflow, django_user_model, n_subjects=4)
+
+
+def _user_with_role(django_user_model, project, name, role):
+    user = django_user_model.objects.create_user(name, password="pw-123456789")
+    if role:
+        ProjectMembership.objects.create(project=project, user=user, role=role)
+    return user
+
+
+def _auth(user):
+    _token, key = create_token(user, "test")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def outsider(django_user_model, owner):
+    """Owner of a different project: no role in ours."""
+    user = django_user_model.objects.create_user("rival", password="pw-123456789")
+    other = Project.objects.create(slug="rival-project", name="Rival", owner=user)
+    Workflow.objects.create(project=other, slug="rb", name="RB")
+    return user
+
+
+@pytest.fixture
+def finished_export(data, owner):
+    job = exports.start_export(project=data.project, user=owner, role="owner", kind="labels", fmt="csv")
+    exports.run_export_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED
+    return job
+
+
+def _project_urls(data, job) -> list[tuple[str, str]]:
+    """(method, url) of every project-scoped API endpoint, with real ids of this project."""
+    model = ModelVersion.objects.filter(workflow=data.workflow).first()
+    ids = {
+        "api_workflow": data.workflow.pk,
+        "api_subject": data.subjects[0].pk,
+        "api_model_version": model.pk,
+        "api_model_version_artifact": model.pk,
+        "api_export_detail": job.pk,
+        "api_export_download": job.pk,
+    }
+    urls = []
+    for pattern in api_urls.urlpatterns:
+        assert isinstance(pattern, URLPattern)
+        if "<slug:project>" not in str(pattern.pattern):
+            continue
+        args = [data.project.slug] + ([ids[pattern.name]] if "<int:pk>" in str(pattern.pattern) else [])
+        url = reverse(pattern.name, args=args)
+        methods = {"api_uploads": ["POST"], "api_exports": ["GET", "POST"]}.get(pattern.name, ["GET"])
+        urls += [(m, url) for m in methods]
+    assert len(urls) >= 17
+    return urls
+
+
+def test_another_projects_owner_gets_404_on_every_endpoint(client, data, finished_export, outsider):
+    headers = _auth(outsider)
+    for method, url in _project_urls(data, finished_export):
+        if method == "GET":
+            response = client.get(url, headers=headers)
+        else:
+            response = client.post(url, {"export": "labels", "format": "csv"}, headers=headers)
+        assert response.status_code == 404, (method, url, response.status_code)
+        assert data.project.name.encode() not in response.content
+    # The rival's own project list does not show ours.
+    listed = client.get(reverse("api_projects"), headers=headers).json()
+    assert [p["slug"] for p in listed["results"]] == ["rival-project"]
+
+
+def test_another_projects_owner_gets_404_on_export_pages(client, data, finished_export, outsider):
+    client.force_login(outsider)
+    slug, pk = data.project.slug, finished_export.pk
+    for url in (
+        reverse("labeling:exports", args=[slug]),
+        reverse("labeling:export_progress", args=[slug, pk]),
+        reverse("labeling:export_download", args=[slug, pk]),
+    ):
+        assert client.get(url).status_code == 404, url
+    assert client.post(reverse("labeling:exports", args=[slug]), {"export": "votes:csv"}).status_code == 404
+    assert Job.objects.filter(project=data.project, kind=Job.EXPORT).count() == 1
+
+
+def test_anonymous_requests_are_refused(client, data, finished_export):
+    for method, url in _project_urls(data, finished_export):
+        response = client.get(url) if method == "GET" else client.post(url, {})
+        assert response.status_code in (401, 403), (method, url)
+    response = client.get(reverse("api_projects"))
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Token"
+
+
+def test_viewer_reads_but_cannot_export_or_upload(client, data, finished_export, django_user_model):
+    viewer = _user_with_role(django_user_model, data.project, "viewer1", "viewer")
+    headers = _auth(viewer)
+    slug = data.project.slug
+    assert client.get(reverse("api_subjects", args=[slug]), headers=headers).status_code == 200
+    assert client.get(reverse("api_votes", args=[slug]), headers=headers).status_code == 200
+    for url in (
+        reverse("api_exports", args=[slug]),
+        reverse("api_export_detail", args=[slug, finished_export.pk]),
+        reverse("api_export_download", args=[slug, finished_export.pk]),
+    ):
+        assert client.get(url, headers=headers).status_code == 403, url
+    started = client.post(
+        reverse("api_exports", args=[slug]), {"export": "votes", "format": "csv"}, headers=headers
+    )
+    assert started.status_code == 403
+    upload = client.post(reverse("api_uploads", args=[slug]), {"workflow": data.workflow.pk}, headers=headers)
+    assert upload.status_code == 403
+    client.force_login(viewer)
+    assert client.get(reverse("labeling:exports", args=[slug])).status_code == 403
+    assert Job.objects.filter(project=data.project, kind=Job.EXPORT).count() == 1
+
+
+def test_expert_only_members_have_no_api_access(client, data, django_user_model):
+    expert = _user_with_role(django_user_model, data.project, "expert1", "expert")
+    response = client.get(reverse("api_subjects", args=[data.project.slug]), headers=_auth(expert))
+    assert response.status_code == 404
+
+
+def test_worker_ids_reach_owners_only(client, data, owner, django_user_model):
+    collaborator = _user_with_role(django_user_model, data.project, "collab1", "collaborator")
+    url = reverse("api_votes", args=[data.project.slug]) + f"?page_size=1000&workflow={data.workflow.slug}"
+    as_owner = client.get(url, headers=_auth(owner)).json()["results"]
+    as_collaborator = client.get(url, headers=_auth(collaborator)).json()["results"]
+    worker_id = data.worker.external_id
+    assert {v["worker_id"] for v in as_owner if v["participant_kind"] == "worker"} == {worker_id}
+    assert {v["worker_id"] for v in as_collaborator} == {None}
+    skills = client.get(reverse("api_skills", args=[data.project.slug]), headers=_auth(collaborator))
+    assert worker_id not in skills.content.decode()
+
+    # Exports started by a collaborator leave worker ids out; an owner's include them.
+    for user, role in ((collaborator, "collaborator"), (owner, "owner")):
+        job = exports.start_export(project=data.project, user=user, role=role, kind="votes", fmt="csv")
+        exports.run_export_job(job.pk)
+        job.refresh_from_db()
+        content = b"".join(job.result.open("rb"))
+        assert (worker_id.encode() in content) is (role == "owner")
