@@ -224,8 +224,10 @@ class Subject(models.Model):
             models.UniqueConstraint(fields=["project", "external_id"], name="subject_unique_external_id")
         ]
         indexes = [
-            models.Index(fields=["workflow", "status", "priority"], name="subject_select_priority"),
-            models.Index(fields=["workflow", "status", "random_key"], name="subject_select_random"),
+            # The selector walks these from one end and stops after a few rows; gold_label is in them so
+            # the walk needs no table lookups (labeling/selection.py, bench/selection.py).
+            models.Index(fields=["workflow", "status", "gold_label", "priority"], name="subject_pick_ranked"),
+            models.Index(fields=["workflow", "status", "gold_label", "random_key"], name="subject_pick_random"),
         ]
 
     def __str__(self):

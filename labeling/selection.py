@@ -1,22 +1,36 @@
 """Which subject a participant sees next.
 
-Rules: never one they already answered (skips count as answered), never a retired one;
-gold subjects mixed in by the workflow's schedule; with an active model, the top of the
-acquisition ranking (priority) with an exploration share of random picks; without one,
-random. Random picks use an indexed `random_key` (no ORDER BY RANDOM()), and "already
-seen" is an index probe per candidate (NOT EXISTS on the unique vote key), never a scan of
-the participant's history. A random choice among the top few stops volunteers from piling
-onto the same handful of subjects.
+Rules: never one they already answered (skips count as answered), never a retired one; gold
+subjects mixed in by the workflow's schedule (Workflow.gold_share_for); with an active model, the
+top of the acquisition ranking (Subject.priority, written by labeling.loop) with an exploration
+share of random picks; without one, random.
+
+Speed (bench/selection.py, docs/benchmarks.md): every query walks an index in order and stops after
+a handful of rows. Random picks start at a random point of the indexed `random_key` (no ORDER BY
+RANDOM()); ranked picks walk (workflow, status, gold_label, priority) from the top; gold_label is in
+both indexes so the walks never touch the table. "Already seen" is an index
+probe per candidate (NOT EXISTS on the unique vote key), never a scan of the participant's history,
+so a volunteer with 1,000 answers costs the same as a new one.
+
+No pile-on: volunteers arriving together must not all get the single most informative subject.
+A ranked pick chooses at random among the best few candidates, and reserves the chosen one for a
+short time (RESERVATION_S) in the cache, so the next volunteer's pick comes from the ones not
+reserved. Reservations are a preference, not a lock: when everything near the top is reserved
+the pick falls back to the reserved ones rather than to nothing. They live in Django's cache:
+per process by default, shared across web processes with CACHE_URL=redis://...
 """
 
 import random
 
+from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 
+from .labels import GOLD_ANSWERS
 from .models import Participant, Subject, Vote, Workflow
 
 TOP_FEW = 8  # randomise among this many of the best candidates
-CANDIDATES = 32
+CANDIDATES = 32  # look this far down the ranking for unreserved subjects
+RESERVATION_S = 30  # a served subject is kept for its volunteer about as long as one classification
 
 
 def _unseen(workflow: Workflow, participant: Participant):
@@ -28,13 +42,39 @@ def _random_pick(qs, rng: random.Random):
     pivot = rng.random()
     ids = list(qs.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:TOP_FEW])
     if len(ids) < TOP_FEW:
-        ids += list(qs.filter(random_key__lt=pivot).order_by("random_key").values_list("pk", flat=True)[:TOP_FEW])
+        ids += list(
+            qs.filter(random_key__lt=pivot).order_by("random_key").values_list("pk", flat=True)[:TOP_FEW]
+        )
     return rng.choice(ids) if ids else None
 
 
-def _ranked_pick(qs, rng: random.Random):
-    ids = list(qs.order_by("-priority").values_list("pk", flat=True)[:TOP_FEW])
-    return rng.choice(ids) if ids else None
+def _gold_pick(unseen, rng: random.Random):
+    # One gold class at a time, in random order: each is an equality range of the
+    # (workflow, status, gold_label, random_key) index, walked from a random point. Volunteers
+    # get real and bogus gold about equally often, which is what feedback needs.
+    labels = list(GOLD_ANSWERS)
+    rng.shuffle(labels)
+    for label in labels:
+        pick = _random_pick(unseen.filter(gold_label=label), rng)
+        if pick is not None:
+            return pick
+    return None
+
+
+def reservation_key(workflow_id: int, subject_id: int) -> str:
+    return f"skyvote:reserved:{workflow_id}:{subject_id}"
+
+
+def _ranked_pick(qs, rng: random.Random, workflow: Workflow, participant: Participant):
+    ids = list(qs.order_by("-priority").values_list("pk", flat=True)[:CANDIDATES])
+    if not ids:
+        return None
+    keys = {subject_id: reservation_key(workflow.pk, subject_id) for subject_id in ids}
+    reserved = cache.get_many(list(keys.values()))
+    free = [i for i in ids if reserved.get(keys[i], participant.pk) == participant.pk]
+    pick = rng.choice((free or ids)[:TOP_FEW])
+    cache.set(keys[pick], participant.pk, RESERVATION_S)
+    return pick
 
 
 def n_answered(workflow: Workflow, participant: Participant) -> int:
@@ -51,13 +91,13 @@ def next_subject(
 
     pick = None
     if rng.random() < workflow.gold_share_for(n_seen):
-        pick = _random_pick(unseen.exclude(gold_label=""), rng)
+        pick = _gold_pick(unseen, rng)
     if pick is None:
         ordinary = unseen.filter(gold_label="")
         if workflow.active_model_id and rng.random() >= workflow.exploration_share:
-            pick = _ranked_pick(ordinary, rng)
+            pick = _ranked_pick(ordinary, rng, workflow, participant)
         if pick is None:
             pick = _random_pick(ordinary, rng)
     if pick is None:  # only gold left, or nothing at all
-        pick = _random_pick(unseen, rng)
+        pick = _gold_pick(unseen, rng)
     return Subject.objects.filter(pk=pick).first() if pick else None

@@ -9,11 +9,17 @@ transport under var/broker, so the demo needs no server (docs/architecture.md).
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skyvote.settings")
 
 app = Celery("skyvote")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("gpu"))
+# Explicit routing keys: with bare Queue("gpu") both queues were bound to the default exchange
+# under the same key, so a gpu task was not delivered (or went to both queues).
+_exchange = Exchange("default", type="direct")
+app.conf.task_queues = (
+    Queue("default", _exchange, routing_key="default"),
+    Queue("gpu", _exchange, routing_key="gpu"),
+)
 app.autodiscover_tasks()

@@ -9,6 +9,8 @@
 | CSRF_TRUSTED_ORIGINS | empty (comma-separated origins) |
 | MEDIA_ROOT | var/media |
 | CELERY_BROKER_URL | embedded filesystem transport under var/broker |
+| CACHE_URL | per-process memory cache (set redis://... with several web processes) |
+| SKYVOTE_TRAIN_*, SKYVOTE_HEARTBEAT_STALE_S, SKYVOTE_CACHE_DIR ... | learning loop, see SKYVOTE_LOOP below |
 | SECURE | off; on in production: HTTPS-only cookies, HSTS, SSL redirect |
 """
 
@@ -177,19 +179,31 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
-        # kombu polls the folder; 1 s by default gives ~1 task/s, 0.1 s is enough for
-        # training rounds, exports and re-aggregation (per-vote work never goes to the broker).
+        # Remote-control (pidbox) fanout state; kombu's default is ./control in the working directory.
+        "control_folder": str(BROKER_DIR / "control"),
+        # An idle worker lists the folder this often (kombu's default is 1 s). Throughput is set by
+        # the worker pool, not by this (CELERY_WORKER_POOL below; per-vote work never uses the broker).
         "polling_interval": 0.1,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
     else {
         # Longer than any training round's time budget, so a long task is not re-delivered.
         "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3 * 3600)),
+        # Publishing gives up within a second when the broker is down (kombu would otherwise retry
+        # for broker_connection_timeout): requests never hang on it, and the outbox sweep re-sends.
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
     }
 )
 if CELERY_BROKER_URL.startswith("filesystem"):
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    # The filesystem transport has no event loop, and Celery's fallback loop then sees a prefork or
+    # threads pool finish a task only every 2 s (0.5 tasks/s, bench/broker.py). The solo pool runs
+    # each task in the consumer itself: ~50 ms from publish to start. `-P prefork` still overrides.
+    CELERY_WORKER_POOL = "solo"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_RESULT_BACKEND = None  # job state and progress live in our own tables
 CELERY_TASK_IGNORE_RESULT = True
@@ -204,6 +218,35 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "sweep-outbox": {"task": "skyvote.default.sweep_outbox", "schedule": 30.0},
     "recompute-aggregation": {"task": "skyvote.default.recompute_all_aggregations", "schedule": 3600.0},
+}
+
+# --- learning loop (labeling/loop.py, docs/architecture.md) ---------------------------------
+SKYVOTE_LOOP = {
+    # Training: the round stops at this many seconds (keep it below the broker visibility timeout).
+    "train_time_budget_s": float(os.environ.get("SKYVOTE_TRAIN_TIME_BUDGET_S", 900)),
+    "train_max_epochs": int(os.environ.get("SKYVOTE_TRAIN_MAX_EPOCHS", 30)),
+    # Warm-start from the active model's weights (fewer epochs needed each round).
+    "warm_start": env_bool("SKYVOTE_TRAIN_WARM_START", True),
+    "min_train_labels": int(os.environ.get("SKYVOTE_MIN_TRAIN_LABELS", 20)),
+    # MC-dropout passes for BALD (only the dense head is sampled, so this is cheap).
+    "mc_samples": int(os.environ.get("SKYVOTE_MC_SAMPLES", 20)),
+    # "auto": bfloat16 on CPUs that compute it natively (~2x faster, P(real) within a few 1e-2), else float32.
+    "score_precision": os.environ.get("SKYVOTE_SCORE_PRECISION", "auto"),
+    # A running job whose heartbeat is older than this is presumed dead (worker killed) by the sweep.
+    "heartbeat_stale_s": float(os.environ.get("SKYVOTE_HEARTBEAT_STALE_S", 120)),
+    "max_attempts": int(os.environ.get("SKYVOTE_JOB_MAX_ATTEMPTS", 2)),
+    # Local cache of preprocessed triplets on each worker machine (rebuilt from media when missing).
+    "cache_dir": os.environ.get("SKYVOTE_CACHE_DIR") or str(VAR_DIR / "cache"),
+}
+
+# Reservations of served subjects and vote counters of the learning loop live in the cache:
+# per process by default; set CACHE_URL=redis://... when several web processes serve volunteers.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+        if os.environ.get("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "skyvote"}
+    )
 }
 
 # --- REST API -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_page_shows_triplet_buttons_and_tutorial(client, workflow, make_subjects
     for label in ("Real", "Bogus", "Skip"):
         assert re.search(rf"<button[^>]*>{label} <kbd>", html)
     assert '<dialog id="tutorial" data-first-visit="1"' in html
-    assert "Your classifications: <strong id=\"counter\" data-testid=\"counter\">0</strong>" in html
+    assert 'Your classifications: <strong id="counter" data-testid="counter">0</strong>' in html
 
 
 def test_ground_truth_is_never_sent(client, workflow, make_subjects):
@@ -50,7 +50,9 @@ def test_htmx_vote_swaps_in_next_subject_and_counts(client, workflow, make_subje
         assert sid not in seen
         seen.append(sid)
         key = re.search(r'name="key" value="([0-9a-f-]+)"', html).group(1)
-        resp = client.post(vote_url(workflow), {"subject": sid, "key": key, "answer": "real"}, HTTP_HX_REQUEST="true")
+        resp = client.post(
+            vote_url(workflow), {"subject": sid, "key": key, "answer": "real"}, HTTP_HX_REQUEST="true"
+        )
         html = resp.content.decode()
         assert html.lstrip().startswith('<section id="task"')  # the partial, not a whole page
         assert f'data-testid="counter">{n}<' in html
@@ -62,7 +64,9 @@ def test_double_press_stores_one_vote(client, workflow, make_subjects):
     (subject,) = make_subjects(1)
     key = str(uuid.uuid4())
     for _ in range(2):
-        client.post(vote_url(workflow), {"subject": subject.pk, "key": key, "answer": "bogus"}, HTTP_HX_REQUEST="true")
+        client.post(
+            vote_url(workflow), {"subject": subject.pk, "key": key, "answer": "bogus"}, HTTP_HX_REQUEST="true"
+        )
     assert Vote.objects.count() == 1
 
 
@@ -75,14 +79,18 @@ def test_retired_subjects_are_not_served(client, workflow, make_subjects):
 
 def test_bad_vote_shows_an_error_and_stores_nothing(client, workflow, make_subjects):
     (subject,) = make_subjects(1)
-    resp = client.post(vote_url(workflow), {"subject": subject.pk, "key": "x", "answer": "real"}, HTTP_HX_REQUEST="true")
+    resp = client.post(
+        vote_url(workflow), {"subject": subject.pk, "key": "x", "answer": "real"}, HTTP_HX_REQUEST="true"
+    )
     assert 'role="alert"' in resp.content.decode()
     assert Vote.objects.count() == 0
 
 
 def test_non_htmx_vote_redirects_back(client, workflow, make_subjects):
     (subject,) = make_subjects(1)
-    resp = client.post(vote_url(workflow), {"subject": subject.pk, "key": str(uuid.uuid4()), "answer": "real"})
+    resp = client.post(
+        vote_url(workflow), {"subject": subject.pk, "key": str(uuid.uuid4()), "answer": "real"}
+    )
     assert resp.status_code == 302 and resp.url == classify_url(workflow)
     assert Vote.objects.count() == 1
 

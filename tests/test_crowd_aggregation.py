@@ -69,8 +69,12 @@ def test_gold_answers_train_the_skill_and_then_move_posteriors(workflow, subject
     skill = ParticipantSkill.objects.get(workflow=workflow, participant=p)
     assert (skill.real_seen, skill.real_said_real, skill.bogus_seen, skill.bogus_said_bogus) == (2, 2, 2, 1)
     assert (skill.n_gold, skill.n_gold_correct) == (4, 3)
-    assert skill.p_l == pytest.approx(crowd.swap_skill(2, 2, 2, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[0])
-    assert skill.p_d == pytest.approx(crowd.swap_skill(2, 2, 2, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[1])
+    assert skill.p_l == pytest.approx(
+        crowd.swap_skill(2, 2, 2, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[0]
+    )
+    assert skill.p_d == pytest.approx(
+        crowd.swap_skill(2, 2, 2, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[1]
+    )
     ordinary = Subject.objects.create(project=workflow.project, workflow=workflow, external_id="o")
     vote(workflow, ordinary, p, "real")
     ordinary.refresh_from_db()
@@ -196,7 +200,9 @@ def test_recompute_rebuilds_gold_tallies_for_labels_set_after_the_votes(workflow
     recompute_workflow(workflow.pk, method="swap", reevaluate=False)
     skill = ParticipantSkill.objects.get(participant=p)
     assert (skill.n_gold, skill.n_gold_correct, skill.bogus_seen, skill.bogus_said_bogus) == (1, 1, 1, 1)
-    assert skill.p_d == pytest.approx(crowd.swap_skill(0, 0, 1, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[1])
+    assert skill.p_d == pytest.approx(
+        crowd.swap_skill(0, 0, 1, 1, pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS)[1]
+    )
     assert Vote.objects.get(participant=p).was_gold is False  # votes record what was known when cast
 
 

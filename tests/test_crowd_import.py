@@ -113,7 +113,12 @@ def test_aggregate_other_methods_match_mlcore(tmp_path, workflow, subjects, meth
     else:
         gold = [subject_index[s] for s in ("ZTF000", "ZTF001") if s in subject_index]
         expected = swap(
-            items, who, labels, gold_items=gold, gold_labels=[1] * len(gold), pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS
+            items,
+            who,
+            labels,
+            gold_items=gold,
+            gold_labels=[1] * len(gold),
+            pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS,
         )
     np.testing.assert_allclose(stored_p_real(subject_index), expected.p_real, rtol=1e-7, atol=1e-9)
     assert set(Subject.objects.exclude(p_real=None).values_list("aggregation_method", flat=True)) == {method}

@@ -34,7 +34,9 @@ def test_signup_merges_anonymous_votes(client, workflow, make_subjects):
     assert Vote.objects.filter(participant=user_participant).count() == 2
     assert Participant.objects.get(kind=Participant.ANONYMOUS).merged_into == user_participant
     # The counter follows the person into the account.
-    html = client.get(reverse("labeling:classify", args=[workflow.project.slug, workflow.slug])).content.decode()
+    html = client.get(
+        reverse("labeling:classify", args=[workflow.project.slug, workflow.slug])
+    ).content.decode()
     assert 'data-testid="counter">2<' in html
 
 
@@ -44,10 +46,18 @@ def test_login_merges_but_never_duplicates(client, workflow, make_subjects, djan
     mine = Participant.objects.create(kind=Participant.USER, user=user)
     from labeling.services import record_vote
 
-    record_vote(workflow=workflow, subject_id=subjects[0].pk, participant=mine, answer="real", idempotency_key=uuid.uuid4())
+    record_vote(
+        workflow=workflow,
+        subject_id=subjects[0].pk,
+        participant=mine,
+        answer="real",
+        idempotency_key=uuid.uuid4(),
+    )
     anon = Participant.objects.create(kind=Participant.ANONYMOUS)
     for s in subjects:
-        record_vote(workflow=workflow, subject_id=s.pk, participant=anon, answer="bogus", idempotency_key=uuid.uuid4())
+        record_vote(
+            workflow=workflow, subject_id=s.pk, participant=anon, answer="bogus", idempotency_key=uuid.uuid4()
+        )
     session = client.session
     session["participant_id"] = anon.pk
     session.save()

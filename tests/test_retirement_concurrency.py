@@ -18,8 +18,10 @@ N_THREADS = 20
 
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"] in ("", ":memory:") or (
-        connection.vendor == "sqlite" and "mode=memory" in str(connection.settings_dict["NAME"])
+    if (
+        connection.vendor == "sqlite"
+        and connection.settings_dict["NAME"] in ("", ":memory:")
+        or (connection.vendor == "sqlite" and "mode=memory" in str(connection.settings_dict["NAME"]))
     ):
         pytest.skip("in-memory SQLite cannot be shared between threads; run with PostgreSQL (DATABASE_URL)")
     workflow.retirement_limit = 7
@@ -33,7 +35,11 @@ def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
         try:
             barrier.wait()
             result = record_vote(
-                workflow=workflow, subject_id=subject.pk, participant=p, answer="real", idempotency_key=uuid.uuid4()
+                workflow=workflow,
+                subject_id=subject.pk,
+                participant=p,
+                answer="real",
+                idempotency_key=uuid.uuid4(),
             )
             if result.retired_now:
                 retired_now.append(p.pk)
@@ -55,4 +61,3 @@ def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
     assert subject.status == Subject.RETIRED
     assert len(retired_now) == 1  # exactly one vote retired it
     assert Vote.objects.filter(subject=subject, subject_was_retired=True).count() == N_THREADS - 7
-

@@ -30,8 +30,12 @@ def test_invalid_votes_get_clear_errors(client, workflow, make_subjects):
     (subject,) = make_subjects(1)
     missing = post(client, workflow=workflow.pk, subject=subject.pk, answer="real")
     assert missing.status_code == 400 and "idempotency_key" in missing.json()
-    wrong = post(client, workflow=workflow.pk, subject=subject.pk, answer="maybe", idempotency_key=str(uuid.uuid4()))
+    wrong = post(
+        client, workflow=workflow.pk, subject=subject.pk, answer="maybe", idempotency_key=str(uuid.uuid4())
+    )
     assert wrong.status_code == 400 and "not an answer" in wrong.json()["detail"]
-    unknown = post(client, workflow=999999, subject=subject.pk, answer="real", idempotency_key=str(uuid.uuid4()))
+    unknown = post(
+        client, workflow=999999, subject=subject.pk, answer="real", idempotency_key=str(uuid.uuid4())
+    )
     assert unknown.status_code == 404
     assert Vote.objects.count() == 0

@@ -1,0 +1,143 @@
+"""The braai-style VGG6 real/bogus network (Duev et al. 2019). No I/O here: see mlcore.checkpoint.
+
+The network is split in two so uncertainty is cheap:
+
+* ``features(x)`` — the convolutional part (two blocks of two 3×3 convs + ReLU, 2×2 max-pool,
+  dropout 0.25), flattened;
+* ``head(f)`` — dense 256 + ReLU + dropout 0.5 + one logit.
+
+Monte-Carlo dropout for BALD keeps the convolutional part deterministic (evaluated once) and
+samples dropout masks only on the 256 penultimate activations: ``mc_logits`` costs T small
+256→1 products on top of a single pass, instead of T full passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["ModelConfig", "VGG6", "build_model"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters; saved inside every checkpoint and used to rebuild the network."""
+
+    architecture: str = "vgg6"
+    input_size: int = 63
+    in_channels: int = 3
+    conv_filters: tuple[int, int] = (16, 32)
+    kernel_size: int = 3
+    pool_size: int = 2
+    conv_dropout: float = 0.25
+    dense_units: int = 256
+    dense_dropout: float = 0.5
+    # Preprocessed cutouts have unit L2 norm, so pixels are ~1/63 in size; multiplying by input_scale
+    # (default: the cutout side) gives ~unit RMS inputs, where the default initialisation and Adam at
+    # lr 1e-3 learn in a few epochs. Preprocessing itself stays exactly braai's.
+    input_scale: float = 63.0
+
+    def __post_init__(self):
+        if self.architecture != "vgg6":
+            raise ValueError(f"unknown architecture {self.architecture!r} (only 'vgg6' is implemented)")
+        object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
+        if len(self.conv_filters) != 2 or min(self.conv_filters) < 1:
+            raise ValueError(f"conv_filters must be two positive integers, got {self.conv_filters}")
+        for name in ("conv_dropout", "dense_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.feature_map_size() < 1:
+            raise ValueError(f"input_size {self.input_size} is too small for this network")
+
+    def feature_map_size(self) -> int:
+        """Side of the last feature map: each 'valid' 3×3 conv trims kernel_size-1 pixels, each pool divides."""
+        side = self.input_size
+        for _ in self.conv_filters:
+            side = (side - 2 * (self.kernel_size - 1)) // self.pool_size
+        return side
+
+    def n_features(self) -> int:
+        return self.conv_filters[-1] * self.feature_map_size() ** 2
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["conv_filters"] = list(self.conv_filters)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class VGG6(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        f1, f2 = config.conv_filters
+        k = config.kernel_size
+        self.conv = nn.Sequential(
+            nn.Conv2d(config.in_channels, f1, k),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(f1, f1, k),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(config.pool_size),
+            nn.Dropout(config.conv_dropout),
+            nn.Conv2d(f1, f2, k),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(f2, f2, k),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(config.pool_size),
+            nn.Dropout(config.conv_dropout),
+        )
+        self.fc = nn.Linear(config.n_features(), config.dense_units)
+        self.head_dropout = nn.Dropout(config.dense_dropout)
+        self.out = nn.Linear(config.dense_units, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolutional part: (B, 3, 63, 63) → flattened (B, n_features)."""
+        return torch.flatten(self.conv(x * self.config.input_scale), 1)
+
+    def embed(self, f: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (B, dense_units), before dropout: used for batch diversity."""
+        return torch.relu(self.fc(f))
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        """Dense part: conv features → one logit per triplet, shape (B,)."""
+        return self.out(self.head_dropout(self.embed(f))).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def mc_logits(
+        self, h: torch.Tensor, samples: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """MC-dropout logits (samples, B) from penultimate activations h = embed(features(x)).
+
+        Samples inverted-dropout masks on the dense layer exactly as nn.Dropout does in training,
+        whatever mode the module is in; the conv features are reused, so this is cheap.
+        """
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        p = self.config.dense_dropout
+        weight = self.out.weight[0]  # (dense_units,)
+        if p == 0.0:
+            return (h @ weight + self.out.bias).expand(samples, -1)
+        # Item-major draws (B, T, D): each triplet consumes the generator's stream in row order, so the
+        # masks a triplet gets do not depend on how the pool was cut into batches.
+        keep = torch.rand((h.shape[0], samples, h.shape[1]), generator=generator, device=h.device) >= p
+        weighted = h * weight  # (B, D): the last layer's per-unit contributions
+        return torch.einsum("btd,bd->tb", keep.to(h.dtype), weighted) / (1.0 - p) + self.out.bias
+
+
+def build_model(config: ModelConfig | None = None) -> VGG6:
+    config = config or ModelConfig()
+    if config.architecture != "vgg6":
+        raise ValueError(f"unknown architecture {config.architecture!r}")
+    return VGG6(config)

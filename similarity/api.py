@@ -1,0 +1,96 @@
+"""Search by image over the REST API: POST /similarity/api/search/.
+
+Multipart or JSON body: ``project`` (slug, required), ``workflow`` (slug; optional when the
+project has one similarity workflow), and either ``file`` (FITS, PNG or JPEG upload) or
+``subject`` (subject id or external id), plus ``top_k`` (1–100, default 10).
+Owners, collaborators and viewers of the project may search; anyone else gets 404.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import Workflow
+from labeling.permissions import project_for
+
+from . import services
+from .upload import QueryImageError, read_query_image
+from .views import resolve_query_subject
+
+
+class SearchRequestSerializer(serializers.Serializer):
+    project = serializers.SlugField()
+    workflow = serializers.SlugField(required=False, allow_blank=True)
+    file = serializers.FileField(required=False)
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    top_k = serializers.IntegerField(required=False, min_value=1, max_value=100, default=10)
+
+
+SearchResponse = inline_serializer(
+    "SimilaritySearchResponse",
+    fields={
+        "workflow": serializers.CharField(),
+        "model_version": serializers.IntegerField(),
+        "query": serializers.DictField(),
+        "results": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
+class SimilaritySearchView(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        request={"multipart/form-data": SearchRequestSerializer, "application/json": SearchRequestSerializer},
+        responses={200: SearchResponse, 400: OpenApiResponse(description="bad query"), 404: None},
+        summary="Top-k subjects most similar to an uploaded image or a subject",
+    )
+    def post(self, request):
+        form = SearchRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        project, _role = project_for(request.user, data["project"])
+        workflows = Workflow.objects.filter(project=project, kind=Workflow.SIMILARITY)
+        if data.get("workflow"):
+            workflow = workflows.filter(slug=data["workflow"]).first()
+        else:
+            workflow = workflows.first() if workflows.count() == 1 else None
+        if workflow is None:
+            return Response(
+                {"detail": "Name the similarity workflow (`workflow`): none or several match."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        try:
+            if data.get("file") is not None:
+                array = read_query_image(data["file"])
+                hits, version = services.search(workflow, array=array, top_k=data["top_k"])
+                query = {"file": data["file"].name}
+            elif data.get("subject"):
+                subject = resolve_query_subject(project, workflow, data["subject"])
+                hits, version = services.search(workflow, subject=subject, top_k=data["top_k"])
+                query = {"subject": subject.pk, "external_id": subject.external_id}
+            else:
+                raise QueryImageError("Send an image as `file` (FITS, PNG or JPEG) or a `subject` id.")
+        except QueryImageError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except services.EmbeddingUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        results = [
+            {
+                "rank": hit.rank,
+                "subject": hit.subject.pk,
+                "external_id": hit.subject.external_id,
+                "score": round(hit.score, 6),
+                "image_url": request.build_absolute_uri(url)
+                if (url := hit.subject.image_url("image"))
+                else None,
+            }
+            for hit in hits
+        ]
+        return Response(
+            {"workflow": workflow.slug, "model_version": version.version, "query": query, "results": results}
+        )

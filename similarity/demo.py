@@ -1,0 +1,92 @@
+"""Demo data for the similarity workflow: synthetic galaxy and nebula cutouts (mlcore.galaxies).
+
+`seed_similarity_demo(project)` is called by the demo seeding (`make demo`). It is idempotent:
+subjects already present are not created again, and the workflow's settings are left as the
+owner set them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import transaction
+
+from labeling.models import Job, ModelVersion, Subject, SubjectSet, Workflow
+
+WORKFLOW_SLUG = "similar"
+WORKFLOW_NAME = "Which images are similar?"
+QUESTION = "Which of these 15 images are similar to the one on the left?"
+SUBJECT_SET_NAME = "Galaxy and nebula cutouts (synthetic)"
+# One subject in twenty is a near-duplicate (rotated/flipped copy with fresh noise) of another,
+# so search by image has a known right answer.
+NEAR_DUPLICATE_SHARE = 0.05
+CUTOUT_SIZE = 96
+
+
+def seed_similarity_demo(
+    project, n_subjects: int = 600, seed: int = 0, *, request_training: bool = True, progress=None
+) -> Workflow:
+    """Create (or complete) the similarity workflow "Which images are similar?" (slug "similar").
+
+    n_subjects includes the near-duplicates. With request_training (and no embedding yet) a first
+    round is queued: self-supervised pretraining on the cutouts, so search works before any answer.
+    """
+    from labeling.ingest import add_subject
+    from mlcore.galaxies import generate_cutouts, near_duplicate
+
+    workflow, _ = Workflow.objects.get_or_create(
+        project=project,
+        slug=WORKFLOW_SLUG,
+        defaults={
+            "name": WORKFLOW_NAME,
+            "kind": Workflow.SIMILARITY,
+            "question": QUESTION,
+            "answers": [],
+            "retirement_limit": 3,
+            "train_every": 60,
+        },
+    )
+    subject_set, _ = SubjectSet.objects.get_or_create(project=project, name=SUBJECT_SET_NAME)
+    subject_set.workflows.add(workflow)
+
+    n_duplicates = int(round(n_subjects * NEAR_DUPLICATE_SHARE))
+    n_originals = n_subjects - n_duplicates
+    existing = set(
+        Subject.objects.filter(project=project, workflow=workflow).values_list("external_id", flat=True)
+    )
+    batch = generate_cutouts(n_originals, seed=seed, size=CUTOUT_SIZE)
+    rng = np.random.default_rng(seed + 1)
+    originals = rng.choice(n_originals, size=min(n_duplicates, n_originals), replace=False)
+    items = [(f"gal-{seed}-{i:05d}", batch.images[i], batch.classes[i], {}) for i in range(n_originals)] + [
+        (
+            f"gal-{seed}-{int(j):05d}-dup",
+            near_duplicate(batch.images[j], rng),
+            batch.classes[j],
+            {"near_duplicate_of": f"gal-{seed}-{int(j):05d}"},
+        )
+        for j in originals
+    ]
+    for n, (external_id, image, kind, extra) in enumerate(items):
+        if external_id in existing:
+            continue
+        with transaction.atomic():
+            add_subject(
+                project=project,
+                workflow=workflow,
+                subject_set=subject_set,
+                external_id=external_id,
+                array=image,
+                metadata={"generator": "mlcore.galaxies", "seed": seed, "size_px": CUTOUT_SIZE, **extra},
+                source="synthetic",
+                # The hidden class: never shown to volunteers; simulated volunteers answer with it.
+                truth_subtype=kind,
+            )
+        if progress:
+            progress(n + 1, len(items))
+
+    has_embedding = ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).exists()
+    has_job = Job.objects.filter(workflow=workflow, kind=Job.EMBED).exists()
+    if request_training and not has_embedding and not has_job:
+        from .services import request_embedding_round
+
+        request_embedding_round(workflow, reason="initial self-supervised pretraining on the demo cutouts")
+    return workflow

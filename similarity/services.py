@@ -1,0 +1,405 @@
+"""Similarity votes, pair tallies, embedding rounds and search (issue 6). Views and tasks call these.
+
+`record_similarity_vote` is the only way a similarity answer is stored: idempotent on the
+client's key (a retried request returns the stored vote), one vote per (task, participant)
+enforced by the database, and the task's vote count and every PairStat of the task updated in
+the same transaction with F-expressions, so concurrent voters never lose an increment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from labeling.models import Job, ModelVersion, Participant, Subject, Workflow
+
+from .models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
+
+log = logging.getLogger(__name__)
+
+EMBED_TASK = "skyvote.gpu.train_embedding"
+
+
+class SimilarityVoteError(ValueError):
+    """The answer cannot be accepted; the message says why, in words for the volunteer."""
+
+
+@dataclass
+class SimilarityVoteResult:
+    vote: SimilarityVote
+    created: bool
+    task_retired_now: bool = False
+
+
+def _parse_key(key) -> uuid.UUID:
+    if isinstance(key, uuid.UUID):
+        return key
+    try:
+        return uuid.UUID(str(key))
+    except (ValueError, TypeError, AttributeError):
+        raise SimilarityVoteError("The idempotency key must be a UUID.") from None
+
+
+def parse_chosen(values) -> list[int]:
+    """Chosen ids from a form or JSON: a list of ids or one comma-separated string."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    ids: list[int] = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise SimilarityVoteError(f"'{part[:20]}' is not a candidate id.") from None
+    return ids
+
+
+def record_similarity_vote(
+    *,
+    task: SimilarityTask,
+    participant: Participant,
+    chosen,
+    none_similar: bool,
+    idempotency_key,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+    user_agent: str = "",
+    viewport: str = "",
+    source: str = "web",
+) -> SimilarityVoteResult:
+    """Store one answer exactly once. Raises SimilarityVoteError for an answer that makes no sense."""
+    key = _parse_key(idempotency_key)
+    chosen_ids = sorted(set(parse_chosen(chosen)))
+    none_similar = bool(none_similar)
+    if none_similar and chosen_ids:
+        raise SimilarityVoteError(
+            "You marked images as similar and also chose “no images are similar”. Unselect the images or "
+            "submit them without “no images are similar”."
+        )
+    if not none_similar and not chosen_ids:
+        raise SimilarityVoteError("Select the similar images, or choose “No images are similar”.")
+    stray = set(chosen_ids) - set(task.candidates)
+    if stray:
+        raise SimilarityVoteError(f"Images {sorted(stray)} are not among this task's candidates.")
+    if started_at and finished_at and finished_at < started_at:
+        started_at, finished_at = finished_at, started_at
+
+    existing = SimilarityVote.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_key(existing, task, participant)
+
+    with transaction.atomic():
+        locked = SimilarityTask.objects.select_for_update().get(pk=task.pk)
+        vote = SimilarityVote(
+            workflow_id=locked.workflow_id,
+            task=locked,
+            participant=participant,
+            chosen=chosen_ids,
+            n_chosen=len(chosen_ids),
+            none_similar=none_similar,
+            started_at=started_at,
+            finished_at=finished_at or timezone.now(),
+            idempotency_key=key,
+            user_agent=(user_agent or "")[:400],
+            viewport=(viewport or "")[:40],
+            source=source,
+        )
+        try:
+            with transaction.atomic():
+                vote.save(force_insert=True)
+        except IntegrityError:
+            pass
+        else:
+            retired_now = _apply_vote(locked, vote)
+            workflow_id = locked.workflow_id
+            transaction.on_commit(lambda: on_similarity_votes_committed(workflow_id))
+            return SimilarityVoteResult(vote, created=True, task_retired_now=retired_now)
+
+    existing = SimilarityVote.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_key(existing, task, participant)
+    first = SimilarityVote.objects.get(task=task, participant=participant)
+    return SimilarityVoteResult(first, created=False)
+
+
+def _same_key(
+    existing: SimilarityVote, task: SimilarityTask, participant: Participant
+) -> SimilarityVoteResult:
+    if existing.task_id != task.pk or existing.participant_id != participant.pk:
+        raise SimilarityVoteError("This idempotency key was already used for another answer.")
+    return SimilarityVoteResult(existing, created=False)
+
+
+def _apply_vote(task: SimilarityTask, vote: SimilarityVote) -> bool:
+    """Task vote count, retirement, and the PairStat rows of all 15 pairs (inside the vote's transaction)."""
+    workflow = Workflow.objects.only("retirement_limit").get(pk=task.workflow_id)
+    n_votes = task.n_votes + 1
+    retire = not task.retired and n_votes >= max(1, workflow.retirement_limit)
+    SimilarityTask.objects.filter(pk=task.pk).update(n_votes=F("n_votes") + 1, retired=task.retired or retire)
+    candidates = [c for c in task.candidates if c != task.comparison_id]
+    now = timezone.now()
+    PairStat.objects.bulk_create(
+        [
+            PairStat(workflow_id=task.workflow_id, comparison_id=task.comparison_id, candidate_id=c)
+            for c in candidates
+        ],
+        ignore_conflicts=True,
+    )
+    pairs = PairStat.objects.filter(workflow_id=task.workflow_id, comparison_id=task.comparison_id)
+    pairs.filter(candidate_id__in=candidates).update(shown=F("shown") + 1, updated_at=now)
+    if vote.chosen:
+        pairs.filter(candidate_id__in=vote.chosen).update(chosen=F("chosen") + 1)
+    return retire
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding rounds: triggering (K new answers or the owner's button)
+
+
+def active_embedding(workflow: Workflow) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(
+            workflow=workflow, kind=ModelVersion.EMBEDDING, status=ModelVersion.ACTIVE
+        )
+        .order_by("-version")
+        .first()
+    )
+
+
+def open_embedding_job(workflow: Workflow) -> Job | None:
+    return Job.objects.filter(workflow=workflow, kind=Job.EMBED, status__in=[Job.QUEUED, Job.RUNNING]).first()
+
+
+def answers_since_last_round(workflow: Workflow) -> int:
+    """New answers since the last round was requested (Workflow.labels_at_last_round counts answers
+    for similarity workflows)."""
+    return SimilarityVote.objects.filter(workflow=workflow).count() - workflow.labels_at_last_round
+
+
+def on_similarity_votes_committed(workflow_id: int) -> None:
+    """After each committed answer: start a round once `train_every` new answers have arrived."""
+    workflow = Workflow.objects.filter(pk=workflow_id, kind=Workflow.SIMILARITY, is_active=True).first()
+    if workflow is None or workflow.train_every <= 0:
+        return
+    if answers_since_last_round(workflow) < workflow.train_every:
+        return
+    if open_embedding_job(workflow) is not None:
+        return
+    try:
+        request_embedding_round(workflow, reason=f"{workflow.train_every} new answers")
+    except Exception:  # a vote must never fail because a round could not be queued; the owner can retry
+        log.exception("could not request an embedding round for workflow %s", workflow_id)
+
+
+def request_embedding_round(
+    workflow: Workflow, *, user=None, reason: str = "owner", train_settings: dict | None = None
+) -> tuple[Job, bool]:
+    """Queue an embedding round, or return the one already open: (job, created).
+
+    The Celery task is sent after commit through the learning loop's outbox (labeling.loop), so a
+    broker outage delays the round instead of losing it.
+    """
+    from labeling.loop import dispatch_on_commit
+
+    if workflow.kind != Workflow.SIMILARITY:
+        raise ValueError("Only similarity workflows train an embedding.")
+    with transaction.atomic():
+        existing = open_embedding_job(workflow)
+        if existing is not None:
+            return existing, False
+        n_answers = SimilarityVote.objects.filter(workflow=workflow).count()
+        params = {"task": EMBED_TASK, "reason": reason, "answers_at_request": n_answers}
+        if train_settings:
+            params["train_settings"] = dict(train_settings)
+        try:
+            with transaction.atomic():
+                job = Job.objects.create(
+                    project_id=workflow.project_id,
+                    workflow=workflow,
+                    kind=Job.EMBED,
+                    params=params,
+                    message="Queued",
+                    created_by=user if getattr(user, "is_authenticated", False) else None,
+                )
+        except IntegrityError:  # a concurrent trigger won: coalesce into its round
+            existing = open_embedding_job(workflow)
+            if existing is None:
+                raise
+            return existing, False
+        Workflow.objects.filter(pk=workflow.pk).update(labels_at_last_round=n_answers)
+        workflow.labels_at_last_round = n_answers
+        dispatch_on_commit(job)
+    return job, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading models and indexes (cached per process, keyed by version and checkpoint hash)
+
+_cache_lock = threading.Lock()
+_models: OrderedDict = OrderedDict()
+_indexes: OrderedDict = OrderedDict()
+CACHE_SIZE = 2
+
+
+def _cached(store: OrderedDict, key, build):
+    with _cache_lock:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    value = build()
+    with _cache_lock:
+        store[key] = value
+        while len(store) > CACHE_SIZE:
+            store.popitem(last=False)
+    return value
+
+
+def clear_caches() -> None:
+    with _cache_lock:
+        _models.clear()
+        _indexes.clear()
+
+
+class EmbeddingUnavailable(RuntimeError):
+    """No usable embedding for this workflow yet (the message says what to do)."""
+
+
+def load_embedding_model(version: ModelVersion):
+    """The version's network, verified against its recorded SHA-256 (mlcore refuses foreign files)."""
+    import hashlib
+
+    from mlcore.embedding import EmbeddingCheckpointError, load_embedding_checkpoint
+
+    def build():
+        if not version.artifact or not version.artifact_sha256:
+            raise EmbeddingUnavailable(f"Embedding v{version.version} has no stored checkpoint.")
+        with version.artifact.open("rb") as handle:
+            data = handle.read()
+        if hashlib.sha256(data).hexdigest() != version.artifact_sha256:
+            raise EmbeddingUnavailable(
+                f"Embedding v{version.version}: the checkpoint changed since it was registered."
+            )
+        try:
+            return load_embedding_checkpoint(data).model
+        except EmbeddingCheckpointError as exc:
+            raise EmbeddingUnavailable(f"Embedding v{version.version}: {exc}") from None
+
+    return _cached(_models, (version.pk, version.artifact_sha256), build)
+
+
+def load_index(version: ModelVersion):
+    """The EmbeddingIndex of a version (its embeddings .npy artifact)."""
+    from django.core.files.storage import default_storage
+
+    from .index import EmbeddingIndex
+
+    names = (version.config or {}).get("index") or {}
+
+    def build():
+        try:
+            with default_storage.open(names["vectors"], "rb") as handle:
+                vectors = np.load(handle, allow_pickle=False)
+            with default_storage.open(names["ids"], "rb") as handle:
+                ids = np.load(handle, allow_pickle=False)
+        except (KeyError, OSError, ValueError) as exc:
+            raise EmbeddingUnavailable(
+                f"Embedding v{version.version}: its index files are missing ({exc})."
+            ) from None
+        return EmbeddingIndex(ids, vectors, normalise=False)
+
+    return _cached(_indexes, (version.pk, version.artifact_sha256, names.get("vectors")), build)
+
+
+def embed_arrays(version: ModelVersion, arrays: list[np.ndarray]) -> np.ndarray:
+    """Embed raw images (H, W) / (H, W, 3) with a version's network → (N, D) unit vectors."""
+    from mlcore.embedding import embed, prepare_images
+
+    model = load_embedding_model(version)
+    return embed(model, prepare_images(arrays, model.config.input_size), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Search
+
+
+@dataclass
+class SearchHit:
+    subject: Subject
+    score: float
+    rank: int
+
+
+def search(
+    workflow: Workflow, *, subject: Subject | None = None, array: np.ndarray | None = None, top_k: int = 10
+):
+    """Top-k subjects of the workflow most similar to a subject of the project or an uploaded image.
+
+    Returns (hits, version). The query subject itself is never among its own results.
+    """
+    version = active_embedding(workflow)
+    if version is None:
+        raise EmbeddingUnavailable(
+            "This workflow has no embedding yet. An owner can start a training round on the workflow's model page."
+        )
+    top_k = max(1, min(int(top_k), 100))
+    index = load_index(version)
+    exclude: list[int] = []
+    if subject is not None:
+        exclude = [subject.pk]
+        query = index.vector(subject.pk)
+        if query is None:
+            from labeling.ingest import load_subject_array
+
+            query = embed_arrays(version, [load_subject_array(subject)])[0]
+    elif array is not None:
+        query = embed_arrays(version, [array])[0]
+    else:
+        raise ValueError("Give a subject or an image to search with.")
+    result = index.search(query, k=top_k, exclude=exclude)
+    subjects = Subject.objects.in_bulk([int(i) for i in result.ids])
+    hits = [
+        SearchHit(subjects[int(i)], float(s), rank)
+        for rank, (i, s) in enumerate(zip(result.ids, result.scores, strict=True), start=1)
+        if int(i) in subjects
+    ]
+    return hits, version
+
+
+def pair_rate_rows(workflow: Workflow, limit: int = 20):
+    """Pairs volunteers disagree on most (rate nearest 0.5) among the most-shown ones, with their
+    similarity rate and 95 % Wilson interval (owner page)."""
+    shown = list(
+        PairStat.objects.filter(workflow=workflow, shown__gt=0)
+        .select_related("comparison", "candidate")
+        .order_by("-shown", "pk")[: limit * 10]
+    )
+    shown.sort(key=lambda p: (-p.shown, abs(p.chosen / p.shown - 0.5), p.pk))
+    return [{"pair": p, "rate": p.rate, "low": p.interval[0], "high": p.interval[1]} for p in shown[:limit]]
+
+
+__all__ = [
+    "N_CANDIDATES",
+    "SimilarityVoteError",
+    "SimilarityVoteResult",
+    "record_similarity_vote",
+    "request_embedding_round",
+    "on_similarity_votes_committed",
+    "active_embedding",
+    "open_embedding_job",
+    "search",
+    "EmbeddingUnavailable",
+]

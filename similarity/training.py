@@ -1,0 +1,303 @@
+"""An embedding round (the body of the gpu-queue task ``skyvote.gpu.train_embedding``).
+
+answers → train/held-out split by task → images of every subject of the workflow → mlcore.embedding
+(SimCLR pretraining, warm-started from the active version when there is one; triplet fine-tuning)
+→ evaluation on held-out answers (pairwise agreement, recall@5; random baselines 0.5 and 5/15) →
+a ModelVersion(kind="embedding") with checkpoint, metrics and training curve → the embeddings of
+every subject saved as .npy (the search index) → promotion if its held-out agreement is not worse
+than the active version's on the same held-out answers.
+
+Held-out answers: every answer of a task whose hash(workflow, task) falls in the first
+``HELDOUT_SHARE`` (20 %) of the hash space. Splitting by task keeps all opinions about the same 15
+pairs on one side, and the split is stable as answers accumulate.
+
+Job state, heartbeat, progress and log use the learning loop's machinery (labeling.loop: JobRun,
+claim_job, the outbox and its sweep), so a dead worker is detected and the round retried or failed;
+the active embedding stays in use until a new one is promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from contextlib import nullcontext
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from labeling.models import Job, ModelVersion, Subject, Workflow
+
+from .models import SimilarityVote
+from .services import active_embedding, load_embedding_model, load_index
+
+log = logging.getLogger(__name__)
+
+HELDOUT_SHARE = 0.2
+TRAIN_DEFAULTS = {
+    "pretrain_epochs": 15,
+    "warm_pretrain_epochs": 3,
+    "finetune_epochs": 8,
+    "time_budget_s": 900.0,
+    "input_size": 64,
+    "batch_size": 128,
+    "seed": 0,
+    "promote_tolerance": 0.0,
+}
+
+
+def train_setting(name: str, job: Job | None = None):
+    overrides = (job.params or {}).get("train_settings", {}) if job is not None else {}
+    if name in overrides:
+        return overrides[name]
+    configured = (getattr(settings, "SKYVOTE_SIMILARITY", None) or {}).get("train", {})
+    return configured.get(name, TRAIN_DEFAULTS[name])
+
+
+def is_heldout(workflow_id: int, task_id: int) -> bool:
+    digest = hashlib.sha256(f"skyvote-sim:{workflow_id}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < HELDOUT_SHARE * 2**32
+
+
+def workflow_answers(workflow: Workflow):
+    """(train answers, held-out answers) as mlcore Answer objects."""
+    from mlcore.embedding import Answer
+
+    train, heldout = [], []
+    rows = (
+        SimilarityVote.objects.filter(workflow=workflow)
+        .select_related("task")
+        .order_by("pk")
+        .values_list("task_id", "task__comparison_id", "task__candidates", "chosen")
+    )
+    for task_id, comparison_id, candidates, chosen in rows:
+        answer = Answer(comparison=comparison_id, candidates=tuple(candidates), chosen=frozenset(chosen))
+        (heldout if is_heldout(workflow.pk, task_id) else train).append(answer)
+    return train, heldout
+
+
+def decision_boundary(embeddings: np.ndarray, row_of: dict[int, int], answers) -> float | None:
+    """The cosine that best separates chosen from unchosen pairs (balanced accuracy) on `answers`."""
+    sims, labels = [], []
+    for answer in answers:
+        if answer.comparison not in row_of:
+            continue
+        anchor = embeddings[row_of[answer.comparison]]
+        for candidate in answer.candidates:
+            if candidate in row_of:
+                sims.append(float(embeddings[row_of[candidate]] @ anchor))
+                labels.append(candidate in answer.chosen)
+    sims_a, labels_a = np.array(sims), np.array(labels, dtype=bool)
+    if labels_a.sum() == 0 or (~labels_a).sum() == 0:
+        return None
+    best, best_tau = -1.0, None
+    for tau in np.unique(np.quantile(sims_a, np.linspace(0.01, 0.99, 99))):
+        balanced = 0.5 * ((sims_a[labels_a] >= tau).mean() + (sims_a[~labels_a] < tau).mean())
+        if balanced > best:
+            best, best_tau = balanced, float(tau)
+    return best_tau
+
+
+def _load_images(workflow: Workflow, input_size: int, run):
+    from labeling.ingest import load_subject_array
+    from mlcore.embedding import prepare_image
+
+    subjects = list(
+        Subject.objects.filter(workflow=workflow).exclude(data="").order_by("pk").only("pk", "data")
+    )
+    ids, images, skipped = [], [], 0
+    for i, subject in enumerate(subjects):
+        try:
+            images.append(prepare_image(load_subject_array(subject), input_size))
+            ids.append(subject.pk)
+        except (OSError, ValueError) as exc:
+            skipped += 1
+            log.warning("subject %s skipped: %s", subject.pk, exc)
+        if run is not None and i % 200 == 0:
+            run.progress(0.1 * i / max(1, len(subjects)), f"loading images {i}/{len(subjects)}")
+    if skipped and run is not None:
+        run.log(f"{skipped} subject(s) skipped: unreadable arrays")
+    return np.asarray(ids, dtype=np.int64), np.stack(images)[:, None] if images else None
+
+
+def _save(name: str, data: bytes) -> str:
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    return default_storage.save(name, ContentFile(data))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def run_embedding_round(job_id: int) -> Job | None:
+    """Claim and run an embedding job; never raises for a failed round (the job records why)."""
+    from labeling.loop import JobLost, JobRun, claim_job
+
+    job = claim_job(job_id, [Job.EMBED])
+    if job is None:
+        return None
+    run = JobRun(job)
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            _embedding_round(job, run)
+    except JobLost as exc:
+        log.warning("%s", exc)
+        return None
+    except Exception as exc:
+        log.exception("embedding round %s failed", job.pk)
+        message = str(exc) if isinstance(exc, ValueError | RuntimeError) else f"{type(exc).__name__}: {exc}"
+        version = ModelVersion.objects.filter(jobs=job).order_by("-pk").first()
+        if version is not None and version.status == ModelVersion.CANDIDATE:
+            ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.FAILED)
+        try:
+            run.finish(Job.FAILED, f"Failed: {message}"[:300], error=message, model_version=version)
+        except JobLost:
+            return None
+    return Job.objects.get(pk=job_id)
+
+
+def _embedding_round(job: Job, run) -> ModelVersion:
+    from mlcore.embedding import (
+        EmbeddingConfig,
+        TrainSettings,
+        evaluate,
+        save_embedding_checkpoint,
+        train_embedding,
+    )
+
+    workflow = job.workflow
+    input_size = int(train_setting("input_size", job))
+    run.log(f"Round started ({(job.params or {}).get('reason', 'requested')})")
+    ids, images = _load_images(workflow, input_size, run)
+    if images is None or len(ids) < 2:
+        raise ValueError("The workflow needs at least 2 subjects with images to train an embedding.")
+    train_answers, heldout_answers = workflow_answers(workflow)
+    run.log(
+        f"{len(ids)} images, {len(train_answers)} training answers, {len(heldout_answers)} held-out answers"
+    )
+
+    previous = active_embedding(workflow)
+    config = EmbeddingConfig(input_size=input_size)
+    init_state = None
+    if previous is not None:
+        try:
+            previous_model = load_embedding_model(previous)
+            if previous_model.config == config:
+                init_state = previous_model.state_dict()
+        except Exception as exc:  # an unusable previous version: start from scratch
+            run.log(f"Not warm-starting from v{previous.version}: {exc}")
+    train_settings = TrainSettings(
+        pretrain_epochs=int(train_setting("warm_pretrain_epochs" if init_state else "pretrain_epochs", job)),
+        finetune_epochs=int(train_setting("finetune_epochs", job)),
+        batch_size=int(train_setting("batch_size", job)),
+        time_budget_s=float(train_setting("time_budget_s", job)),
+        seed=int(train_setting("seed", job)),
+    )
+    if init_state is not None:
+        run.log(f"Warm start from v{previous.version}")
+    result = train_embedding(
+        images,
+        ids.tolist(),
+        train_answers,
+        heldout_answers,
+        config=config,
+        settings=train_settings,
+        init_state=init_state,
+        progress=run.phase(0.1, 0.9),
+    )
+    row_of = {int(s): i for i, s in enumerate(ids)}
+    boundary = decision_boundary(result.embeddings, row_of, train_answers)
+
+    previous_agreement = None
+    if previous is not None and heldout_answers:
+        try:
+            prev_index = load_index(previous)
+            prev_vectors = prev_index.matrix.float().numpy()
+            previous_agreement = evaluate(prev_vectors, prev_index.row_of, heldout_answers)[
+                "pairwise_agreement"
+            ]
+            if previous_agreement != previous_agreement:  # NaN: no comparable pairs
+                previous_agreement = None
+        except Exception as exc:
+            run.log(f"Could not evaluate v{previous.version} on the held-out answers: {exc}")
+
+    number = (
+        ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).aggregate(
+            m=Max("version")
+        )["m"]
+        or 0
+    ) + 1
+    run.progress(0.92, "saving model and index", force=True)
+    buffer = io.BytesIO()
+    save_embedding_checkpoint(buffer, result.model, metadata={"workflow": workflow.pk, "version": number})
+    checkpoint = buffer.getvalue()
+    prefix = f"models/{workflow.pk}/embedding-v{number}"
+    artifact = _save(f"{prefix}.pt", checkpoint)
+    vectors_name = _save(f"{prefix}-vectors.npy", _npy(result.embeddings.astype(np.float16)))
+    ids_name = _save(f"{prefix}-ids.npy", _npy(ids))
+    metrics = {
+        **result.metrics,
+        "previous_heldout_agreement": previous_agreement,
+        "n_subjects": len(ids),
+        "n_triplets": result.n_triplets,
+        "n_none_pairs": result.n_none_pairs,
+        "stopped_reason": result.stopped_reason,
+    }
+    version = ModelVersion.objects.create(
+        workflow=workflow,
+        kind=ModelVersion.EMBEDDING,
+        version=number,
+        status=ModelVersion.CANDIDATE,
+        artifact=artifact,
+        artifact_sha256=hashlib.sha256(checkpoint).hexdigest(),
+        metrics=metrics,
+        config={
+            "model": config.to_dict(),
+            "train": result.settings,
+            "warm_start_from": previous.version if init_state is not None else None,
+            "boundary": boundary,
+            "index": {"vectors": vectors_name, "ids": ids_name, "dim": int(result.embeddings.shape[1])},
+            "history": result.history,
+        },
+        n_train=len(train_answers),
+        duration_s=result.duration_s,
+        device=result.device[:60],
+    )
+    Job.objects.filter(pk=job.pk).update(model_version=version)
+
+    new_agreement = metrics.get("heldout_pairwise_agreement")
+    tolerance = float(train_setting("promote_tolerance", job))
+    promote = previous is None or previous_agreement is None or new_agreement is None
+    promote = promote or new_agreement >= previous_agreement - tolerance
+    if promote:
+        activate_embedding(version)
+        summary = f"Embedding v{number} active"
+    else:
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.REJECTED)
+        summary = f"Embedding v{number} not promoted (held-out agreement {new_agreement:.3f} < v{previous.version}'s {previous_agreement:.3f})"
+    if new_agreement is not None:
+        summary += f"; held-out pairwise agreement {new_agreement:.3f} (random 0.5)"
+    run.finish(Job.SUCCEEDED, summary, model_version=version)
+    return version
+
+
+def activate_embedding(version: ModelVersion) -> ModelVersion:
+    """Make a version the workflow's embedding (the previous active one is superseded); checks the files."""
+    load_embedding_model(version)
+    load_index(version)
+    now = timezone.now()
+    with transaction.atomic():
+        ModelVersion.objects.filter(
+            workflow_id=version.workflow_id, kind=ModelVersion.EMBEDDING, status=ModelVersion.ACTIVE
+        ).exclude(pk=version.pk).update(status=ModelVersion.RETIRED)
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.ACTIVE, promoted_at=now)
+    version.status, version.promoted_at = ModelVersion.ACTIVE, now
+    return version

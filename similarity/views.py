@@ -1,0 +1,318 @@
+"""Pages of the similarity workflow: the volunteer task, the owner's model page, search by image.
+
+Thin: answers go through similarity.services.record_similarity_vote, tasks come from
+similarity.selection, rounds from similarity.services.request_embedding_round.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from labeling.models import Job, ModelVersion, Subject, Workflow
+from labeling.participants import participant_for_request
+from labeling.views import _parse_time, owner_project
+
+from . import selection, services
+from .models import SimilarityTask, SimilarityVote
+from .upload import QueryImageError, read_query_image
+
+# The key of each tile, row by row: the 5×3 grid mirrors three rows of the keyboard.
+TILE_KEYS = ("1", "2", "3", "4", "5", "Q", "W", "E", "R", "T", "A", "S", "D", "F", "G")
+
+
+def _workflow(project_slug: str, workflow_slug: str) -> Workflow:
+    return get_object_or_404(
+        Workflow.objects.select_related("project"),
+        project__slug=project_slug,
+        slug=workflow_slug,
+        kind=Workflow.SIMILARITY,
+        is_active=True,
+    )
+
+
+def _task_context(
+    request, workflow, participant, *, task=None, error=None, selected=(), key=None, started_at=None
+):
+    n_done = SimilarityVote.objects.filter(workflow=workflow, participant=participant).count()
+    if task is None:
+        task = selection.next_task(workflow, participant)
+    candidates = []
+    if task is not None:
+        subjects = Subject.objects.in_bulk(task.candidates)
+        for position, subject_id in enumerate(task.candidates):
+            subject = subjects.get(subject_id)
+            if subject is None:
+                continue
+            candidates.append(
+                {
+                    "subject": subject,
+                    "url": subject.image_url("image"),
+                    "key": TILE_KEYS[position] if position < len(TILE_KEYS) else "",
+                    "position": position + 1,
+                    "selected": subject_id in selected,
+                }
+            )
+    return {
+        "project": workflow.project,
+        "workflow": workflow,
+        "task": task,
+        "candidates": candidates,
+        "comparison_url": task.comparison.image_url("image") if task else None,
+        "selected_ids": ",".join(str(s) for s in selected),
+        "n_done": n_done,
+        "vote_key": key or uuid.uuid4(),
+        "shown_at": started_at or timezone.now().isoformat(),
+        "error": error,
+        "show_tutorial": not request.session.get(f"sim-tutorial-{workflow.pk}"),
+        "submit_url": reverse("similarity:submit", args=[workflow.project.slug, workflow.slug]),
+    }
+
+
+def classify(request, project, workflow):
+    workflow_obj = get_object_or_404(
+        Workflow.objects.select_related("project"), project__slug=project, slug=workflow, is_active=True
+    )
+    if workflow_obj.kind != Workflow.SIMILARITY:
+        return redirect(workflow_obj.get_absolute_url())
+    participant = participant_for_request(request)
+    return render(request, "similarity/classify.html", _task_context(request, workflow_obj, participant))
+
+
+@require_POST
+def submit(request, project, workflow):
+    workflow = _workflow(project, workflow)
+    participant = participant_for_request(request)
+    task = SimilarityTask.objects.filter(pk=_int(request.POST.get("task")), workflow=workflow).first()
+    raw_chosen = request.POST.get("chosen", "")
+    none_similar = request.POST.get("none") in ("1", "true", "on")
+    context = None
+    try:
+        if task is None:
+            raise services.SimilarityVoteError("This task no longer exists; here is a new one.")
+        services.record_similarity_vote(
+            task=task,
+            participant=participant,
+            chosen=raw_chosen,
+            none_similar=none_similar,
+            idempotency_key=request.POST.get("key", ""),
+            started_at=_parse_time(request.POST.get("started_at")),
+            user_agent=request.headers.get("User-Agent", ""),
+            viewport=request.POST.get("viewport", ""),
+        )
+    except services.SimilarityVoteError as exc:
+        # Nothing is lost: the same task comes back with the same selection and key.
+        selected = []
+        try:
+            selected = services.parse_chosen(raw_chosen)
+        except services.SimilarityVoteError:
+            pass
+        answered = (
+            task is not None and SimilarityVote.objects.filter(task=task, participant=participant).exists()
+        )
+        context = _task_context(
+            request,
+            workflow,
+            participant,
+            task=task if task is not None and not answered else None,
+            error=str(exc),
+            selected=selected,
+            key=request.POST.get("key") if task is not None and not answered else None,
+            started_at=request.POST.get("started_at") or None,
+        )
+    if context is None:
+        context = _task_context(request, workflow, participant)
+    if request.htmx:
+        return render(request, "similarity/classify.html#task", context)
+    return redirect("similarity:classify", workflow.project.slug, workflow.slug)
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+@require_POST
+def tutorial_seen(request, project, workflow):
+    workflow = _workflow(project, workflow)
+    request.session[f"sim-tutorial-{workflow.pk}"] = True
+    if request.htmx:
+        return render(request, "labeling/empty.html")
+    return redirect("similarity:classify", workflow.project.slug, workflow.slug)
+
+
+# ---------------------------------------------------------------------------------------------
+# The owner's model page
+
+
+def _curve_svg(points: list[tuple[float, float]], width: int = 420, height: int = 220) -> dict | None:
+    """Polyline coordinates for y in [0.3, 1.0] (agreement) against x in the points' range."""
+    points = [(x, y) for x, y in points if x is not None and y is not None]
+    if not points:
+        return None
+    xs = [p[0] for p in points]
+    x_low, x_high = min(xs), max(xs)
+    span = (x_high - x_low) or 1.0
+    pad = 30
+
+    def sx(x):
+        return pad + (x - x_low) / span * (width - 2 * pad) if len(points) > 1 else width / 2
+
+    def sy(y):
+        return height - pad - (min(max(y, 0.3), 1.0) - 0.3) / 0.7 * (height - 2 * pad)
+
+    return {
+        "width": width,
+        "height": height,
+        "polyline": " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points),
+        "dots": [{"x": f"{sx(x):.1f}", "y": f"{sy(y):.1f}", "label": f"{y:.3f}"} for x, y in points],
+        "baseline_y": f"{sy(0.5):.1f}",
+        "top_y": f"{sy(1.0):.1f}",
+        "x_low": x_low,
+        "x_high": x_high,
+        "pad": pad,
+        "right": width - pad,
+        "bottom": height - pad,
+        "tick_y": height - pad + 14,
+        "label_y": height - pad + 27,
+        "middle": width / 2,
+    }
+
+
+def _job_context(workflow):
+    job = (
+        Job.objects.filter(workflow=workflow, kind=Job.EMBED)
+        .select_related("model_version")
+        .order_by("-pk")
+        .first()
+    )
+    return {"job": job, "log_tail": "\n".join((job.log or "").splitlines()[-8:]) if job else ""}
+
+
+@login_required
+def models_page(request, project, workflow):
+    project_obj = owner_project(request, project)
+    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
+    versions = list(
+        ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).order_by("-version")
+    )
+    learning = _curve_svg(
+        [(v.n_train, (v.metrics or {}).get("heldout_pairwise_agreement")) for v in reversed(versions)]
+    )
+    latest = next((v for v in versions if v.status == ModelVersion.ACTIVE), versions[0] if versions else None)
+    epochs = None
+    if latest is not None:
+        history = (latest.config or {}).get("history") or {}
+        start = (history.get("after_pretraining") or {}).get("heldout_agreement")
+        rows = [(0, start)] + [
+            (r.get("epoch"), r.get("heldout_agreement")) for r in history.get("finetune", [])
+        ]
+        epochs = _curve_svg(rows)
+    context = {
+        "project": project_obj,
+        "workflow": workflow,
+        "versions": versions,
+        "active": services.active_embedding(workflow),
+        "learning_curve": learning,
+        "epoch_curve": epochs,
+        "latest": latest,
+        "role": project_obj.role_of(request.user),
+        "n_answers": SimilarityVote.objects.filter(workflow=workflow).count(),
+        "n_tasks": SimilarityTask.objects.filter(workflow=workflow).count(),
+        "answers_until_round": max(0, workflow.train_every - services.answers_since_last_round(workflow)),
+        "pairs": services.pair_rate_rows(workflow),
+        **_job_context(workflow),
+    }
+    return render(request, "similarity/models.html", context)
+
+
+@login_required
+def job_status(request, project, workflow):
+    project_obj = owner_project(request, project)
+    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
+    context = {"project": project_obj, "workflow": workflow, **_job_context(workflow)}
+    return render(request, "similarity/models.html#job", context)
+
+
+@login_required
+@require_POST
+def train_now(request, project, workflow):
+    project_obj = owner_project(request, project)
+    if project_obj.role_of(request.user) != "owner":
+        raise PermissionDenied
+    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
+    services.request_embedding_round(workflow, user=request.user, reason="owner")
+    if request.htmx:
+        return render(
+            request,
+            "similarity/models.html#job",
+            {"project": project_obj, "workflow": workflow, **_job_context(workflow)},
+        )
+    return redirect("similarity:models", project_obj.slug, workflow.slug)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search by image
+
+
+def resolve_query_subject(project, workflow, value: str) -> Subject:
+    """A subject of the project by primary key or external id."""
+    value = (value or "").strip()
+    queryset = Subject.objects.filter(project=project)
+    subject = queryset.filter(external_id=value).first()
+    if subject is None and value.isdigit():
+        subject = queryset.filter(pk=int(value)).first()
+    if subject is None:
+        raise QueryImageError(f"No subject '{value[:60]}' in this project.")
+    return subject
+
+
+@login_required
+def search_page(request, project):
+    project_obj = owner_project(request, project)
+    workflows = list(Workflow.objects.filter(project=project_obj, kind=Workflow.SIMILARITY).order_by("pk"))
+    if not workflows:
+        raise Http404("This project has no similarity workflow.")
+    chosen_slug = request.POST.get("workflow") or request.GET.get("workflow") or workflows[0].slug
+    workflow = next((w for w in workflows if w.slug == chosen_slug), workflows[0])
+    context = {
+        "project": project_obj,
+        "workflows": workflows,
+        "workflow": workflow,
+        "top_k": 12,
+        "subject_value": request.GET.get("subject", ""),
+        "active": services.active_embedding(workflow),
+    }
+    query_value = request.POST.get("subject") or request.GET.get("subject")
+    if request.method == "POST" or query_value:
+        try:
+            top_k = max(1, min(int(request.POST.get("top_k") or request.GET.get("top_k") or 12), 100))
+        except ValueError:
+            top_k = 12
+        context["top_k"] = top_k
+        try:
+            upload = request.FILES.get("file")
+            if upload is not None:
+                array = read_query_image(upload)
+                hits, version = services.search(workflow, array=array, top_k=top_k)
+                context["query_name"] = upload.name
+            elif query_value:
+                subject = resolve_query_subject(project_obj, workflow, query_value)
+                hits, version = services.search(workflow, subject=subject, top_k=top_k)
+                context["query_subject"] = subject
+                context["subject_value"] = query_value
+            else:
+                raise QueryImageError("Upload an image (FITS, PNG or JPEG) or give a subject id.")
+            context.update({"hits": hits, "version": version})
+        except (QueryImageError, services.EmbeddingUnavailable) as exc:
+            context["error"] = str(exc)
+    return render(request, "similarity/search.html", context)
