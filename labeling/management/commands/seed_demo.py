@@ -93,15 +93,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Open {url}")
 
     def _seed_gold(self, workflow, n):
-        try:
-            from labeling.gold import seed_gold_from_truth
-        except ImportError:
-            return
+        from labeling.gold import seed_gold_from_truth
+
         seed_gold_from_truth(workflow, n)
 
     def _seed_similarity(self, project):
-        try:
-            from similarity.demo import seed_similarity_demo
-        except ImportError:
-            return
-        seed_similarity_demo(project)
+        from similarity.demo import seed_similarity_demo
+
+        workflow = seed_similarity_demo(project)
+        self.stdout.write(f"Similarity workflow '{workflow.slug}' ready.")
