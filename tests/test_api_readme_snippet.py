@@ -1,4 +1,4 @@
-"""docs/python-snippet.md (the README's "Fetch labels from Python") run as a new user would: the
+"""The README's "Fetch labels from Python" snippet run as a new user would: the
 owner makes a token, the snippet downloads labels as Parquet and FITS and the training bundle from
 a live server with `requests`, and reads them back."""
 
@@ -13,7 +13,7 @@ from labeling.models import Subject
 
 from .exports_support import populate
 
-SNIPPET = Path(__file__).resolve().parent.parent / "docs" / "python-snippet.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -22,14 +22,15 @@ def test_readme_snippet_against_a_live_server(
 ):
     data = populate(project, workflow, django_user_model, n_subjects=5)
     _token, key = create_token(owner, "readme")
-    code = re.search(r"```python\n(.*?)```", SNIPPET.read_text(), re.S).group(1)
+    section = README.read_text().split("## Fetch labels from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     for name, value in (("SKYVOTE", live_server.url), ("TOKEN", key), ("PROJECT", project.slug)):
         code, n = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", code, flags=re.M)
         assert n == 1, name
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     try:
-        exec(compile(code, str(SNIPPET), "exec"), scope)
+        exec(compile(code, str(README), "exec"), scope)
     finally:
         if "api" in scope:  # close keep-alive connections before the live server stops
             scope["api"].close()
