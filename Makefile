@@ -20,7 +20,8 @@ seed: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	$(BIN)/python manage.py seed_demo --port $(PORT)
 
-# Web (gunicorn) + one Celery worker on the embedded broker, both queues, with beat for the outbox sweep.
+# Web (gunicorn) + Celery workers on the embedded broker, both queues, beat in the first for the outbox
+# sweep. Two single-task workers, so a long similarity round never holds up a real/bogus round.
 demo: seed
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile
 

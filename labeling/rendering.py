@@ -21,7 +21,7 @@ import numpy as np
 from astropy.visualization import LinearStretch, ZScaleInterval
 from PIL import Image
 
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 TRIPLET_ROLES = ("science", "reference", "difference")
 SINGLE_ROLE = "image"
 DISPLAY_SIZE = 252
@@ -32,6 +32,7 @@ NAN_RGB = (150, 60, 150)
 NEGATIVE_RGB = np.array([70.0, 150.0, 255.0])
 POSITIVE_RGB = np.array([255.0, 120.0, 20.0])
 DIFF_PERCENTILE = 99.0
+DIFF_NOISE_SIGMAS = 8.0
 _ZSCALE = ZScaleInterval()
 
 
@@ -82,7 +83,12 @@ def _diverging_rgb(diff: np.ndarray) -> np.ndarray:
     values = np.abs(_finite(diff)).astype(np.float64)
     if values.size == 0:
         return rgb
-    limit = float(np.percentile(values, DIFF_PERCENTILE))
+    # At least DIFF_NOISE_SIGMAS robust sigmas: a difference that is pure noise should look
+    # dark, not like confetti, so that a real residual stands out (the percentile alone
+    # scales pure noise up to full colour).
+    centred = _finite(diff).astype(np.float64)
+    sigma = 1.4826 * float(np.median(np.abs(centred - np.median(centred))))
+    limit = max(float(np.percentile(values, DIFF_PERCENTILE)), DIFF_NOISE_SIGMAS * sigma)
     if not np.isfinite(limit) or limit <= 0.0:
         limit = float(values.max())
     if limit <= 0.0:
