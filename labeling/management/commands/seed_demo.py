@@ -4,7 +4,9 @@ Idempotent: re-running adds nothing that is already there and prints the same cr
 """
 
 import secrets
+import uuid
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -12,7 +14,8 @@ from django.db import transaction
 from tqdm import tqdm
 
 from labeling.ingest import add_subject
-from labeling.models import Project, Subject, SubjectSet, Workflow
+from labeling.models import Participant, Project, Subject, SubjectSet, Workflow
+from labeling.services import record_vote
 from mlcore.synth import generate_triplets
 
 DEMO_USER = "demo"
@@ -37,6 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-similarity", action="store_true", help="skip the similarity workflow")
+        parser.add_argument(
+            "--history", type=int, default=1200, help="subjects that simulated volunteers already voted on"
+        )
 
     def handle(self, *args, **opts):
         password = demo_password()
@@ -82,6 +88,7 @@ class Command(BaseCommand):
                         truth_subtype=batch.subtypes[i],
                     )
         self._seed_gold(workflow, opts["gold"])
+        self._seed_crowd_history(workflow, opts["history"], opts["seed"])
         if not opts["no_similarity"]:
             self._seed_similarity(project)
 
@@ -91,6 +98,53 @@ class Command(BaseCommand):
         self.stdout.write(f"  Classify:   {url}p/{project.slug}/{workflow.slug}/")
         self.stdout.write(f"  Dashboard:  {url}p/{project.slug}/  (log in as '{DEMO_USER}' / '{password}')")
         self.stdout.write(f"Open {url}")
+
+    def _seed_crowd_history(self, workflow, n_subjects, seed, votes_per_subject=4, n_volunteers=40):
+        """Votes of simulated volunteers on part of the pool, as an ongoing campaign would have.
+
+        Each of these subjects has one vote fewer than retirement needs, so a demo visitor's vote
+        on one retires it: the dashboard, the volunteer table and the learning loop have something
+        to show at once (the history already holds enough labels for a first training round).
+        Volunteers have realistic sensitivities (0.77-0.99) and specificities (0.87-0.996).
+        Idempotent: the keys are derived from (volunteer, subject).
+        """
+        rng = np.random.default_rng(seed)
+        sens = rng.uniform(0.77, 0.99, n_volunteers)
+        spec = rng.uniform(0.87, 0.996, n_volunteers)
+        volunteers = [
+            Participant.objects.get_or_create(
+                kind=Participant.ANONYMOUS, session_key=f"demo-volunteer-{i:03d}"
+            )[0]
+            for i in range(n_volunteers)
+        ]
+        votes_per_subject = min(votes_per_subject, max(workflow.retirement_limit - 1, 1))
+        subjects = list(
+            Subject.objects.filter(workflow=workflow, gold_label="", truth_label__in=["real", "bogus"])
+            .order_by("external_id")
+            .values_list("pk", "truth_label")[:n_subjects]
+        )
+        gold = list(
+            Subject.objects.filter(workflow=workflow).exclude(gold_label="").values_list("pk", "truth_label")
+        )
+        namespace = uuid.UUID("6f1c2b1e-5c1d-4f57-9a51-2f3c0de0a001")
+        plan = [
+            (pk, truth, v)
+            for pk, truth in subjects
+            for v in rng.choice(n_volunteers, votes_per_subject, replace=False)
+        ]
+        # Every simulated volunteer has answered a few gold subjects, so SWAP has learned their skill.
+        plan += [(pk, truth, v) for v in range(n_volunteers) for pk, truth in gold[v % 7 :: 7][:6]]
+        for pk, truth, v in tqdm(plan, desc="demo vote history", unit="vote"):
+            correct = rng.random() < (sens[v] if truth == "real" else spec[v])
+            answer = truth if correct else ("bogus" if truth == "real" else "real")
+            record_vote(
+                workflow=workflow,
+                subject_id=pk,
+                participant=volunteers[v],
+                answer=answer,
+                idempotency_key=uuid.uuid5(namespace, f"{v}:{pk}"),
+                source="import",
+            )
 
     def _seed_gold(self, workflow, n):
         from labeling.gold import seed_gold_from_truth
