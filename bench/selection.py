@@ -323,9 +323,9 @@ def render(results, args, vendor) -> str:
     lines += [
         "",
         f"Noise floor of this shared 2-core machine during the run: a pure-Python loop of the same median length "
-        f"took p50 {noise['p50']:.2f} ms, p95 {noise['p95']:.2f} ms, max {noise['max']:.2f} ms — other processes "
-        "preempting ours add a few milliseconds to the slowest 5 % of *any* work here, so the p95 column "
-        "is mostly that; the p50 column is the cost of the selector.",
+        f"took p50 {noise['p50']:.2f} ms, p95 {noise['p95']:.2f} ms, max {noise['max']:.2f} ms — when other processes "
+        "preempt ours, they add a few milliseconds to the slowest calls of *any* work here; the p50 column is "
+        "the cost of the selector itself.",
         f"Goal: p95 < 10 ms at 1,000,000 active subjects — worst p95 over all modes at {max(sizes):,}: "
         f"**{worst:.2f} ms** ({'met' if worst < 10 and max(sizes) >= 1_000_000 else 'see sizes measured'}).",
         "",

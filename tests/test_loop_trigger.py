@@ -164,7 +164,9 @@ def test_the_sweep_starts_a_round_for_labels_that_arrived_without_votes(rb_workf
 
 def test_gold_and_held_out_subjects_do_not_count_towards_a_round(rb_workflow):
     pool = subjects(rb_workflow, 12)
-    Subject.objects.filter(pk__in=[s.pk for s in pool[:6]]).update(gold_label="real")  # experts: evaluation only
+    Subject.objects.filter(pk__in=[s.pk for s in pool[:6]]).update(
+        gold_label="real"
+    )  # experts: evaluation only
     Subject.objects.filter(pk__in=[s.pk for s in pool[6:8]]).update(is_holdout=True)
     p = Participant.objects.create(kind=Participant.ANONYMOUS, session_key="a")
     for subject in pool[6:10]:  # 2 held-out + 2 trainable labels
