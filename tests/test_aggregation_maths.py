@@ -106,7 +106,9 @@ def test_perfect_volunteers_give_exact_labels(k, n_items, votes_per_item, seed):
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, k, n_items)
     items = np.repeat(np.arange(n_items), votes_per_item)
-    workers = rng.integers(0, 4, len(items))
+    # Distinct volunteers per subject, as in the product (one vote per volunteer and subject):
+    # the same volunteer counted twice on one subject would confirm itself.
+    workers = np.concatenate([rng.choice(6, votes_per_item, replace=False) for _ in range(n_items)])
     labels = truth[items]
     mv = majority_vote(items, workers, labels, n_classes=k)
     np.testing.assert_array_equal(mv.posterior, np.eye(k)[truth])
