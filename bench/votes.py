@@ -135,7 +135,8 @@ def measure(port, path, workflow_id, subject_ids, clients, duration):
     q = mp.Queue()
     per = [clients // n_proc + (1 if i < clients % n_proc else 0) for i in range(n_proc)]
     procs = [
-        mp.Process(target=client_process, args=(port, path, workflow_id, subject_ids, k, duration, q)) for k in per
+        mp.Process(target=client_process, args=(port, path, workflow_id, subject_ids, k, duration, q))
+        for k in per
     ]
     for p in procs:
         p.start()
@@ -168,7 +169,9 @@ def write_section(text: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--workers", type=int, default=5, help="gunicorn worker processes")
@@ -181,9 +184,18 @@ def main():
     port = free_port()
     env = {**os.environ, "DATABASE_URL": DB_URL, "DB_CONN_MAX_AGE": "600", "LOG_LEVEL": "ERROR"}
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), "skyvote.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "skyvote.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         for _ in range(100):
@@ -198,8 +210,10 @@ def main():
             ceiling = measure(port, "/healthz", workflow_id, subject_ids, clients, args.duration)
             votes = measure(port, "/api/votes/", workflow_id, subject_ids, clients, args.duration)
             rows.append((clients, ceiling, votes))
-            print(f"{clients} clients: healthz {ceiling['rps']:.0f}/s, votes {votes['rps']:.0f}/s "
-                  f"(p50 {votes['p50_ms']:.1f} ms, p99 {votes['p99_ms']:.1f} ms, errors {votes['errors']})")
+            print(
+                f"{clients} clients: healthz {ceiling['rps']:.0f}/s, votes {votes['rps']:.0f}/s "
+                f"(p50 {votes['p50_ms']:.1f} ms, p99 {votes['p99_ms']:.1f} ms, errors {votes['errors']})"
+            )
     finally:
         server.terminate()
         server.wait(10)

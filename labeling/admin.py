@@ -44,7 +44,16 @@ class SubjectSetAdmin(admin.ModelAdmin):
 
 @admin.register(Subject)
 class SubjectAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "object_id", "workflow", "status", "vote_count", "p_real", "gold_label", "model_score"]
+    list_display = [
+        "external_id",
+        "object_id",
+        "workflow",
+        "status",
+        "vote_count",
+        "p_real",
+        "gold_label",
+        "model_score",
+    ]
     list_filter = ["status", "source", "workflow"]
     search_fields = ["external_id", "object_id"]
     raw_id_fields = ["project", "workflow", "subject_set", "gold_by"]

@@ -29,7 +29,10 @@ def subtype_title(subtype: str) -> str:
 
 
 def _example_urls(subtype: str) -> dict[str, str]:
-    names = {role: f"fieldguide/v{RENDER_VERSION}/{subtype}-{role}.png" for role in ("science", "reference", "difference")}
+    names = {
+        role: f"fieldguide/v{RENDER_VERSION}/{subtype}-{role}.png"
+        for role in ("science", "reference", "difference")
+    }
     if not all(default_storage.exists(n) for n in names.values()):
         array, _ = generate_one(subtype, seed=7)
         pngs = render_triplet_pngs(array)

@@ -65,16 +65,15 @@ class ProjectMembership(models.Model):
         (EXPERT, "Expert (labels gold)"),
     ]
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=ROLES)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")
-        ]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
+
+    def __str__(self):
+        return f"{self.user} is {self.role} of {self.project}"
 
 
 def default_answers():
@@ -129,9 +128,7 @@ class Workflow(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "slug"], name="workflow_unique_slug")
-        ]
+        constraints = [models.UniqueConstraint(fields=["project", "slug"], name="workflow_unique_slug")]
 
     def __str__(self):
         return f"{self.project.slug}/{self.slug}"
@@ -169,7 +166,11 @@ class Subject(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="subjects")
     workflow = models.ForeignKey(
-        Workflow, on_delete=models.CASCADE, related_name="subjects", null=True, blank=True,
+        Workflow,
+        on_delete=models.CASCADE,
+        related_name="subjects",
+        null=True,
+        blank=True,
         help_text="The workflow that shows this subject.",
     )
     subject_set = models.ForeignKey(
@@ -177,7 +178,9 @@ class Subject(models.Model):
     )
     external_id = models.CharField(max_length=100, help_text="e.g. the ZTF candid")
     object_id = models.CharField(max_length=100, blank=True, db_index=True)
-    source = models.CharField(max_length=40, blank=True, help_text="avro, parquet, fits, npy, image, synthetic")
+    source = models.CharField(
+        max_length=40, blank=True, help_text="avro, parquet, fits, npy, image, synthetic"
+    )
     metadata = models.JSONField(default=dict, blank=True)
     # Arrays: float32 .npy with NaNs kept; (3, H, W) science/reference/difference triplet,
     # or (H, W) / (H, W, 3) single images for similarity.
@@ -227,7 +230,9 @@ class Subject(models.Model):
             # The selector walks these from one end and stops after a few rows; gold_label is in them so
             # the walk needs no table lookups (labeling/selection.py, bench/selection.py).
             models.Index(fields=["workflow", "status", "gold_label", "priority"], name="subject_pick_ranked"),
-            models.Index(fields=["workflow", "status", "gold_label", "random_key"], name="subject_pick_random"),
+            models.Index(
+                fields=["workflow", "status", "gold_label", "random_key"], name="subject_pick_random"
+            ),
         ]
 
     def __str__(self):
@@ -278,7 +283,9 @@ class Vote(models.Model):
     # Client metadata, in columns of their own.
     user_agent = models.CharField(max_length=400, blank=True)
     viewport = models.CharField(max_length=40, blank=True)
-    subject_was_retired = models.BooleanField(default=False, help_text="Late: subject retired before this vote.")
+    subject_was_retired = models.BooleanField(
+        default=False, help_text="Late: subject retired before this vote."
+    )
     was_gold = models.BooleanField(default=False)
     gold_correct = models.BooleanField(null=True, blank=True)
     assignment = models.ForeignKey(
@@ -322,6 +329,9 @@ class ParticipantSkill(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["workflow", "participant"], name="skill_unique_participant")
         ]
+
+    def __str__(self):
+        return f"skill of {self.participant} in {self.workflow}"
 
 
 def artifact_upload_path(instance, filename):
@@ -375,7 +385,13 @@ class Job(models.Model):
     """
 
     TRAIN, SCORE, AGGREGATE, EXPORT, INGEST, RETIREMENT, EMBED = (
-        "train", "score", "aggregate", "export", "ingest", "retirement", "embed"
+        "train",
+        "score",
+        "aggregate",
+        "export",
+        "ingest",
+        "retirement",
+        "embed",
     )
     KINDS = [
         (TRAIN, "Training round"),
@@ -390,7 +406,9 @@ class Job(models.Model):
     STATUSES = [(QUEUED, "Queued"), (RUNNING, "Running"), (SUCCEEDED, "Succeeded"), (FAILED, "Failed")]
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
-    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    workflow = models.ForeignKey(
+        Workflow, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
     kind = models.CharField(max_length=20, choices=KINDS)
     status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
     params = models.JSONField(default=dict, blank=True)
@@ -474,6 +492,9 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["batch", "worker_id"], name="assignment_unique_worker")
         ]
 
+    def __str__(self):
+        return f"{self.batch}: {self.worker_id}"
+
 
 class ApiToken(models.Model):
     """Per-user API token: shown once, stored as a SHA-256 hash, revocable (issue 8)."""
@@ -485,3 +506,6 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"

@@ -45,9 +45,7 @@ def merge_anonymous_into_user(anonymous: Participant, user) -> Participant:
     target, _ = Participant.objects.get_or_create(user=user, defaults={"kind": Participant.USER})
     if anonymous.pk == target.pk:
         return target
-    already = set(
-        Vote.objects.filter(participant=target).values_list("workflow_id", "subject_id")
-    )
+    already = set(Vote.objects.filter(participant=target).values_list("workflow_id", "subject_id"))
     movable = [
         v.pk
         for v in Vote.objects.filter(participant=anonymous).only("pk", "workflow_id", "subject_id")

@@ -56,7 +56,9 @@ def record_vote(
     key = _parse_key(idempotency_key)
     answer = (answer or "").strip().lower()
     if answer not in set(workflow.answers) | {Vote.SKIP}:
-        raise VoteError(f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answers)} or skip).")
+        raise VoteError(
+            f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answers)} or skip)."
+        )
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
@@ -66,9 +68,7 @@ def record_vote(
 
     with transaction.atomic():
         subject = (
-            Subject.objects.select_for_update()
-            .filter(pk=subject_id, project_id=workflow.project_id)
-            .first()
+            Subject.objects.select_for_update().filter(pk=subject_id, project_id=workflow.project_id).first()
         )
         if subject is None:
             raise VoteError("No such subject in this project.")
@@ -84,7 +84,9 @@ def record_vote(
             viewport=(viewport or "")[:40],
             subject_was_retired=subject.is_retired,
             was_gold=bool(subject.gold_label),
-            gold_correct=(answer == subject.gold_label) if subject.gold_label and answer != Vote.SKIP else None,
+            gold_correct=(answer == subject.gold_label)
+            if subject.gold_label and answer != Vote.SKIP
+            else None,
             assignment=assignment,
             source=source,
         )
@@ -98,7 +100,9 @@ def record_vote(
         else:
             retired_now = _apply_vote(vote, subject, workflow)
             transaction.on_commit(lambda: _after_commit(workflow.pk))
-            return VoteResult(vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, subject))
+            return VoteResult(
+                vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, subject)
+            )
 
     # Lost a race: the same key, or this participant already answered this subject.
     existing = Vote.objects.filter(idempotency_key=key).first()

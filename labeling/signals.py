@@ -15,7 +15,9 @@ def merge_anonymous_participant(sender, request, user, **kwargs):
     # login() cycles the session key but keeps the data, so the id is still here.
     if not pid:
         return
-    anonymous = Participant.objects.filter(pk=pid, kind=Participant.ANONYMOUS, merged_into__isnull=True).first()
+    anonymous = Participant.objects.filter(
+        pk=pid, kind=Participant.ANONYMOUS, merged_into__isnull=True
+    ).first()
     if anonymous:
         merge_anonymous_into_user(anonymous, user)
     request.session.pop("participant_id", None)

@@ -1,8 +1,7 @@
 """Volunteer and scientist pages for real/bogus workflows. Thin: logic lives in services."""
 
 import uuid
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.contrib import messages
 from django.contrib.auth import login
@@ -78,7 +77,7 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
     parsed = parse_datetime(value)
     if parsed and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, dt_timezone.utc)
+        parsed = timezone.make_aware(parsed, UTC)
     return parsed
 
 
@@ -120,7 +119,9 @@ def field_guide(request, project):
     project = get_object_or_404(Project, slug=project)
     from .fieldguide import field_guide_entries
 
-    return render(request, "labeling/field_guide.html", {"project": project, "entries": field_guide_entries()})
+    return render(
+        request, "labeling/field_guide.html", {"project": project, "entries": field_guide_entries()}
+    )
 
 
 def owner_project(request, slug: str) -> Project:

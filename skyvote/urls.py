@@ -1,6 +1,6 @@
 from django.conf import settings
-from django.http import HttpResponse
 from django.contrib import admin
+from django.http import HttpResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
 
@@ -22,7 +22,7 @@ urlpatterns = [
 if settings.SERVE_MEDIA:
     urlpatterns += [
         re_path(
-            r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"),
+            rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$",
             serve,
             {"document_root": settings.MEDIA_ROOT},
         )

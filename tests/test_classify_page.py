@@ -34,7 +34,7 @@ def test_page_shows_triplet_buttons_and_tutorial(client, workflow, make_subjects
 
 
 def test_ground_truth_is_never_sent(client, workflow, make_subjects):
-    subjects = make_subjects(4)
+    make_subjects(4)
     html = client.get(classify_url(workflow)).content.decode()
     subject = Subject.objects.get(pk=shown_subject(html))
     assert subject.truth_subtype and subject.truth_subtype not in html
