@@ -100,6 +100,7 @@ def train_reference_model(seed: int, quick: bool) -> VGG6:
 
 def measure(args) -> dict:
     torch.manual_seed(0)
+    load_at_start = os.getloadavg()[0]
     threads = torch.get_num_threads()
     model = train_reference_model(0, args.quick)
     images, labels = make_data(max(args.batch_sizes), 7)
@@ -204,7 +205,8 @@ def measure(args) -> dict:
         "accuracy": accuracy,
         "threads": threads,
         "device": f"CPU: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__}, {threads} threads",
-        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load": load_at_start,
+        "load_end": os.getloadavg()[0],
     }
 
 
@@ -224,9 +226,10 @@ def render(result: dict, command: str) -> str:
     variants = list(rows[0]["rates"])
     lines = [
         f"Measured {dt.date.today().isoformat()} with `{command}` on {result['device']}; "
-        f"load average at the start {result['load']:.1f} (machine shared with other jobs; best of several "
+        f"load average {result['load']:.1f} at the start and {result['load_end']:.1f} at the end (machine shared with other jobs; best of several "
         "interleaved repetitions). Triplets per second for one forward pass, ratio to the naive forward measured in the "
-        "same run:",
+        "same run (columns are measured one after the other, so load changes during the run show up between "
+        "columns more than within one):",
         "",
         "| variant | " + " | ".join(f"batch {r['batch_size']}" for r in rows) + " |",
         "| --- | " + " | ".join("---:" for _ in rows) + " |",
