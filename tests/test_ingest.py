@@ -452,8 +452,14 @@ def test_command_summary_and_exit_status(project, workflow, tmp_path, capsys):
     assert f"FAILED {broken}: not a FITS file" in err
 
 
-def test_command_exit_status_from_argv(project, workflow, tmp_path, capsys):
+def test_command_exit_status_from_argv(project, workflow, tmp_path, capsys, monkeypatch):
+    from django.core.management import base
+
     from labeling.management.commands.ingest import Command
+
+    # run_from_argv closes every database connection when it returns, as the real command line
+    # should; inside a test that would close the test's own transaction (PostgreSQL).
+    monkeypatch.setattr(base.connections, "close_all", lambda: None)
 
     broken = tmp_path / "broken.npy"
     broken.write_bytes(b"\x93NUMPY garbage")
