@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from scoring import replace_section  # noqa: E402
+from benchdoc import replace_section  # noqa: E402
 
 from mlcore.cli import build_parser, simulation_configs  # noqa: E402
 from mlcore.simulation import _stderr_log, load_results, report, run_and_report, summarise  # noqa: E402
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
             + deviations(config, environment),
         ]
     )
-    replace_section(DOC, SECTION, body)
+    replace_section(SECTION, body, DOC)
     print(f"wrote {SECTION!r} in {DOC}")
     return 0
 

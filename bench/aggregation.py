@@ -35,6 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdoc import replace_section  # noqa: E402
 
 from mlcore.aggregation import dawid_skene, label_accuracy, majority_vote, swap  # noqa: E402
 from mlcore.crowd import make_panel, simulate_vote_sequences  # noqa: E402
@@ -395,19 +398,7 @@ def main(argv=None):
 
 
 def write_section(body: str) -> None:
-    """Replace only the '## Aggregation' section of docs/benchmarks.md (create the file if absent)."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    new_section = f"{SECTION}\n\n{body}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + new_section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + new_section + ("\n" + tail if tail else "")
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    replace_section(SECTION, body, DOC)
 
 
 if __name__ == "__main__":

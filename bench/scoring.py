@@ -36,6 +36,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdoc import replace_section  # noqa: E402
 
 from mlcore.data import TripletArrayDataset  # noqa: E402
 from mlcore.metrics import roc_auc  # noqa: E402
@@ -45,22 +48,6 @@ from mlcore.score import score  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Scoring throughput"
-
-
-def replace_section(doc: Path, heading: str, body: str) -> None:
-    """Replace (or append) one '## ' section of a markdown file, leaving the other sections alone."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    block = [heading, "", *body.strip("\n").splitlines(), ""]
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *block]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = block
-    doc.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 def best_rates(variants: dict, n_items: int, repeats: int) -> dict[str, float]:
@@ -293,7 +280,7 @@ def main(argv=None) -> int:
     body = render(result, command.strip())
     print(body)
     if not (args.quick or args.no_write):
-        replace_section(DOC, SECTION, body)
+        replace_section(SECTION, body, DOC)
         print(f"\nwrote {SECTION!r} in {DOC}")
     return 0
 

@@ -29,6 +29,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdoc import replace_section  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Similarity search"
 DIM = 128
@@ -109,19 +113,7 @@ def measure(n: int, n_queries: int, seed: int) -> dict:
 
 
 def write_section(body: str) -> None:
-    """Replace only this script's section of docs/benchmarks.md (create the file if absent)."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    new_section = f"{SECTION}\n\n{body}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + new_section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + new_section + ("\n" + tail if tail else "")
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    replace_section(SECTION, body, DOC)
 
 
 def main(argv=None) -> int:

@@ -29,6 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdoc import replace_section  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Selection"
@@ -337,15 +341,7 @@ def render(results, args, vendor) -> str:
 
 
 def write_section(body: str) -> None:
-    """Replace only this benchmark's section of docs/benchmarks.md (create the file if absent)."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(f"\n{SECTION}\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + body + ("\n" + text[end + 1 :] if end != -1 else "")
-    DOC.write_text(text.rstrip("\n") + "\n")
+    replace_section(SECTION, body, DOC)
 
 
 if __name__ == "__main__":

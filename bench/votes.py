@@ -28,6 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdoc import replace_section  # noqa: E402
+
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/skyvote_bench")
 
 
@@ -156,16 +160,8 @@ def measure(port, path, workflow_id, subject_ids, clients, duration):
     }
 
 
-def write_section(text: str):
-    doc = ROOT / "docs" / "benchmarks.md"
-    body = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = body.find("## Vote submission")
-    if start >= 0:
-        end = body.find("\n## ", start + 5)
-        body = body[:start] + text + (body[end + 1 :] if end >= 0 else "")
-    else:
-        body = body.rstrip() + "\n\n" + text
-    doc.write_text(body.rstrip() + "\n")
+def write_section(text: str) -> None:
+    replace_section("## Vote submission", text)
 
 
 def main():
