@@ -139,23 +139,28 @@ def save_checkpoint(
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     payload["state_sha256"] = _state_sha256(payload)
-    if isinstance(target, str | os.PathLike):
-        path = os.fspath(target)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        # Write next to the target then rename: a crash never leaves a half-written checkpoint.
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-            raise
-    else:
-        torch.save(payload, target)
+    save_atomically(payload, target)
     return payload["state_sha256"]
+
+
+def save_atomically(payload: dict, target) -> None:
+    """torch.save to a path (or a binary file object). A path is written next to the target and
+    renamed into place, so a crash never leaves a half-written checkpoint."""
+    if not isinstance(target, str | os.PathLike):
+        torch.save(payload, target)
+        return
+    path = os.fspath(target)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".ckpt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
 
 
 def _describe(source) -> str:

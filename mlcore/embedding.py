@@ -33,9 +33,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlcore.checkpoint import save_atomically
 from mlcore.device import describe_device, pick_device
 
 __all__ = [
@@ -800,20 +799,7 @@ def save_embedding_checkpoint(target, model: EmbeddingNet, *, metadata: dict | N
         "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
     }
     payload["state_sha256"] = _state_sha256(_header(payload), payload["state_dict"])
-    if isinstance(target, str | os.PathLike):
-        directory = os.path.dirname(os.path.abspath(target))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".emb-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    else:
-        torch.save(payload, target)
+    save_atomically(payload, target)
     return payload["state_sha256"]
 
 
