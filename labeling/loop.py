@@ -716,26 +716,34 @@ def run_training_round(job_id: int) -> Job | None:
     if job is None:
         return None
     run = JobRun(job)
-    version = None
     try:
         # Inside a caller's transaction (eager mode, tests) a savepoint keeps a failed step from
         # breaking it; a worker runs in autocommit, where each write stands on its own.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            version = _training_round(job, run)
+            _training_round(job, run)
     except JobLost as exc:
         log.warning("%s", exc)
         return None
     except Exception as exc:  # the round fails as a whole; the active model is untouched
         log.exception("training round %s failed", job.pk)
-        message = str(exc) if isinstance(exc, LoopError | ValueError) else f"{type(exc).__name__}: {exc}"
-        version = ModelVersion.objects.filter(jobs=job).order_by("-pk").first()
-        if version is not None and version.status == ModelVersion.CANDIDATE:
-            ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.FAILED)
-        try:
-            run.finish(Job.FAILED, f"Failed: {message}"[:300], error=message, model_version=version)
-        except JobLost:
+        if not fail_round(job, run, exc, plain_errors=(LoopError, ValueError)):
             return None
     return Job.objects.get(pk=job_id)
+
+
+def fail_round(job: Job, run: JobRun, exc: Exception, plain_errors: tuple[type, ...]) -> bool:
+    """Record a failed round (classifier or embedding): its candidate version is marked failed, the
+    job ends failed with a readable message. Errors of `plain_errors` are shown as they are, others
+    with their type. Returns False if another worker took the job meanwhile."""
+    message = str(exc) if isinstance(exc, plain_errors) else f"{type(exc).__name__}: {exc}"
+    version = ModelVersion.objects.filter(jobs=job).order_by("-pk").first()
+    if version is not None and version.status == ModelVersion.CANDIDATE:
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.FAILED)
+    try:
+        run.finish(Job.FAILED, f"Failed: {message}"[:300], error=message, model_version=version)
+    except JobLost:
+        return False
+    return True
 
 
 def _training_round(job: Job, run: JobRun) -> ModelVersion:

@@ -139,7 +139,7 @@ def _npy(array: np.ndarray) -> bytes:
 
 def run_embedding_round(job_id: int) -> Job | None:
     """Claim and run an embedding job; never raises for a failed round (the job records why)."""
-    from labeling.loop import JobLost, JobRun, claim_job
+    from labeling.loop import JobLost, JobRun, claim_job, fail_round
 
     job = claim_job(job_id, [Job.EMBED])
     if job is None:
@@ -153,13 +153,7 @@ def run_embedding_round(job_id: int) -> Job | None:
         return None
     except Exception as exc:
         log.exception("embedding round %s failed", job.pk)
-        message = str(exc) if isinstance(exc, ValueError | RuntimeError) else f"{type(exc).__name__}: {exc}"
-        version = ModelVersion.objects.filter(jobs=job).order_by("-pk").first()
-        if version is not None and version.status == ModelVersion.CANDIDATE:
-            ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.FAILED)
-        try:
-            run.finish(Job.FAILED, f"Failed: {message}"[:300], error=message, model_version=version)
-        except JobLost:
+        if not fail_round(job, run, exc, plain_errors=(ValueError, RuntimeError)):
             return None
     return Job.objects.get(pk=job_id)
 
