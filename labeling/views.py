@@ -8,7 +8,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -48,8 +48,13 @@ def _workflow(project_slug: str, workflow_slug: str) -> Workflow:
 
 
 def _classify_context(request, workflow, participant, feedback=None, error=None):
-    n_done = Vote.objects.filter(workflow=workflow, participant=participant).exclude(answer=Vote.SKIP).count()
-    subject = selection.next_subject(workflow, participant)
+    # One query for both counts: classifications shown to the volunteer, and everything answered
+    # (skips too) for the selector's gold schedule.
+    counts = Vote.objects.filter(workflow=workflow, participant=participant).aggregate(
+        seen=Count("id"), done=Count("id", filter=~Q(answer=Vote.SKIP))
+    )
+    n_done = counts["done"]
+    subject = selection.next_subject(workflow, participant, n_seen=counts["seen"])
     return {
         "project": workflow.project,
         "workflow": workflow,
