@@ -761,6 +761,12 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     # 1. export: labels and arrays
     started = time.perf_counter()
     data = _gather_round_data(workflow, run, run.phase(0.0, 0.08))
+    # Labels decided between the request and now are in this round: count them as trained on, or the
+    # next trigger (or sweep) would start another round at once for labels this one already used.
+    trained_on = trainable_label_count(workflow)
+    Workflow.objects.filter(pk=workflow.pk, labels_at_last_round__lt=trained_on).update(
+        labels_at_last_round=trained_on
+    )
     cache_ = ArrayCache.for_workflow(workflow.pk)
     x_train = cache_.read(data.train_ids)
     timings["export"] = time.perf_counter() - started

@@ -86,6 +86,23 @@ def test_round_registers_promotes_and_reranks_the_pool(
     assert picks <= set(after[:TOP_FEW])
 
 
+def test_labels_decided_while_a_round_waits_do_not_start_another_round_at_once(
+    workflow, project, loop_settings, django_capture_on_commit_callbacks
+):
+    pool = make_pool(project, workflow)
+    workflow.train_every = 20
+    workflow.save(update_fields=["train_every"])
+    # Queued when only 10 labels were decided; the other 50 arrived before a worker took the round.
+    job = run_round(workflow, django_capture_on_commit_callbacks, reason="labels", decided=10)
+    assert job.status == Job.SUCCEEDED, job.error
+    assert job.model_version.n_train == len(pool.labeled)
+
+    workflow.refresh_from_db()
+    assert workflow.labels_at_last_round == len(pool.labeled)
+    assert loop.check_trigger(workflow, reason="sweep") == workflow.train_every
+    assert not Job.objects.filter(workflow=workflow, kind=Job.TRAIN, status=Job.QUEUED).exists()
+
+
 def test_a_worse_model_is_not_promoted_until_the_owner_forces_it(
     workflow, project, loop_settings, settings, django_capture_on_commit_callbacks
 ):
