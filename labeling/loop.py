@@ -211,24 +211,35 @@ def request_training(
         params = {"reason": reason, "force_promote": bool(force_promote), "labels_at_request": decided}
         if train_config:
             params["train_config"] = dict(train_config)
-        try:
-            with transaction.atomic():
-                job = Job.objects.create(
-                    project_id=workflow.project_id,
-                    workflow=workflow,
-                    kind=Job.TRAIN,
-                    params=params,
-                    message="Queued",
-                    created_by=user if getattr(user, "is_authenticated", False) else None,
-                )
-        except IntegrityError:  # another trigger won the race: coalesce into its round
-            existing = open_job(workflow, Job.TRAIN)
-            if existing is None:
-                raise
-            return existing, False
-        Workflow.objects.filter(pk=workflow.pk).update(labels_at_last_round=decided)
-        workflow.labels_at_last_round = decided
-        dispatch_on_commit(job)
+        return queue_round(workflow, Job.TRAIN, params, counted=decided, user=user)
+
+
+def queue_round(workflow: Workflow, kind: str, params: dict, *, counted: int, user=None) -> tuple[Job, bool]:
+    """Create a queued round of `kind` (training or embedding) and send it after commit: (job, created).
+
+    Call inside a transaction, after checking for an open round. `counted` (trainable labels, or
+    answers for similarity workflows) becomes Workflow.labels_at_last_round, which the triggers
+    count from. The database allows one open round per workflow and kind: when a concurrent trigger
+    created one first, this returns that one instead.
+    """
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                project_id=workflow.project_id,
+                workflow=workflow,
+                kind=kind,
+                params=params,
+                message="Queued",
+                created_by=user if getattr(user, "is_authenticated", False) else None,
+            )
+    except IntegrityError:  # another trigger won the race: coalesce into its round
+        existing = open_job(workflow, kind)
+        if existing is None:
+            raise
+        return existing, False
+    Workflow.objects.filter(pk=workflow.pk).update(labels_at_last_round=counted)
+    workflow.labels_at_last_round = counted
+    dispatch_on_commit(job)
     return job, True
 
 

@@ -210,10 +210,10 @@ def request_embedding_round(
 ) -> tuple[Job, bool]:
     """Queue an embedding round, or return the one already open: (job, created).
 
-    The Celery task is sent after commit through the learning loop's outbox (labeling.loop), so a
-    broker outage delays the round instead of losing it.
+    The Celery task is sent after commit through the learning loop's outbox (labeling.loop.queue_round),
+    so a broker outage delays the round instead of losing it.
     """
-    from labeling.loop import dispatch_on_commit
+    from labeling.loop import queue_round
 
     if workflow.kind != Workflow.SIMILARITY:
         raise ValueError("Only similarity workflows train an embedding.")
@@ -225,25 +225,7 @@ def request_embedding_round(
         params = {"task": EMBED_TASK, "reason": reason, "answers_at_request": n_answers}
         if train_settings:
             params["train_settings"] = dict(train_settings)
-        try:
-            with transaction.atomic():
-                job = Job.objects.create(
-                    project_id=workflow.project_id,
-                    workflow=workflow,
-                    kind=Job.EMBED,
-                    params=params,
-                    message="Queued",
-                    created_by=user if getattr(user, "is_authenticated", False) else None,
-                )
-        except IntegrityError:  # a concurrent trigger won: coalesce into its round
-            existing = open_embedding_job(workflow)
-            if existing is None:
-                raise
-            return existing, False
-        Workflow.objects.filter(pk=workflow.pk).update(labels_at_last_round=n_answers)
-        workflow.labels_at_last_round = n_answers
-        dispatch_on_commit(job)
-    return job, True
+        return queue_round(workflow, Job.EMBED, params, counted=n_answers, user=user)
 
 
 # ---------------------------------------------------------------------------------------------
