@@ -198,10 +198,18 @@ def main(argv=None) -> int:
             f"unlabelled triplets (Gal et al. 2017 do the same), BALD uses T = {config['mc_samples']} MC-dropout "
             f"samples of the dense head, diversity = greedy k-center on the 256-d penultimate features among the "
             f"top {config['diversity_top_m']} by BALD. Training: {config['first_round_steps']} Adam steps "
-            f"(batch {config['train_batch_size']}) from scratch in round one, then {config['steps_per_round']} "
-            f"steps per round warm-started from the previous round's weights, flips/90° rotations, "
+            f"(batch {config['train_batch_size']}) from scratch in round one, then at least "
+            f"{config['steps_per_round']} steps per round in whole epochs (one epoch once there are more than "
+            f"{config['steps_per_round'] * config['train_batch_size']:,} labels), warm-started from the previous "
+            "round's weights, flips/90° rotations, "
             f"{config['precision']} autocast, no validation split (every label goes into training). "
             "Test AUC after every round; 'labels to AUC x' is the first round at which the test AUC reached x.",
+            "",
+            "Every run is seeded (data, initial labels, candidate subsets, dropout masks, training order), so "
+            "re-running the command on the same kind of CPU gives the same AUC values, whatever the machine's "
+            "load (only the times change). A different CPU can give slightly different values: bfloat16 "
+            "matrix kernels round differently on AMX, AVX512-BF16 or plain AVX-512 hardware, and each "
+            "difference changes which triplets later rounds pick.",
             "",
             markdown.strip(),
             "",
