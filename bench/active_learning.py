@@ -116,7 +116,7 @@ def deviations(config: dict, environment: dict) -> str:
     text = f"Wall time {environment['wall_seconds'] / 60:.0f} min"
     text += f" with {environment.get('jobs', 1)} worker process(es)." if environment.get("jobs") else "."
     if notes:
-        text += " Deviations from the issue's full setting, to fit a 2-core machine shared with other jobs: "
+        text += " Deviations from the issue's full setting, to fit a 2-core machine: "
         text += "; ".join(notes) + "."
     return text
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -41,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchdoc import replace_section  # noqa: E402
+
+from mlcore.simulation import cpu_name  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -389,11 +390,11 @@ def render(r: dict) -> str:
         SECTION,
         "",
         f"{a['labelled']:,} labelled + {a['heldout']:,} held-out gold + {a['unlabelled']:,} unlabelled synthetic "
-        f"subjects (SQLite file, {platform.machine()}, {os.cpu_count()} cores shared with other work, "
+        f"subjects (SQLite file, {cpu_name()}, {os.cpu_count()} cores, "
         f"torch {r['torch_threads']} threads, {r['version']['device']}); training time budget {a['train_budget']:g} s, "
         f"warm start from the active model, scoring precision {r['used_precision']} ({a['precision']}), "
         f"strategy {a['strategy']}; load average at the end {r['load'][0]:.1f} / {r['load'][1]:.1f} / {r['load'][2]:.1f} "
-        "(1/5/15 min: other processes share the 2 cores). "
+        "(1/5/15 min; 1.0 per busy core). "
         "Round 2 is timed from the vote that makes the K-th new decided label (through the vote service) to "
         "`next_subject` serving a subject from the top of the new ranking; the round runs in-process "
         "(eager) so its phases can be timed; a real worker adds the broker's delivery delay (see docs/architecture.md).",
@@ -434,9 +435,10 @@ def render(r: dict) -> str:
         "",
         f"Goal: ≤ 60 s from the K-th label to the new ranking on this 2-core machine — measured "
         f"**{r['total']:.1f} s** ({'met' if r['total'] <= 60 else 'not met'}). During round 2 this process got "
-        f"{r['cpu_share']:.2f} CPU-seconds per second of wall time (2.00 = both cores to itself): the cores were "
-        f"shared with other work, and scoring — {r['n_scored']:,} triplets at "
-        f"{r['n_scored'] / max(s.get('score', 1e-9), 1e-9):,.0f}/s here — is where the time goes.",
+        f"{r['cpu_share']:.2f} CPU-seconds per second of wall time (2.00 = both cores to itself; less means other "
+        f"processes took a share). Scoring {r['n_scored']:,} triplets at "
+        f"{r['n_scored'] / max(s.get('score', 1e-9), 1e-9):,.0f}/s took {s.get('score', 0.0):.1f} s of the "
+        f"{r['total']:.1f} s, training {s.get('train', 0.0):.1f} s (its time budget).",
         "",
         "Reproduce: `.venv/bin/python bench/loop.py"
         + (" --quick" if a["quick"] else "")

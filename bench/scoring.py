@@ -26,7 +26,6 @@ import argparse
 import copy
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from mlcore.metrics import roc_auc  # noqa: E402
 from mlcore.models import VGG6  # noqa: E402
 from mlcore.prep import preprocess_batch  # noqa: E402
 from mlcore.score import score  # noqa: E402
+from mlcore.simulation import cpu_name  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Scoring throughput"
@@ -197,23 +197,12 @@ def measure(args) -> dict:
     }
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def render(result: dict, command: str) -> str:
     rows = result["rows"]
     variants = list(rows[0]["rates"])
     lines = [
         f"Measured {dt.date.today().isoformat()} with `{command}` on {result['device']}; "
-        f"load average {result['load']:.1f} at the start and {result['load_end']:.1f} at the end (machine shared with other jobs; best of several "
+        f"load average {result['load']:.1f} at the start and {result['load_end']:.1f} at the end (1.0 per busy core, this benchmark's own threads included; best of several "
         "interleaved repetitions). Triplets per second for one forward pass, ratio to the naive forward measured in the "
         "same run (columns are measured one after the other, so load changes during the run show up between "
         "columns more than within one):",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchdoc import replace_section  # noqa: E402
+
+from mlcore.simulation import cpu_name  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Similarity search"
@@ -142,8 +143,8 @@ def main(argv=None) -> int:
     lines = [
         f"`{command}` — one query at a time, top {K}, dimension {DIM}, random unit vectors "
         f"(no structure to exploit), {n_queries} queries per size after 5 warm-up queries.",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{rows[0]['threads']}, load average during the run {load[0]:.1f} (other work shares these cores).",
+        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch threads "
+        f"{rows[0]['threads']}, load average at the end {load[0]:.1f} (this benchmark itself keeps up to 2 cores busy).",
         "",
         "| vectors | baseline NumPy float32 p50 / p95 | index (float16 + exact re-rank) p50 / p95 | p95 speed-up (baseline ÷ index) | exact top-10 vs float64 | matrix |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -159,15 +160,17 @@ def main(argv=None) -> int:
     lines += [
         "",
         f"Goal p95 < 20 ms at 1,000,000 vectors: **{'met' if met else 'not met'}** in this run (p95 "
-        f"{big['index_p95']:.1f} ms at {big['n']:,}, load average {load[0]:.1f} on 2 cores). The index is exact: "
+        f"{big['index_p95']:.1f} ms at {big['n']:,}). The index is exact: "
         "the float16 pass only pre-selects, and every vector within the float16 error margin of the 10th "
         "score is re-scored in float32 (similarity/index.py).",
     ]
-    if not met and load[0] > 1.5:
+    if big["speedup_p95"] < 1.0:
         lines.append(
-            "Other processes were using the cores during this run; latency here is mostly waiting for a "
-            "time slice (100,000 vectors, a tenth of the work, took almost as long). Re-run on an idle machine "
-            "before deciding whether an extra library (faiss, or an int8/approximate index) is needed."
+            f"On this CPU ({cpu_name()}) torch's float16 matrix–vector kernel is slower than NumPy's float32 "
+            "product, so the index loses to the baseline; float16 storage only pays where that kernel runs at "
+            "memory speed. Exact search reads the whole matrix for every query, so at 1,000,000 × 128 memory "
+            "bandwidth sets the floor (the float32 baseline's p50 above); meeting 20 ms at p95 needs fewer bytes "
+            "per vector (int8) or an approximate index (e.g. faiss HNSW or IVF)."
         )
     body = "\n".join(lines)
     print(body)

@@ -439,7 +439,8 @@ def render_markdown(results: list[tuple[SimulationConfig, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (benchmarks record it with their numbers)."""
     import platform
 
     try:
@@ -473,7 +474,7 @@ def run_and_report(
         "torch": torch.__version__,
         "threads": 1 if jobs > 1 else torch.get_num_threads(),
         "jobs": jobs,
-        "cpu": f"{_cpu_name()} ({os.cpu_count()} cores)",
+        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "wall_seconds": round(elapsed, 1),
         "command": command,
