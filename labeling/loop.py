@@ -178,6 +178,17 @@ def check_trigger(workflow: Workflow, reason: str = "labels") -> int:
     return workflow.train_every
 
 
+def count_as_trained_on(workflow: Workflow, counted: int) -> None:
+    """Called when a round starts: raise Workflow.labels_at_last_round to what the round trains on.
+
+    Labels (or answers) that arrived between the request and the start are in this round; without
+    this the next trigger or sweep would start another round at once for labels it already used.
+    """
+    Workflow.objects.filter(pk=workflow.pk, labels_at_last_round__lt=counted).update(
+        labels_at_last_round=counted
+    )
+
+
 def open_job(workflow: Workflow, kind: str) -> Job | None:
     return Job.objects.filter(workflow=workflow, kind=kind, status__in=[Job.QUEUED, Job.RUNNING]).first()
 
@@ -772,12 +783,7 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     # 1. export: labels and arrays
     started = time.perf_counter()
     data = _gather_round_data(workflow, run, run.phase(0.0, 0.08))
-    # Labels decided between the request and now are in this round: count them as trained on, or the
-    # next trigger (or sweep) would start another round at once for labels this one already used.
-    trained_on = trainable_label_count(workflow)
-    Workflow.objects.filter(pk=workflow.pk, labels_at_last_round__lt=trained_on).update(
-        labels_at_last_round=trained_on
-    )
+    count_as_trained_on(workflow, trainable_label_count(workflow))
     cache_ = ArrayCache.for_workflow(workflow.pk)
     x_train = cache_.read(data.train_ids)
     timings["export"] = time.perf_counter() - started

@@ -159,6 +159,7 @@ def run_embedding_round(job_id: int) -> Job | None:
 
 
 def _embedding_round(job: Job, run) -> ModelVersion:
+    from labeling.loop import count_as_trained_on, json_safe
     from mlcore.embedding import (
         EmbeddingConfig,
         TrainSettings,
@@ -174,6 +175,7 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     if images is None or len(ids) < 2:
         raise ValueError("The workflow needs at least 2 subjects with images to train an embedding.")
     train_answers, heldout_answers = workflow_answers(workflow)
+    count_as_trained_on(workflow, len(train_answers) + len(heldout_answers))
     run.log(
         f"{len(ids)} images, {len(train_answers)} training answers, {len(heldout_answers)} held-out answers"
     )
@@ -252,15 +254,19 @@ def _embedding_round(job: Job, run) -> ModelVersion:
         status=ModelVersion.CANDIDATE,
         artifact=artifact,
         artifact_sha256=hashlib.sha256(checkpoint).hexdigest(),
-        metrics=metrics,
-        config={
-            "model": config.to_dict(),
-            "train": result.settings,
-            "warm_start_from": previous.version if init_state is not None else None,
-            "boundary": boundary,
-            "index": {"vectors": vectors_name, "ids": ids_name, "dim": int(result.embeddings.shape[1])},
-            "history": result.history,
-        },
+        # A round with few answers can have NaN losses or agreements (no pairs to score): store them as
+        # null, since JSON has no NaN and the database refuses it.
+        metrics=json_safe(metrics),
+        config=json_safe(
+            {
+                "model": config.to_dict(),
+                "train": result.settings,
+                "warm_start_from": previous.version if init_state is not None else None,
+                "boundary": boundary,
+                "index": {"vectors": vectors_name, "ids": ids_name, "dim": int(result.embeddings.shape[1])},
+                "history": result.history,
+            }
+        ),
         n_train=len(train_answers),
         duration_s=result.duration_s,
         device=result.device[:60],

@@ -172,6 +172,30 @@ def test_k_new_answers_trigger_a_round(project, settings, django_capture_on_comm
     assert workflow.labels_at_last_round == 4
 
 
+@pytest.mark.django_db
+def test_answers_given_while_a_round_waits_count_as_trained_on(
+    project, settings, django_capture_on_commit_callbacks
+):
+    settings.SKYVOTE_SIMILARITY = {"train": TINY_TRAINING}
+    workflow = similarity_workflow(project, n_subjects=20)
+    workflow.train_every = 0  # no automatic round while the answers below arrive
+    workflow.save(update_fields=["train_every"])
+    volunteer = participant()
+    for _ in range(4):
+        answer_with_classes(next_task(workflow, volunteer), volunteer)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job, _ = request_embedding_round(workflow, reason="test")
+    assert job.params["answers_at_request"] == 4
+    for _ in range(3):  # before a worker takes the round
+        answer_with_classes(next_task(workflow, volunteer), volunteer)
+    for callback in callbacks:
+        callback()
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED, job.error
+    workflow.refresh_from_db()
+    assert workflow.labels_at_last_round == 7  # not 4: the next round waits for train_every new answers
+
+
 def _fits_bytes(array):
     buffer = io.BytesIO()
     fits.PrimaryHDU(array).writeto(buffer)
