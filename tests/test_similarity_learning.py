@@ -27,6 +27,7 @@ from mlcore.galaxies import generate_cutouts, simulate_answer
 from similarity.models import SimilarityTask
 from similarity.selection import create_task, next_task
 from similarity.services import request_embedding_round, search
+from similarity.training import workflow_answers
 
 from .similarity_support import TINY_TRAINING, answer_with_classes, participant, similarity_workflow
 
@@ -87,6 +88,11 @@ def test_checkpoint_round_trip_and_tampering_is_refused():
         load_embedding_checkpoint(b"not a checkpoint")
 
 
+def _scorable_heldout_answer(workflow) -> bool:
+    _, heldout = workflow_answers(workflow)
+    return any(0 < len(answer.chosen) < len(answer.candidates) for answer in heldout)
+
+
 @pytest.fixture
 def trained(project, django_capture_on_commit_callbacks):
     """A 40-subject demo workflow, 30 answers by perfect volunteers, one tiny round run (eagerly)."""
@@ -94,9 +100,15 @@ def trained(project, django_capture_on_commit_callbacks):
     workflow.train_every = 0  # rounds only when asked, in these tests
     workflow.save(update_fields=["train_every"])
     volunteers = [participant(str(i)) for i in range(3)]
-    for i in range(30):
-        volunteer = volunteers[i % 3]
+    answered = 0
+    # At least 30 answers, and at least one held-out answer that the held-out agreement can score (a
+    # chosen and an unchosen candidate): tasks are random, and a held-out set of "none are similar"
+    # answers only would leave the agreement undefined (null).
+    while answered < 30 or not _scorable_heldout_answer(workflow):
+        volunteer = volunteers[answered % 3]
         answer_with_classes(next_task(workflow, volunteer), volunteer)
+        answered += 1
+        assert answered < 300, "no scorable held-out answer after 300 answers"
     with django_capture_on_commit_callbacks(execute=True):
         job, created = request_embedding_round(workflow, reason="test", train_settings=TINY_TRAINING)
     job.refresh_from_db()
