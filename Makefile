@@ -20,8 +20,9 @@ seed: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 	$(BIN)/python manage.py seed_demo --port $(PORT)
 
-# Web (gunicorn) + Celery workers on the embedded broker, both queues, beat in the first for the outbox
-# sweep. Two single-task workers, so a long similarity round never holds up a real/bogus round.
+# Web (gunicorn) + one Celery worker per queue on the embedded broker: "short" (ingest, exports,
+# aggregation; beat for the job sweep) and "gpu" (training, scoring, embedding), so an export never
+# waits behind a training round.
 demo: seed
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile
 

@@ -96,7 +96,8 @@ def fill(slug: str, n_votes: int, n_subjects: int) -> None:
     from django.db import transaction
     from django.utils import timezone
 
-    from labeling.models import Participant, Project, Subject, Vote, Workflow
+    from core.models import Participant, Project, Subject, Workflow
+    from labeling.models import Vote
 
     rng = random.Random(slug)
     owner, _ = get_user_model().objects.get_or_create(username="bench-owner")
@@ -166,8 +167,9 @@ def run_case(db: Path, case: str, slug: str, out: Path) -> dict:
     import astropy.table  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
+    from core.models import Project, Subject
     from labeling import exports
-    from labeling.models import Project, Subject, Vote
+    from labeling.models import Vote
 
     project = Project.objects.get(slug=slug)
     before = rss_mb()

@@ -13,7 +13,7 @@ is measured separately below.
 
 Round 1 trains from scratch (no active model). Round 2 is the steady state this benchmark is
 about: the workflow needs one more decided label; one vote goes through labeling.services.record_vote,
-its commit triggers the round (labeling.loop, run in-process with CELERY_TASK_ALWAYS_EAGER so the
+its commit triggers the round (loop.services, run in-process with CELERY_TASK_ALWAYS_EAGER so the
 phases can be timed without a broker), and the clock stops when labeling.selection.next_subject
 serves a subject from the new ranking. Phases come from the round's own timers
 (ModelVersion.metrics["timings_s"]). Writes the "## Learning loop" section of docs/benchmarks.md.
@@ -87,7 +87,7 @@ def generate_pool(cache_dir: Path, n: int) -> np.ndarray:
 
     Reused between runs when the same size and seed were generated before.
     """
-    from labeling.loop_arrays import ArrayCache
+    from loop.arrays import ArrayCache
     from mlcore.prep import preprocess_batch
     from mlcore.synth import generate_triplets
 
@@ -125,7 +125,7 @@ def insert_subjects(
     """Raw inserts (ids 1..n in order, matching the cache): labelled → retired, held-out → gold, rest active."""
     from django.db import connection, transaction
 
-    from labeling.models import Subject
+    from core.models import Subject
 
     fields = [f for f in Subject._meta.concrete_fields if not f.primary_key]
     columns = [f.column for f in fields]
@@ -173,8 +173,8 @@ def measure_write_methods(ids, n: int) -> dict:
     """The ranking write: executemany (what the loop uses) against QuerySet.bulk_update, same rows."""
     from django.db import transaction
 
-    from labeling.loop import write_scores
-    from labeling.models import Subject
+    from core.models import Subject
+    from loop.services import write_scores
 
     ids = np.asarray(ids[:n])
     rng = np.random.default_rng(0)
@@ -264,11 +264,12 @@ def main() -> None:
     import torch
     from django.contrib.auth import get_user_model
 
-    from labeling import loop
-    from labeling.loop_arrays import ArrayCache
-    from labeling.models import Job, Participant, Project, Subject, Workflow
+    from core.models import Participant, Project, Subject, Workflow
+    from jobs.models import Job
     from labeling.selection import TOP_FEW, next_subject
     from labeling.services import record_vote
+    from loop import services as loop
+    from loop.arrays import ArrayCache
     from mlcore.crowd import aggregate_soft_labels
 
     n_total = args.labelled + args.heldout + args.unlabelled

@@ -75,7 +75,7 @@ def insert_subjects(project, workflow, start: int, stop: int, rng: random.Random
     """Raw multi-row inserts (COPY on PostgreSQL): a million ORM objects would take minutes."""
     from django.db import connection, transaction
 
-    from labeling.models import Subject
+    from core.models import Subject
 
     fields = [f for f in Subject._meta.concrete_fields if not f.primary_key]
     columns = [f.column for f in fields]
@@ -153,7 +153,7 @@ def time_calls(fn, calls: int, warmup: int = 10) -> list[float]:
 
 
 def configure(workflow, mode: str, model) -> None:
-    from labeling.models import default_gold_schedule
+    from core.models import default_gold_schedule
 
     workflow.active_model = None if mode == "random" else model
     workflow.exploration_share = {"mixed": 0.1, "ranked": 0.0, "random": 0.0, "gold": 0.0}[mode]
@@ -182,7 +182,7 @@ def main() -> None:
     from django.core.cache import cache
     from django.db import connection
 
-    from labeling.models import ModelVersion, Participant, Project, Subject, Workflow
+    from core.models import ModelVersion, Participant, Project, Subject, Workflow
     from labeling.selection import next_subject
 
     owner = get_user_model().objects.create_user("bench")

@@ -53,7 +53,7 @@ def prepare(n_subjects: int) -> tuple[int, list[int]]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from labeling.models import Project, Subject, Workflow
+    from core.models import Project, Subject, Workflow
 
     call_command("migrate", verbosity=0)
     owner, _ = get_user_model().objects.get_or_create(username="bench-owner")

@@ -1,20 +1,18 @@
 from django.contrib import admin
 
-from .models import (
+from core.models import (
     ApiToken,
-    Assignment,
-    Batch,
-    Job,
     ModelVersion,
     Participant,
-    ParticipantSkill,
     Project,
     ProjectMembership,
     Subject,
     SubjectSet,
-    Vote,
     Workflow,
 )
+from jobs.models import Job
+from labeling.models import ParticipantSkill, Vote
+from panels.models import Assignment, Batch
 
 
 class MembershipInline(admin.TabularInline):

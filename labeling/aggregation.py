@@ -13,9 +13,9 @@ volunteer had before it, and only then teaches us about the volunteer.
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.models import Subject, Workflow
+from labeling.models import ParticipantSkill, Vote
 from mlcore.aggregation import BOGUS, REAL, swap_skill_update, swap_tally_update, swap_update
-
-from .models import ParticipantSkill, Subject, Vote, Workflow
 
 METHOD_INCREMENTAL = "swap"
 # Space Warps starts volunteers at P_L = P_D = 0.5, so their votes carry no information until

@@ -1,25 +1,21 @@
 """The REST API (issue 8). Read endpoints under /api/projects/<slug>/..., write endpoints for votes
 and ingestion uploads, exports as background jobs with streamed downloads.
 
-Authentication: personal API tokens (labeling.authentication) or the browser session. Every
-project-scoped endpoint resolves the project through labeling.permissions: someone without a role
+Authentication: personal API tokens (core.authentication) or the browser session. Every
+project-scoped endpoint resolves the project through core.permissions: someone without a role
 in the project gets 404, a viewer gets 403 where owners/collaborators are needed.
-Thin views: the work is in labeling.services, labeling.exports and labeling.ingest.
+Thin views: the work is in labeling.services, labeling.exports and core.ingest.
 """
 
-import shutil
-import tempfile
 from datetime import UTC, datetime, time
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import BooleanField, Case, Count, Q, Value, When
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
-from django.utils.text import get_valid_filename
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -33,15 +29,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import exports
-from .models import Job, ModelVersion, ParticipantSkill, Subject, SubjectSet, Vote, Workflow
-from .participants import participant_for_request
-from .permissions import EXPORT_ROLES, WRITE_ROLES, HasProjectRole, projects_readable_by
-from .serializers import (
+from core.models import ModelVersion, Subject, SubjectSet, Workflow
+from core.participants import participant_for_request
+from core.permissions import EXPORT_ROLES, WRITE_ROLES, HasProjectRole, projects_readable_by
+from jobs.models import Job
+from labeling import exports
+from labeling.models import ParticipantSkill, Vote
+from labeling.serializers import (
     ErrorSerializer,
     ExportJobSerializer,
     ExportRequestSerializer,
-    IngestReportSerializer,
+    IngestJobSerializer,
     ModelVersionSerializer,
     ProjectSerializer,
     SimilarityVoteSerializer,
@@ -54,7 +52,7 @@ from .serializers import (
     VoteSerializer,
     WorkflowSerializer,
 )
-from .services import VoteError, record_vote
+from labeling.services import VoteError, record_vote
 
 # ---------------------------------------------------------------------------------------------
 # Votes (the JSON twin of the classify page)
@@ -534,14 +532,13 @@ class UploadCreate(ProjectScopedMixin, APIView):
     @extend_schema(
         tags=["ingestion"],
         request={"multipart/form-data": UploadSerializer},
-        responses={201: IngestReportSerializer, 200: IngestReportSerializer, 400: IngestReportSerializer},
-        summary="Upload files to ingest as subjects",
+        responses={202: IngestJobSerializer, 400: None},
+        summary="Upload files to ingest as subjects (runs as a job)",
     )
     def post(self, request, project):
-        """Ingest uploaded files at once; one bad file is reported and the others go in.
-
-        201 if subjects were added, 200 if all were already there, 400 if nothing could be ingested."""
-        from .ingest import ingest_paths, subject_set_named
+        """Store the files and queue an ingest job; 202 with the job. Poll the job's URL for its
+        progress and report (one bad file is reported there and the others go in)."""
+        from core.ingest import IngestError, create_ingest_job
 
         files = request.FILES.getlist("files")
         data = UploadSerializer(data={**request.data.dict(), "files": files})
@@ -549,45 +546,33 @@ class UploadCreate(ProjectScopedMixin, APIView):
         workflow = self.project.workflows.filter(pk=data.validated_data["workflow"]).first()
         if workflow is None:
             raise ValidationError({"workflow": "No such workflow in this project."})
-        limit = getattr(settings, "SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
-        too_big = [f.name for f in files if f.size > limit]
-        if too_big:
-            raise ValidationError({"files": [f"{name}: over the {limit:,}-byte limit." for name in too_big]})
-
-        workdir = Path(tempfile.mkdtemp(prefix="skyvote-api-upload-"))
         try:
-            paths, seen = [], set()
-            for upload in files:
-                name = get_valid_filename(Path(upload.name).name) or "upload"
-                while name in seen:
-                    name = f"_{name}"
-                seen.add(name)
-                with open(workdir / name, "wb") as sink:
-                    for block in upload.chunks():
-                        sink.write(block)
-                paths.append(workdir / name)
-            subject_set = subject_set_named(
-                self.project, workflow, data.validated_data.get("subject_set", "")
+            job = create_ingest_job(
+                project=self.project,
+                workflow=workflow,
+                uploads=files,
+                user=request.user,
+                subject_set_name=data.validated_data.get("subject_set", ""),
             )
-            report = ingest_paths(
-                paths, project=self.project, workflow=workflow, subject_set=subject_set, relative_to=workdir
-            )
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        body = {
-            "ingested": report.ingested,
-            "duplicates": report.duplicates,
-            "failed": report.failed,
-            "errors": [{"file": name, "error": error} for name, error in report.errors],
-            "subject_ids": report.subject_ids,
-        }
-        if report.ingested:
-            code = status.HTTP_201_CREATED
-        elif report.duplicates:
-            code = status.HTTP_200_OK
-        else:
-            code = status.HTTP_400_BAD_REQUEST
-        return Response(body, status=code)
+        except IngestError as exc:
+            raise ValidationError({"files": [str(exc)]})
+        job.refresh_from_db()  # where jobs run at once (eager mode) it has finished already
+        body = IngestJobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class IngestJobDetail(ProjectScopedMixin, generics.RetrieveAPIView):
+    """An ingest job: status, progress and, once finished, its report."""
+
+    required_roles = WRITE_ROLES
+    serializer_class = IngestJobSerializer
+
+    def get_queryset(self):
+        return Job.objects.filter(project=self.project, kind=Job.INGEST)
+
+    @extend_schema(tags=["ingestion"], summary="An ingest job and its report")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

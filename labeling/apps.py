@@ -3,7 +3,8 @@ from django.apps import AppConfig
 
 class LabelingConfig(AppConfig):
     name = "labeling"
-    verbose_name = "Labeling"
+    verbose_name = "Real/bogus volunteering"
 
     def ready(self):
-        from . import signals  # noqa: F401  (merges anonymous participants on login)
+        # Merges anonymous participants on login; registers the aggregation and retirement job kinds.
+        from labeling import exports, jobs, signals  # noqa: F401

@@ -49,7 +49,10 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .models import Job, Project, Subject, Vote, Workflow
+from core.models import Project, Subject, Workflow
+from jobs.models import Job, job_upload_path
+from jobs.services import SHORT, JobLost, JobRun, queue_job, register
+from labeling.models import Vote
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +576,7 @@ def aggregation_params(workflow: Workflow) -> dict:
 
 def decided_filter(workflow: Workflow) -> Q:
     """Subjects with a training label: the same rule as labeling.labels.training_labels."""
-    from . import labels
+    from labeling import labels
 
     return labels._evidence_filter(workflow, int(workflow.min_votes), False) & (
         Q(gold_label__in=labels.GOLD_ANSWERS) | Q(p_real__isnull=False)
@@ -1272,7 +1275,7 @@ def start_export(
     *, project: Project, user, role: str, kind: str, fmt: str, workflow_id=None, split: dict | None = None
 ) -> Job:
     """Queue an export job (owners and collaborators). The task is sent once the transaction commits."""
-    from .permissions import EXPORT_ROLES, can_see_worker_ids
+    from core.permissions import EXPORT_ROLES, can_see_worker_ids
 
     if role not in EXPORT_ROLES:
         raise ExportError("Only the project's owners and collaborators can export.")
@@ -1281,19 +1284,7 @@ def start_export(
     params = {"kind": kind, "format": fmt, "include_worker_ids": can_see_worker_ids(role), "role": role}
     if kind == "bundle":
         params["split"] = _validate_split(split)
-    job = Job.objects.create(
-        project=project,
-        workflow=workflow,
-        kind=Job.EXPORT,
-        params=params,
-        message="Queued",
-        created_by=user if getattr(user, "is_authenticated", False) else None,
-    )
-    # The job row is the outbox (labeling.loop): sent once the transaction commits, re-sent by the
-    # sweep if the broker was down, re-queued if its worker dies (heartbeats come with progress).
-    from . import loop
-
-    loop.dispatch_on_commit(job)
+    job, _ = queue_job(Job.EXPORT, project=project, workflow=workflow, params=params, user=user)
     return job
 
 
@@ -1304,25 +1295,17 @@ def result_filename(job: Job) -> str:
     return f"{job.project.slug}-{scope}-{kind}-{stamp}.{EXTENSIONS[fmt]}"
 
 
-def run_export_job(job_id: int) -> Job:
-    """Run a queued export job. Idempotent: a job that is running or finished is left alone
-    (labeling.loop.claim_job moves it from queued to running exactly once)."""
-    from . import loop
-
-    if loop.claim_job(job_id, [Job.EXPORT]) is None:
-        return Job.objects.get(pk=job_id)
-    job = Job.objects.select_related("project", "workflow", "workflow__active_model").get(pk=job_id)
-
-    def report(fraction: float, message: str) -> None:
-        Job.objects.filter(pk=job.pk).update(
-            progress=fraction, message=message[:300], heartbeat_at=timezone.now()
-        )
-
+@register(Job.EXPORT, queue=SHORT, label="Export", plain_errors=(ExportError,))
+def export_job(run: JobRun) -> None:
+    """Write the export to a temporary file, then store it as the job's result. Every write is
+    conditional on still owning the job (JobRun), so a worker presumed dead cannot overwrite a retry."""
+    job = run.job
     params = job.params
     kind, fmt = params.get("kind"), params.get("format")
     workdir = Path(tempfile.mkdtemp(prefix=f"skyvote-export-{job.pk}-"))
     try:
         target = workdir / result_filename(job)
+        report = lambda fraction, message: run.progress(fraction, message, force=True)  # noqa: E731
         if kind == "votes":
             info = export_votes(
                 job.project, target, fmt, workflow=job.workflow,
@@ -1341,25 +1324,24 @@ def run_export_job(job_id: int) -> Job:
             )  # fmt: skip
         else:
             raise ExportError(f"Unknown export '{kind}'.")
+        run.heartbeat(force=True)  # still ours: only now write the file where the job will point
         with open(target, "rb") as handle:
-            job.result.save(target.name, File(handle, name=target.name), save=False)
-        job.status, job.progress = Job.SUCCEEDED, 1.0
-        job.message = f"{info['rows']:,} rows · {os.path.getsize(target) / 1e6:.1f} MB"
-        job.params = {
-            **params,
-            "result": {k: v for k, v in info.items() if k in ("rows", "exported_at", "code_version")},
-        }
-        job.error = ""
-    except ExportError as exc:
-        job.status, job.error, job.message = Job.FAILED, str(exc), "Failed"
-    except Exception as exc:  # a crash: recorded on the job, with the traceback in the log
-        log.exception("export job %s failed", job.pk)
-        job.status, job.error, job.message = Job.FAILED, f"{type(exc).__name__}: {exc}", "Failed"
+            stored = default_storage.save(job_upload_path(job, target.name), File(handle, name=target.name))
+        try:
+            run.finish(
+                Job.SUCCEEDED,
+                f"{info['rows']:,} rows · {os.path.getsize(target) / 1e6:.1f} MB",
+                result=stored,
+                params={
+                    **params,
+                    "result": {k: v for k, v in info.items() if k in ("rows", "exported_at", "code_version")},
+                },
+            )
+        except JobLost:
+            default_storage.delete(stored)
+            raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    job.finished_at = timezone.now()
-    job.save(update_fields=["status", "progress", "message", "params", "error", "result", "finished_at"])
-    return job
 
 
 def export_jobs(project: Project):

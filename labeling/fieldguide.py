@@ -7,9 +7,8 @@ media storage (re-rendered only when the rendering version changes).
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from core.rendering import RENDER_VERSION, render_triplet_pngs
 from mlcore.synth import BOGUS_SUBTYPES, REAL_SUBTYPES, SUBTYPE_DESCRIPTIONS, generate_one
-
-from .rendering import RENDER_VERSION, render_triplet_pngs
 
 TITLES = {
     "new_point_source": "New point source",

@@ -9,7 +9,7 @@ import random
 
 from django.db import transaction
 
-from .models import Project, Subject, Workflow
+from core.models import Project, Subject, Workflow
 
 GOLD_ANSWERS = (Subject.REAL, Subject.BOGUS)
 EXPERT_ROLES = ("owner", "expert")
@@ -53,7 +53,7 @@ def set_gold(subject: Subject, answer: str, user, subtype: str = "") -> Subject:
         locked.gold_by = user if getattr(user, "is_authenticated", False) else None
         fields = ["gold_label", "gold_subtype", "gold_by"]
         if locked.needs_review:
-            from .retirement import retire
+            from labeling.retirement import retire
 
             locked.needs_review = False
             locked.save(update_fields=fields + ["needs_review"])
@@ -111,8 +111,7 @@ def guide_entry(subtype: str) -> tuple[str, str]:
     """(title, description) of a field-guide type; ("", "") for none."""
     if not subtype:
         return "", ""
+    from labeling.fieldguide import subtype_title
     from mlcore.synth import SUBTYPE_DESCRIPTIONS
-
-    from .fieldguide import subtype_title
 
     return subtype_title(subtype), SUBTYPE_DESCRIPTIONS.get(subtype, "")

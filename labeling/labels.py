@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from .models import Subject, Workflow
+from core.models import Subject, Workflow
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Full aggregation of a workflow from all its votes; the result replaces the incremental state.
 
-Runs in the background (labeling.tasks_crowd: hourly and on demand) and from
+Runs in the background (labeling.jobs: hourly and on demand) and from
 `manage.py aggregate`. It reads every real/bogus vote of the workflow, runs one method of
 mlcore.aggregation (Dawid–Skene by default), and writes Subject.p_real/aggregation_method
 and each volunteer's ParticipantSkill (confusion, P_L, P_D, vote and gold tallies).
@@ -18,10 +18,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from core.models import Subject, Workflow
+from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
+from labeling.models import ParticipantSkill, Vote
 from mlcore import aggregation as crowd
-
-from .aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
-from .models import ParticipantSkill, Subject, Vote, Workflow
 
 METHODS = ("majority", "dawid_skene", "swap")
 WRITE_CHUNK = 500
@@ -258,7 +258,7 @@ def recompute_workflow(
         summary.n_kept_newer = _write_subjects(workflow, arrays, p_real, method)
         _write_skills(workflow, arrays, result)
     if reevaluate:
-        from .retirement import reevaluate_workflow
+        from labeling.retirement import reevaluate_workflow
 
         summary.retirement = reevaluate_workflow(workflow.pk)
     summary.top, summary.bottom = volunteer_ranking(workflow)

@@ -16,7 +16,7 @@ subjects in the background (`reevaluate_workflow`).
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Subject, Workflow
+from core.models import Subject, Workflow
 
 REASON_MAX_LENGTH = Subject._meta.get_field("retired_reason").max_length
 REEVALUATE_CHUNK = 500

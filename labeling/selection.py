@@ -2,7 +2,7 @@
 
 Rules: never one they already answered (skips count as answered), never a retired one; gold
 subjects mixed in by the workflow's schedule (Workflow.gold_share_for); with an active model, the
-top of the acquisition ranking (Subject.priority, written by labeling.loop) with an exploration
+top of the acquisition ranking (Subject.priority, written by loop.services) with an exploration
 share of random picks; without one, random.
 
 Speed (bench/selection.py, docs/benchmarks.md): every query walks an index in order and stops after
@@ -25,8 +25,9 @@ import random
 from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 
-from .labels import GOLD_ANSWERS
-from .models import Participant, Subject, Vote, Workflow
+from core.models import Participant, Subject, Workflow
+from labeling.labels import GOLD_ANSWERS
+from labeling.models import Vote
 
 TOP_FEW = 8  # randomise among this many of the best candidates
 CANDIDATES = 32  # look this far down the ranking for unreserved subjects

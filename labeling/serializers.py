@@ -9,9 +9,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import exports
-from .models import Job, ModelVersion, ParticipantSkill, Project, Subject, SubjectSet, Vote, Workflow
-from .permissions import can_see_worker_ids
+from core.models import ModelVersion, Project, Subject, SubjectSet, Workflow
+from core.permissions import can_see_worker_ids
+from jobs.models import Job
+from labeling import exports
+from labeling.models import ParticipantSkill, Vote
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -256,12 +258,44 @@ class IngestErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
-class IngestReportSerializer(serializers.Serializer):
-    ingested = serializers.IntegerField()
-    duplicates = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    errors = IngestErrorSerializer(many=True)
-    subject_ids = serializers.ListField(child=serializers.IntegerField())
+class IngestJobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    ingested = serializers.SerializerMethodField()
+    duplicates = serializers.SerializerMethodField()
+    failed = serializers.SerializerMethodField()
+    errors = serializers.SerializerMethodField()
+    subject_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "url", "status", "progress", "message", "error", "created_at", "finished_at",
+            "ingested", "duplicates", "failed", "errors", "subject_ids",
+        ]  # fmt: skip
+
+    def _result(self, obj) -> dict:
+        return (obj.params or {}).get("result") or {}
+
+    def get_url(self, obj) -> str:
+        path = reverse("api_ingest_job", args=[obj.project.slug, obj.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_ingested(self, obj) -> int | None:
+        return self._result(obj).get("ingested")
+
+    def get_duplicates(self, obj) -> int | None:
+        return self._result(obj).get("duplicates")
+
+    def get_failed(self, obj) -> int | None:
+        return self._result(obj).get("failed")
+
+    @extend_schema_field(IngestErrorSerializer(many=True))
+    def get_errors(self, obj) -> list:
+        return self._result(obj).get("errors", [])
+
+    def get_subject_ids(self, obj) -> list[int]:
+        return self._result(obj).get("subject_ids", [])
 
 
 class VoteInSerializer(serializers.Serializer):

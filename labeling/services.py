@@ -13,8 +13,9 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import aggregation, retirement
-from .models import Participant, Subject, Vote, Workflow
+from core.models import Participant, Subject, Workflow
+from labeling import aggregation, retirement
+from labeling.models import Vote
 
 
 class VoteError(ValueError):
@@ -139,7 +140,7 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
     """After a gold subject the volunteer learns what the experts said; otherwise nothing."""
     if not subject.gold_label or vote.answer == Vote.SKIP:
         return None
-    from .gold import guide_entry
+    from labeling.gold import guide_entry
 
     subtype_label, guide = guide_entry(subject.gold_subtype)
     return {
@@ -154,7 +155,7 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
 def _after_commit(workflow_id: int) -> None:
     # The learning loop (issue 5) hooks in here: count new decided labels, maybe queue a round.
     try:
-        from . import loop
+        from loop import services as loop
     except ImportError:
         return
     hook = getattr(loop, "on_votes_committed", None)

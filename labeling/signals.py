@@ -1,13 +1,13 @@
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 
-from .models import Participant
+from core.models import Participant
 
 
 @receiver(user_logged_in)
 def merge_anonymous_participant(sender, request, user, **kwargs):
     """Votes cast before signing up or logging in follow the person into the account."""
-    from .participants import merge_anonymous_into_user
+    from labeling.participants import merge_anonymous_into_user
 
     if request is None or not hasattr(request, "session"):
         return

@@ -1,41 +1,23 @@
 """Volunteer and scientist pages for real/bogus workflows. Thin: logic lives in services."""
 
 import uuid
-from datetime import UTC, datetime
 
-from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
-from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
-from . import selection
-from .models import Participant, Project, Subject, Vote, Workflow
-from .participants import participant_for_request
-from .services import VoteError, record_vote
-
-
-def home(request):
-    projects = Project.objects.filter(is_public=True).prefetch_related("workflows").order_by("name")
-    return render(request, "labeling/home.html", {"projects": projects})
-
-
-def signup(request):
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, "Welcome to Skyvote! Your classifications so far are kept in your account.")
-        return redirect("labeling:home_page")
-    return render(request, "registration/signup.html", {"form": form})
+from core.formats import parse_client_time
+from core.models import Participant, Project, Subject, Workflow
+from core.participants import participant_for_request
+from core.permissions import owner_project
+from labeling import selection
+from labeling.models import Vote
+from labeling.services import VoteError, record_vote
 
 
 def _workflow(project_slug: str, workflow_slug: str) -> Workflow:
@@ -77,15 +59,6 @@ def classify(request, project, workflow):
     return render(request, "labeling/classify.html", _classify_context(request, workflow, participant))
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = parse_datetime(value)
-    if parsed and timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
-    return parsed
-
-
 @require_POST
 def submit_vote(request, project, workflow):
     workflow = _workflow(project, workflow)
@@ -98,7 +71,7 @@ def submit_vote(request, project, workflow):
             participant=participant,
             answer=request.POST.get("answer", ""),
             idempotency_key=request.POST.get("key", ""),
-            started_at=_parse_time(request.POST.get("started_at")),
+            started_at=parse_client_time(request.POST.get("started_at")),
             user_agent=request.headers.get("User-Agent", ""),
             viewport=request.POST.get("viewport", ""),
         )
@@ -116,25 +89,17 @@ def tutorial_seen(request, project, workflow):
     workflow = _workflow(project, workflow)
     request.session[f"tutorial-{workflow.pk}"] = True
     if request.htmx:
-        return render(request, "labeling/empty.html")
+        return render(request, "core/empty.html")
     return redirect("labeling:classify", workflow.project.slug, workflow.slug)
 
 
 def field_guide(request, project):
     project = get_object_or_404(Project, slug=project)
-    from .fieldguide import field_guide_entries
+    from labeling.fieldguide import field_guide_entries
 
     return render(
         request, "labeling/field_guide.html", {"project": project, "entries": field_guide_entries()}
     )
-
-
-def owner_project(request, slug: str) -> Project:
-    """The project if the user may see its scientist pages; 404 otherwise (no existence leak)."""
-    project = get_object_or_404(Project, slug=slug)
-    if project.role_of(request.user) not in ("owner", "collaborator", "viewer"):
-        raise Http404("No such project.")
-    return project
 
 
 @login_required

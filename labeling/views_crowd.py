@@ -23,8 +23,10 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import gold, retirement
-from .models import ParticipantSkill, Subject, Workflow
+from core.models import Subject, Workflow
+from labeling import gold, retirement
+from labeling.jobs import request_aggregation, request_retirement_check
+from labeling.models import ParticipantSkill
 
 MEMBER_ROLES = frozenset({"owner", "collaborator", "viewer", "expert"})
 SCIENTIST_ROLES = frozenset({"owner", "collaborator", "viewer"})
@@ -53,9 +55,8 @@ def crowd_workflow(request, project_slug: str, workflow_slug: str, roles) -> tup
 
 def _gold_context(request, workflow, error=None, last=None):
     skipped = request.session.get(f"gold-skipped-{workflow.pk}", [])
+    from labeling.fieldguide import subtype_title
     from mlcore.synth import BOGUS_SUBTYPES, REAL_SUBTYPES
-
-    from .fieldguide import subtype_title
 
     subtype_buttons = [
         {"value": f"{answer}:{s}", "title": subtype_title(s), "answer": answer, "key": str(i)}
@@ -121,9 +122,8 @@ def gold_skips_reset(request, project, workflow):
 
 def volunteer_rows(workflow: Workflow, skills) -> list[dict]:
     """One row per volunteer: skill from gold answers (SWAP tallies) and from agreement (DS confusion)."""
+    from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
     from mlcore.aggregation import BOGUS, REAL, swap_skill
-
-    from .aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
 
     project = workflow.project
     rows = []
@@ -174,10 +174,7 @@ def volunteers(request, project, workflow):
 @require_POST
 def recompute_now(request, project, workflow):
     workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
-    from .tasks_crowd import recompute_aggregation
-
-    workflow_id = workflow.pk
-    transaction.on_commit(lambda: recompute_aggregation.delay(workflow_id))
+    request_aggregation(workflow, user=request.user)
     messages.success(request, "A full Dawid–Skene recompute is queued; the table updates when it finishes.")
     return redirect("labeling:crowd_volunteers", workflow.project.slug, workflow.slug)
 
@@ -341,10 +338,7 @@ def retirement_settings(request, project, workflow):
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             form.save()
-            from .tasks_crowd import reevaluate_retirement
-
-            workflow_id = workflow.pk
-            transaction.on_commit(lambda: reevaluate_retirement.delay(workflow_id))
+            request_retirement_check(workflow, user=request.user)
         messages.success(request, "Saved. Active subjects are being re-evaluated under the new rule.")
         return redirect("labeling:crowd_retirement", workflow.project.slug, workflow.slug)
     active = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE).count()

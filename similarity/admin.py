@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import PairStat, SimilarityTask, SimilarityVote
+from similarity.models import PairStat, SimilarityTask, SimilarityVote
 
 
 @admin.register(SimilarityTask)

@@ -14,12 +14,11 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.models import Workflow
-from labeling.permissions import project_for
-
-from . import services
-from .upload import QueryImageError, read_query_image
-from .views import resolve_query_subject
+from core.models import Workflow
+from core.permissions import project_for
+from similarity import services
+from similarity.upload import QueryImageError, read_query_image
+from similarity.views import resolve_query_subject
 
 
 class SearchRequestSerializer(serializers.Serializer):

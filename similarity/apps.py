@@ -6,6 +6,5 @@ class SimilarityConfig(AppConfig):
     verbose_name = "Similarity"
 
     def ready(self):
-        # Register the Celery tasks with the app even where autodiscovery has not run
-        # (eager dispatch from labeling.loop in tests and management commands).
-        from . import tasks  # noqa: F401
+        # Job kinds (embedding rounds) and exporters register themselves on import.
+        from similarity import training  # noqa: F401

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from django.db import transaction
 
-from labeling.models import Job, ModelVersion, Subject, SubjectSet, Workflow
+from core.models import ModelVersion, Subject, SubjectSet, Workflow
+from jobs.models import Job
 
 WORKFLOW_SLUG = "similar"
 WORKFLOW_NAME = "Which images are similar?"
@@ -30,7 +31,7 @@ def seed_similarity_demo(
     n_subjects includes the near-duplicates. With request_training (and no embedding yet) a first
     round is queued: self-supervised pretraining on the cutouts, so search works before any answer.
     """
-    from labeling.ingest import add_subject
+    from core.ingest import add_subject
     from mlcore.galaxies import generate_cutouts, near_duplicate
 
     workflow, _ = Workflow.objects.get_or_create(
@@ -86,7 +87,7 @@ def seed_similarity_demo(
     has_embedding = ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).exists()
     has_job = Job.objects.filter(workflow=workflow, kind=Job.EMBED).exists()
     if request_training and not has_embedding and not has_job:
-        from .services import request_embedding_round
+        from similarity.services import request_embedding_round
 
         request_embedding_round(workflow, reason="initial self-supervised pretraining on the demo cutouts")
     return workflow

@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from labeling.models import ModelVersion, Participant, Subject, Workflow
+from core.models import ModelVersion, Participant, Subject, Workflow
 
 N_CANDIDATES = 15
 

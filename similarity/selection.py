@@ -33,9 +33,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from labeling.models import ModelVersion, Participant, Subject, Workflow
-
-from .models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
+from core.models import ModelVersion, Participant, Subject, Workflow
+from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
 
 SELECTION_DEFAULTS = {
     "n_nearest": 4,
@@ -99,7 +98,7 @@ def choose_candidates(
         ids = rng.sample(pool, n)
         return ids, ["random"] * n, SimilarityTask.RANDOM
 
-    from .services import EmbeddingUnavailable, load_index
+    from similarity.services import EmbeddingUnavailable, load_index
 
     try:
         index = load_index(version)
@@ -173,7 +172,7 @@ def choose_candidates(
 
 def create_task(workflow: Workflow, rng: random.Random | None = None) -> SimilarityTask | None:
     """A new task with a fresh comparison; None if the workflow has fewer than 2 subjects."""
-    from .services import active_embedding
+    from similarity.services import active_embedding
 
     rng = rng or random.Random()
     comparison = _pick_comparison(workflow, rng)

@@ -20,13 +20,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Job, ModelVersion, Participant, Subject, Workflow
-
-from .models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
+from core.models import ModelVersion, Participant, Subject, Workflow
+from jobs.models import Job
+from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
 
 log = logging.getLogger(__name__)
 
-EMBED_TASK = "skyvote.gpu.train_embedding"
 
 
 class SimilarityVoteError(ValueError):
@@ -210,10 +209,10 @@ def request_embedding_round(
 ) -> tuple[Job, bool]:
     """Queue an embedding round, or return the one already open: (job, created).
 
-    The Celery task is sent after commit through the learning loop's outbox (labeling.loop.queue_round),
-    so a broker outage delays the round instead of losing it.
+    The job is sent after commit (core.rounds.queue_round), so a broker outage delays the round
+    instead of losing it.
     """
-    from labeling.loop import queue_round
+    from core.rounds import queue_round
 
     if workflow.kind != Workflow.SIMILARITY:
         raise ValueError("Only similarity workflows train an embedding.")
@@ -222,7 +221,7 @@ def request_embedding_round(
         if existing is not None:
             return existing, False
         n_answers = SimilarityVote.objects.filter(workflow=workflow).count()
-        params = {"task": EMBED_TASK, "reason": reason, "answers_at_request": n_answers}
+        params = {"reason": reason, "answers_at_request": n_answers}
         if train_settings:
             params["train_settings"] = dict(train_settings)
         return queue_round(workflow, Job.EMBED, params, counted=n_answers, user=user)
@@ -287,7 +286,7 @@ def load_index(version: ModelVersion):
     """The EmbeddingIndex of a version (its embeddings .npy artifact)."""
     from django.core.files.storage import default_storage
 
-    from .index import EmbeddingIndex
+    from similarity.index import EmbeddingIndex
 
     names = (version.config or {}).get("index") or {}
 
@@ -344,7 +343,7 @@ def search(
         exclude = [subject.pk]
         query = index.vector(subject.pk)
         if query is None:
-            from labeling.ingest import load_subject_array
+            from core.ingest import load_subject_array
 
             query = embed_arrays(version, [load_subject_array(subject)])[0]
     elif array is not None:

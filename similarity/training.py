@@ -1,4 +1,4 @@
-"""An embedding round (the body of the gpu-queue task ``skyvote.gpu.train_embedding``).
+"""An embedding round: a job of kind embed on the gpu queue, run by the job system (jobs.services).
 
 answers → train/held-out split by task → images of every subject of the workflow → mlcore.embedding
 (SimCLR pretraining, warm-started from the active version when there is one; triplet fine-tuning)
@@ -11,8 +11,8 @@ Held-out answers: every answer of a task whose hash(workflow, task) falls in the
 ``HELDOUT_SHARE`` (20 %) of the hash space. Splitting by task keeps all opinions about the same 15
 pairs on one side, and the split is stable as answers accumulate.
 
-Job state, heartbeat, progress and log use the learning loop's machinery (labeling.loop: JobRun,
-claim_job, the outbox and its sweep), so a dead worker is detected and the round retried or failed;
+Job state, heartbeat, progress and log go through the job system (jobs.services: JobRun, the
+outbox and its sweep), so a dead worker is detected and the round retried or failed;
 the active embedding stays in use until a new one is promoted.
 """
 
@@ -21,20 +21,21 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from contextlib import nullcontext
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.models import Job, ModelVersion, Subject, Workflow
-
-from .models import SimilarityVote
-from .services import active_embedding, load_embedding_model, load_index
+from core.models import ModelVersion, Subject, Workflow
+from core.rounds import fail_unfinished_versions
+from jobs.models import Job
+from jobs.services import GPU, JobRun, register
+from similarity.models import SimilarityVote
+from similarity.services import active_embedding, load_embedding_model, load_index
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def decision_boundary(embeddings: np.ndarray, row_of: dict[int, int], answers) -
 
 
 def _load_images(workflow: Workflow, input_size: int, run):
-    from labeling.ingest import load_subject_array
+    from core.ingest import load_subject_array
     from mlcore.embedding import prepare_image
 
     subjects = list(
@@ -137,29 +138,22 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def run_embedding_round(job_id: int) -> Job | None:
-    """Claim and run an embedding job; never raises for a failed round (the job records why)."""
-    from labeling.loop import JobLost, JobRun, claim_job, fail_round
-
-    job = claim_job(job_id, [Job.EMBED])
-    if job is None:
-        return None
-    run = JobRun(job)
-    try:
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            _embedding_round(job, run)
-    except JobLost as exc:
-        log.warning("%s", exc)
-        return None
-    except Exception as exc:
-        log.exception("embedding round %s failed", job.pk)
-        if not fail_round(job, run, exc, plain_errors=(ValueError, RuntimeError)):
-            return None
-    return Job.objects.get(pk=job_id)
+@register(
+    Job.EMBED,
+    queue=GPU,
+    label="Embedding round",
+    on_abandon=fail_unfinished_versions,
+    on_failed=fail_unfinished_versions,
+    plain_errors=(ValueError, RuntimeError),
+)
+def embedding_round_job(run: JobRun) -> None:
+    """A whole embedding round; a failure leaves the active embedding untouched."""
+    _embedding_round(run.job, run)
 
 
 def _embedding_round(job: Job, run) -> ModelVersion:
-    from labeling.loop import count_as_trained_on, json_safe
+    from core.formats import json_safe
+    from core.rounds import count_as_trained_on
     from mlcore.embedding import (
         EmbeddingConfig,
         TrainSettings,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api, views
+from similarity import api, views
 
 app_name = "similarity"
 urlpatterns = [

@@ -16,13 +16,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from labeling.models import Job, ModelVersion, Subject, Workflow
-from labeling.participants import participant_for_request
-from labeling.views import _parse_time, owner_project
-
-from . import selection, services
-from .models import SimilarityTask, SimilarityVote
-from .upload import QueryImageError, read_query_image
+from core.formats import parse_client_time
+from core.models import ModelVersion, Subject, Workflow
+from core.participants import participant_for_request
+from core.permissions import owner_project
+from jobs.models import Job
+from similarity import selection, services
+from similarity.models import SimilarityTask, SimilarityVote
+from similarity.upload import QueryImageError, read_query_image
 
 # The key of each tile, row by row: the 5×3 grid mirrors three rows of the keyboard.
 TILE_KEYS = ("1", "2", "3", "4", "5", "Q", "W", "E", "R", "T", "A", "S", "D", "F", "G")
@@ -103,7 +104,7 @@ def submit(request, project, workflow):
             chosen=raw_chosen,
             none_similar=none_similar,
             idempotency_key=request.POST.get("key", ""),
-            started_at=_parse_time(request.POST.get("started_at")),
+            started_at=parse_client_time(request.POST.get("started_at")),
             user_agent=request.headers.get("User-Agent", ""),
             viewport=request.POST.get("viewport", ""),
         )
@@ -146,7 +147,7 @@ def tutorial_seen(request, project, workflow):
     workflow = _workflow(project, workflow)
     request.session[f"sim-tutorial-{workflow.pk}"] = True
     if request.htmx:
-        return render(request, "labeling/empty.html")
+        return render(request, "core/empty.html")
     return redirect("similarity:classify", workflow.project.slug, workflow.slug)
 
 

@@ -1,8 +1,8 @@
 """The Celery app. Settings come from Django settings under the CELERY_ namespace.
 
-Queues: `default` (ingest, rendering, aggregation, exports) and `gpu` (training, scoring,
-embedding). Task names say their queue: `skyvote.gpu.*` is routed to `gpu`, everything
-else goes to `default`. With no CELERY_BROKER_URL the broker is kombu's filesystem
+Queues: `short` (ingest, exports, aggregation, retirement: seconds) and `gpu` (training,
+scoring, embedding: minutes). Every job runs through one task, `skyvote.run_job`, sent to its
+kind's queue (jobs.services); everything else goes to `short`. With no CELERY_BROKER_URL the broker is kombu's filesystem
 transport under var/broker, so the demo needs no server (docs/architecture.md).
 """
 
@@ -17,9 +17,11 @@ app = Celery("skyvote")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Explicit routing keys: with bare Queue("gpu") both queues were bound to the default exchange
 # under the same key, so a gpu task was not delivered (or went to both queues).
-_exchange = Exchange("default", type="direct")
+_exchange = Exchange("skyvote", type="direct")
 app.conf.task_queues = (
-    Queue("default", _exchange, routing_key="default"),
+    Queue("short", _exchange, routing_key="short"),
     Queue("gpu", _exchange, routing_key="gpu"),
 )
+app.conf.task_default_exchange = "skyvote"
+app.conf.task_default_routing_key = "short"
 app.autodiscover_tasks()

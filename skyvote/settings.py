@@ -66,8 +66,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "jobs",
+    "core",
     "labeling",
+    "loop",
+    "panels",
     "similarity",
+    "skyvote",
 ]
 
 MIDDLEWARE = [
@@ -130,8 +135,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "labeling:home_page"
-LOGOUT_REDIRECT_URL = "labeling:home_page"
+LOGIN_REDIRECT_URL = "core:home_page"
+LOGOUT_REDIRECT_URL = "core:home_page"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -145,6 +150,8 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+# Files that are never served as they are: uploads waiting to be ingested (core.storage).
+PRIVATE_ROOT = Path(os.environ.get("SKYVOTE_PRIVATE_ROOT", VAR_DIR / "private"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -207,20 +214,28 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_RESULT_BACKEND = None  # job state and progress live in our own tables
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {
-    "skyvote.gpu.*": {"queue": "gpu"},
-}
+# Two queues by the length of the work (jobs.services): "short" (seconds: ingest, exports,
+# aggregation, retirement, the sweep) and "gpu" (minutes: training, scoring, embedding). A job is
+# sent to its kind's queue; anything else goes to "short".
+CELERY_TASK_DEFAULT_QUEUE = "short"
 CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CELERY_WORKER_PREFETCH_MULTIPLIER", 1))
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "sweep-outbox": {"task": "skyvote.default.sweep_outbox", "schedule": 30.0},
-    "recompute-aggregation": {"task": "skyvote.default.recompute_all_aggregations", "schedule": 3600.0},
+    "sweep-jobs": {"task": "skyvote.sweep_jobs", "schedule": 30.0},
+    "recompute-aggregation": {"task": "skyvote.recompute_all_aggregations", "schedule": 3600.0},
 }
 
-# --- learning loop (labeling/loop.py, docs/architecture.md) ---------------------------------
+# --- background jobs (jobs/services.py, docs/architecture.md) --------------------------------
+SKYVOTE_JOBS = {
+    # A running job whose heartbeat is older than this is presumed dead (worker killed) by the sweep.
+    "heartbeat_stale_s": float(os.environ.get("SKYVOTE_HEARTBEAT_STALE_S", 120)),
+    "max_attempts": int(os.environ.get("SKYVOTE_JOB_MAX_ATTEMPTS", 2)),
+    "progress_interval_s": 1.0,
+}
+
+# --- learning loop (loop/services.py, docs/architecture.md) ----------------------------------
 SKYVOTE_LOOP = {
     # Training: the round stops at this many seconds (keep it below the broker visibility timeout).
     "train_time_budget_s": float(os.environ.get("SKYVOTE_TRAIN_TIME_BUDGET_S", 900)),
@@ -232,9 +247,6 @@ SKYVOTE_LOOP = {
     "mc_samples": int(os.environ.get("SKYVOTE_MC_SAMPLES", 20)),
     # "auto": bfloat16 on CPUs that compute it natively (~2x faster, P(real) within a few 1e-2), else float32.
     "score_precision": os.environ.get("SKYVOTE_SCORE_PRECISION", "auto"),
-    # A running job whose heartbeat is older than this is presumed dead (worker killed) by the sweep.
-    "heartbeat_stale_s": float(os.environ.get("SKYVOTE_HEARTBEAT_STALE_S", 120)),
-    "max_attempts": int(os.environ.get("SKYVOTE_JOB_MAX_ATTEMPTS", 2)),
     # Local cache of preprocessed triplets on each worker machine (rebuilt from media when missing).
     "cache_dir": os.environ.get("SKYVOTE_CACHE_DIR") or str(VAR_DIR / "cache"),
 }
@@ -252,7 +264,7 @@ CACHES = {
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "labeling.authentication.ApiTokenAuthentication",
+        "core.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -261,6 +273,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
+    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Job.STATUSES"},
     "TITLE": "Skyvote API",
     "DESCRIPTION": "Projects, subjects, votes, labels, models and exports of a Skyvote server.",
     "VERSION": "1.0.0",

@@ -14,8 +14,12 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/", include("labeling.api_urls")),
+    path("api/", include("skyvote.api_urls")),
     path("similarity/", include("similarity.urls")),
+    # Fixed words (upload, exports, batches, model) before labeling's p/<project>/<workflow>/.
+    path("", include("core.urls")),
+    path("", include("panels.urls")),
+    path("", include("loop.urls")),
     path("", include("labeling.urls")),
 ]
 

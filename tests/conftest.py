@@ -13,6 +13,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.PRIVATE_ROOT = tmp_path / "private"
     settings.CELERY_TASK_ALWAYS_EAGER = True
     yield
 
@@ -33,14 +34,14 @@ def owner(django_user_model):
 
 @pytest.fixture
 def project(owner):
-    from labeling.models import Project
+    from core.models import Project
 
     return Project.objects.create(slug="ztf", name="ZTF transients", owner=owner)
 
 
 @pytest.fixture
 def workflow(project):
-    from labeling.models import Workflow
+    from core.models import Workflow
 
     return Workflow.objects.create(project=project, slug="rb", name="Real or bogus?", retirement_limit=3)
 
@@ -50,7 +51,7 @@ def make_subjects(project, workflow):
     """Create n synthetic subjects with rendered PNGs through the real ingest service."""
 
     def make(n=5, seed=0, wf=None):
-        from labeling.ingest import add_subject
+        from core.ingest import add_subject
         from mlcore.synth import generate_triplets
 
         batch = generate_triplets(n, seed=seed)

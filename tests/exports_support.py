@@ -1,13 +1,13 @@
 """Test data for the export and API tests: a small project with votes from every kind of
 participant, a gold subject, a retired subject and an active model's scores. Everything goes
-through the real services (labeling.ingest.add_subject, labeling.services.record_vote)."""
+through the real services (core.ingest.add_subject, labeling.services.record_vote)."""
 
 import uuid
 from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from labeling.models import ModelVersion, Participant, Project, Subject, Workflow
+from core.models import ModelVersion, Participant, Project, Subject, Workflow
 from labeling.services import record_vote
 
 
@@ -22,7 +22,7 @@ class Populated:
 
 
 def add_subjects(project, workflow, n: int, seed: int = 0, prefix: str = "cand") -> list[Subject]:
-    from labeling.ingest import add_subject
+    from core.ingest import add_subject
     from mlcore.synth import generate_triplets
 
     batch = generate_triplets(n, seed=seed)

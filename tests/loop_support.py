@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labeling.ingest import add_subject
-from labeling.models import Subject
+from core.ingest import add_subject
+from core.models import Subject
 from mlcore.synth import generate_triplets
 
 # Tiny rounds: a few seconds of CPU at most.
@@ -19,14 +19,16 @@ TINY_LOOP = {
     "score_chunk": 64,
     "score_batch_size": 64,
     "write_chunk": 50,
-    "progress_interval_s": 0.0,
-    "heartbeat_stale_s": 120.0,
-    "max_attempts": 2,
     "warm_start": True,
 }
 
 
+TINY_JOBS = {"progress_interval_s": 0.0, "heartbeat_stale_s": 120.0, "max_attempts": 2}
+
+
 def tiny_loop_settings(settings, tmp_path, **overrides) -> dict:
+    settings.SKYVOTE_JOBS = {**TINY_JOBS, **{k: v for k, v in overrides.items() if k in TINY_JOBS}}
+    overrides = {k: v for k, v in overrides.items() if k not in TINY_JOBS}
     settings.SKYVOTE_LOOP = {**TINY_LOOP, "cache_dir": str(tmp_path / "cache"), **overrides}
     return settings.SKYVOTE_LOOP
 

@@ -2,7 +2,7 @@
 
 import uuid
 
-from labeling.models import Participant
+from core.models import Participant
 
 # A CPU-light round: small inputs, few epochs (tests only; the defaults live in similarity.training).
 TINY_TRAINING = {
@@ -28,7 +28,7 @@ def participant(name="p"):
 
 def answer_with_classes(task, volunteer, **kwargs):
     """Answer a task as a perfect volunteer who knows the hidden classes."""
-    from labeling.models import Subject
+    from core.models import Subject
     from similarity.services import record_similarity_vote
 
     classes = dict(

@@ -8,8 +8,9 @@ from datetime import timedelta
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import tasklinks
-from labeling.models import Assignment, Subject
+from core.models import Subject
+from panels import services as tasklinks
+from panels.models import Assignment
 
 SUBJECT_RE = re.compile(r'name="subject" value="(\d+)"')
 KEY_RE = re.compile(r'name="key" value="([0-9a-f-]{36})"')
@@ -68,7 +69,7 @@ def make_batch(workflow, owner=None, **overrides):
 
 
 def landing_url(batch, **query):
-    url = reverse("labeling:panel_landing", args=[tasklinks.batch_token(batch)])
+    url = reverse("panels:landing", args=[tasklinks.batch_token(batch)])
     if query:
         url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
     return url
@@ -77,7 +78,7 @@ def landing_url(batch, **query):
 def start(client, batch, worker_id, **extra):
     """Consent and start; returns the response (a redirect to the task page on success)."""
     data = {"worker_id": worker_id, "consent": "yes", **extra}
-    return client.post(reverse("labeling:panel_start", args=[tasklinks.batch_token(batch)]), data)
+    return client.post(reverse("panels:start", args=[tasklinks.batch_token(batch)]), data)
 
 
 def task_form(html: str) -> tuple[int, str]:
@@ -101,9 +102,9 @@ def urls_of(assignment: Assignment, batch) -> dict[str, str]:
     token = tasklinks.batch_token(batch)
     akey = tasklinks.assignment_token(assignment)
     return {
-        "task": reverse("labeling:panel_task", args=[token, akey]),
-        "vote": reverse("labeling:panel_vote", args=[token, akey]),
-        "done": reverse("labeling:panel_done", args=[token, akey]),
+        "task": reverse("panels:task", args=[token, akey]),
+        "vote": reverse("panels:vote", args=[token, akey]),
+        "done": reverse("panels:done", args=[token, akey]),
     }
 
 

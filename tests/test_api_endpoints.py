@@ -8,11 +8,11 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.authentication import create_token
+from core.authentication import create_token
+from core.models import ModelVersion, Subject, SubjectSet, Workflow
 from labeling.labels import training_labels
-from labeling.models import ModelVersion, ParticipantSkill, Subject, SubjectSet, Vote, Workflow
-
-from .exports_support import populate
+from labeling.models import ParticipantSkill, Vote
+from tests.exports_support import populate
 
 pytestmark = pytest.mark.django_db
 

@@ -10,11 +10,12 @@ import pytest
 from astropy.table import Table
 from django.urls import reverse
 
+from core.authentication import create_token
+from core.models import ProjectMembership, Subject
+from jobs.models import Job
+from jobs.services import run_job
 from labeling import exports
-from labeling.authentication import create_token
-from labeling.models import Job, ProjectMembership, Subject
-
-from .exports_support import populate
+from tests.exports_support import populate
 
 pytestmark = pytest.mark.django_db
 
@@ -113,20 +114,20 @@ def test_a_failed_export_records_why(data, owner, monkeypatch):
 
     for subject in data.subjects:
         default_storage.delete(subject.data.name)
-    job = exports.run_export_job(job.pk)
+    job = run_job(job.pk)
     assert job.status == Job.FAILED and "No such file" in job.error and not job.result
     # Idempotent: running it again leaves the failed job alone.
-    assert exports.run_export_job(job.pk).attempts == 1
+    assert run_job(job.pk).attempts == 1
 
 
 def test_exports_page_starts_polls_and_downloads(client, data, owner, django_capture_on_commit_callbacks):
     client.force_login(owner)
     slug = data.project.slug
-    page = client.get(reverse("labeling:exports", args=[slug]))
+    page = client.get(reverse("core:exports", args=[slug]))
     assert page.status_code == 200 and b"Training bundle" in page.content
     with django_capture_on_commit_callbacks(execute=True):
         started = client.post(
-            reverse("labeling:exports", args=[slug]),
+            reverse("core:exports", args=[slug]),
             {"export": "votes:jsonl", "workflow": data.workflow.pk},
             headers={"HX-Request": "true"},
         )
@@ -134,10 +135,10 @@ def test_exports_page_starts_polls_and_downloads(client, data, owner, django_cap
     job = Job.objects.get(kind=Job.EXPORT)
     assert f'id="export-job-{job.pk}"' in started.content.decode()
     progress = client.get(
-        reverse("labeling:export_progress", args=[slug, job.pk]), headers={"HX-Request": "true"}
+        reverse("core:export_progress", args=[slug, job.pk]), headers={"HX-Request": "true"}
     )
     assert b'data-status="succeeded"' in progress.content and b"every 1s" not in progress.content
-    download = client.get(reverse("labeling:export_download", args=[slug, job.pk]))
+    download = client.get(reverse("core:export_download", args=[slug, job.pk]))
     assert download.status_code == 200
     lines = b"".join(download.streaming_content).decode().splitlines()
     assert len(lines) == job.params["result"]["rows"] > 0
@@ -149,10 +150,10 @@ def test_exports_page_shows_progress_of_a_running_job(client, data, owner):
     job = exports.start_export(project=data.project, user=owner, role="owner", kind="labels", fmt="csv")
     Job.objects.filter(pk=job.pk).update(status=Job.RUNNING, progress=0.42)
     partial = client.get(
-        reverse("labeling:export_progress", args=[data.project.slug, job.pk]), headers={"HX-Request": "true"}
+        reverse("core:export_progress", args=[data.project.slug, job.pk]), headers={"HX-Request": "true"}
     ).content.decode()
     assert "every 1s" in partial and 'value="42"' in partial
-    bad = client.post(reverse("labeling:exports", args=[data.project.slug]), {"export": "labels:xlsx"})
+    bad = client.post(reverse("core:exports", args=[data.project.slug]), {"export": "labels:xlsx"})
     assert bad.status_code == 400 and "not &#x27;xlsx&#x27;" in bad.content.decode()
 
 
@@ -160,6 +161,6 @@ def test_collaborators_export_viewers_do_not_see_the_page(client, data, django_u
     collaborator = django_user_model.objects.create_user("collab", password="pw-123456789")
     ProjectMembership.objects.create(project=data.project, user=collaborator, role="collaborator")
     client.force_login(collaborator)
-    assert client.get(reverse("labeling:exports", args=[data.project.slug])).status_code == 200
+    assert client.get(reverse("core:exports", args=[data.project.slug])).status_code == 200
     dashboard = client.get(reverse("labeling:project_dashboard", args=[data.project.slug])).content.decode()
-    assert reverse("labeling:exports", args=[data.project.slug]) in dashboard
+    assert reverse("core:exports", args=[data.project.slug]) in dashboard

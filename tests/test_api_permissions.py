@@ -5,11 +5,13 @@ panel worker ids reach owners only."""
 import pytest
 from django.urls import URLPattern, reverse
 
-from labeling import api_urls, exports
-from labeling.authentication import create_token
-from labeling.models import Job, ModelVersion, Project, ProjectMembership, Workflow
-
-from .exports_support import populate
+from core.authentication import create_token
+from core.models import ModelVersion, Project, ProjectMembership, Workflow
+from jobs.models import Job
+from jobs.services import run_job
+from labeling import exports
+from skyvote import api_urls
+from tests.exports_support import populate
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +45,7 @@ def outsider(django_user_model, owner):
 @pytest.fixture
 def finished_export(data, owner):
     job = exports.start_export(project=data.project, user=owner, role="owner", kind="labels", fmt="csv")
-    exports.run_export_job(job.pk)
+    run_job(job.pk)
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED
     return job
@@ -91,12 +93,12 @@ def test_another_projects_owner_gets_404_on_export_pages(client, data, finished_
     client.force_login(outsider)
     slug, pk = data.project.slug, finished_export.pk
     for url in (
-        reverse("labeling:exports", args=[slug]),
-        reverse("labeling:export_progress", args=[slug, pk]),
-        reverse("labeling:export_download", args=[slug, pk]),
+        reverse("core:exports", args=[slug]),
+        reverse("core:export_progress", args=[slug, pk]),
+        reverse("core:export_download", args=[slug, pk]),
     ):
         assert client.get(url).status_code == 404, url
-    assert client.post(reverse("labeling:exports", args=[slug]), {"export": "votes:csv"}).status_code == 404
+    assert client.post(reverse("core:exports", args=[slug]), {"export": "votes:csv"}).status_code == 404
     assert Job.objects.filter(project=data.project, kind=Job.EXPORT).count() == 1
 
 
@@ -127,7 +129,7 @@ def test_viewer_reads_but_cannot_export_or_upload(client, data, finished_export,
     upload = client.post(reverse("api_uploads", args=[slug]), {"workflow": data.workflow.pk}, headers=headers)
     assert upload.status_code == 403
     client.force_login(viewer)
-    assert client.get(reverse("labeling:exports", args=[slug])).status_code == 403
+    assert client.get(reverse("core:exports", args=[slug])).status_code == 403
     assert Job.objects.filter(project=data.project, kind=Job.EXPORT).count() == 1
 
 
@@ -151,7 +153,7 @@ def test_worker_ids_reach_owners_only(client, data, owner, django_user_model):
     # Exports started by a collaborator leave worker ids out; an owner's include them.
     for user, role in ((collaborator, "collaborator"), (owner, "owner")):
         job = exports.start_export(project=data.project, user=user, role=role, kind="votes", fmt="csv")
-        exports.run_export_job(job.pk)
+        run_job(job.pk)
         job.refresh_from_db()
         content = b"".join(job.result.open("rb"))
         assert (worker_id.encode() in content) is (role == "owner")

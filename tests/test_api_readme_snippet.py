@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labeling.authentication import create_token
-from labeling.models import Subject
-
-from .exports_support import populate
+from core.authentication import create_token
+from core.models import Subject
+from tests.exports_support import populate
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from drf_spectacular.validation import validate_schema
 
-from labeling import api_urls
+from skyvote import api_urls
 
 pytestmark = pytest.mark.django_db
 

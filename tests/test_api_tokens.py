@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from labeling.models import ApiToken
+from core.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +18,7 @@ KEY_RE = re.compile(
 
 
 def _create_on_page(client, name="notebook") -> str:
-    response = client.post(reverse("labeling:api_tokens"), {"name": name})
+    response = client.post(reverse("core:api_tokens"), {"name": name})
     assert response.status_code == 201
     assert response.headers["Cache-Control"] == "no-store"
     match = KEY_RE.search(response.content.decode())
@@ -41,7 +41,7 @@ def test_token_is_shown_once_and_stored_hashed(client, owner, project):
     assert key not in stored
 
     # The list page shows the prefix, never the key again.
-    listing = client.get(reverse("labeling:api_tokens")).content.decode()
+    listing = client.get(reverse("core:api_tokens")).content.decode()
     assert token.prefix in listing and key not in listing
 
     # The key works for the API, with either scheme.
@@ -62,7 +62,7 @@ def test_revoked_token_is_rejected(client, owner, project):
     assert client.get(reverse("api_projects"), headers=headers).status_code == 200
 
     client.force_login(owner)
-    response = client.post(reverse("labeling:api_token_revoke", args=[token.pk]), follow=True)
+    response = client.post(reverse("core:api_token_revoke", args=[token.pk]), follow=True)
     assert response.status_code == 200 and "revoked" in response.content.decode()
     client.logout()
     token.refresh_from_db()
@@ -78,10 +78,10 @@ def test_users_cannot_revoke_each_others_tokens(client, owner, django_user_model
     token = ApiToken.objects.get(user=owner)
     other = django_user_model.objects.create_user("mallory", password="pw-123456789")
     client.force_login(other)
-    assert client.post(reverse("labeling:api_token_revoke", args=[token.pk])).status_code == 404
+    assert client.post(reverse("core:api_token_revoke", args=[token.pk])).status_code == 404
     token.refresh_from_db()
     assert token.revoked_at is None
-    assert token.prefix not in client.get(reverse("labeling:api_tokens")).content.decode()
+    assert token.prefix not in client.get(reverse("core:api_tokens")).content.decode()
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_bad_authorization_headers_get_401_with_a_reason(client, header):
 
 
 def test_inactive_users_tokens_stop_working(client, owner, project):
-    from labeling.authentication import create_token
+    from core.authentication import create_token
 
     _token, key = create_token(owner, "script")
     owner.is_active = False
@@ -105,5 +105,5 @@ def test_inactive_users_tokens_stop_working(client, owner, project):
 
 
 def test_token_page_needs_login(client):
-    response = client.get(reverse("labeling:api_tokens"))
+    response = client.get(reverse("core:api_tokens"))
     assert response.status_code == 302 and "login" in response.headers["Location"]

@@ -23,10 +23,12 @@ from django.db import connections
 from django.test import override_settings
 from kombu import pools
 
-from labeling import loop
-from labeling.ingest import add_subject
-from labeling.models import Job, ModelVersion, Participant, Project, Subject, Workflow
+from core.ingest import add_subject
+from core.models import ModelVersion, Participant, Project, Subject, Workflow
+from jobs.models import Job
+from jobs.services import open_job, run_job, sweep_jobs
 from labeling.services import record_vote
+from loop import services as loop
 from mlcore.synth import generate_triplets
 from tests.loop_support import ranking
 
@@ -111,11 +113,12 @@ def loop_env(shared_db, tmp_path, settings):
     media = tmp_path / "media"
     cache_dir = tmp_path / "cache"
     settings.MEDIA_ROOT = media
+    settings.PRIVATE_ROOT = tmp_path / "private"
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.SKYVOTE_JOBS = {**settings.SKYVOTE_JOBS, "heartbeat_stale_s": STALE_S}
     settings.SKYVOTE_LOOP = {
         **settings.SKYVOTE_LOOP,
         "cache_dir": str(cache_dir / "test-process"),
-        "heartbeat_stale_s": STALE_S,
         "min_train_labels": 10,
         "train_max_epochs": 2,
         "train_time_budget_s": 30.0,
@@ -138,7 +141,7 @@ def loop_env(shared_db, tmp_path, settings):
     _point_app_at(app, live_url, broker_options)
     if ON_REDIS:
         with app.connection_for_write() as conn:
-            for queue in ("default", "gpu"):
+            for queue in ("short", "gpu"):
                 conn.default_channel.queue_purge(queue)
     env = {
         **os.environ,
@@ -146,6 +149,7 @@ def loop_env(shared_db, tmp_path, settings):
         "DATABASE_URL": shared_db,
         "SKYVOTE_VAR_DIR": str(var),
         "MEDIA_ROOT": str(media),
+        "SKYVOTE_PRIVATE_ROOT": str(tmp_path / "private"),
         "SKYVOTE_CACHE_DIR": str(cache_dir / "worker"),
         "SKYVOTE_MIN_TRAIN_LABELS": "10",
         "SKYVOTE_MC_SAMPLES": "4",
@@ -169,7 +173,7 @@ def _start_worker(loop_env, training: dict, name: str) -> subprocess.Popen:
     log_path = loop_env["tmp"] / f"worker-{name}.log"
     command = [
         # The pool comes from the settings: solo on the filesystem transport, prefork on Redis.
-        sys.executable, "-m", "celery", "-A", "skyvote", "worker", "-Q", "default,gpu", "-c", "1",
+        sys.executable, "-m", "celery", "-A", "skyvote", "worker", "-Q", "short,gpu", "-c", "1",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO",
     ]  # fmt: skip
@@ -268,7 +272,7 @@ def _volunteer_votes(workflow, subjects, n: int, start: int = 0) -> int:
 
 
 def _open_round(workflow):
-    return loop.open_job(workflow, Job.TRAIN)
+    return open_job(workflow, Job.TRAIN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +309,7 @@ def test_sigkill_mid_training_keeps_the_previous_model_and_the_loop_recovers(loo
     _volunteer_votes(workflow, pool, n_first)  # queues round 1 (no worker yet: it waits in the broker)
     first_job = _open_round(workflow)
     # Round 1 runs here, in the test process; the worker later finds it done and does nothing.
-    loop.run_training_round(first_job.pk)
+    run_job(first_job.pk)
     workflow.refresh_from_db()
     first = workflow.active_model
     assert first is not None, Job.objects.get(pk=first_job.pk).error
@@ -338,7 +342,7 @@ def test_sigkill_mid_training_keeps_the_previous_model_and_the_loop_recovers(loo
 
     # The sweep finds the stale heartbeat and re-queues the round; a new worker finishes it.
     time.sleep(STALE_S + 0.5)
-    report = loop.sweep_outbox()
+    report = sweep_jobs()
     assert job.pk in report.requeued and job.pk in report.dispatched
     _start_worker(loop_env, QUICK_TRAINING, "after-kill")
     job = _wait_for(_finished(job.pk), 240, loop_env, "the retried round")
@@ -375,12 +379,12 @@ def test_broker_down_votes_are_accepted_and_the_round_is_sent_when_it_is_back(
     job = _open_round(workflow)
     assert job is not None and job.status == Job.QUEUED and job.dispatched_at is None
     assert "Waiting for the task broker" in job.message
-    assert loop.sweep_outbox().undispatched == [job.pk]  # still down: kept, not lost
+    assert sweep_jobs().undispatched == [job.pk]  # still down: kept, not lost
 
     if ON_REDIS:
         monkeypatch.setenv("CELERY_BROKER_URL", live_url)
     _point_app_at(app, live_url, live_options)  # the broker is back
-    report = loop.sweep_outbox()
+    report = sweep_jobs()
     assert report.dispatched == [job.pk]
     _start_worker(loop_env, QUICK_TRAINING, "after-outage")
     job = _wait_for(_finished(job.pk), 240, loop_env, "the round sent by the sweep")

@@ -6,7 +6,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from labeling.models import Subject, Vote
+from core.models import Subject
+from labeling.models import Vote
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,9 @@ import uuid
 import numpy as np
 import pytest
 
+from core.models import Participant, Subject, Workflow
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
-from labeling.models import Participant, ParticipantSkill, Subject, Vote, Workflow
+from labeling.models import ParticipantSkill, Vote
 from labeling.recompute import recompute_workflow, vote_arrays
 from labeling.services import record_vote
 from mlcore import aggregation as crowd

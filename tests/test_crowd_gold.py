@@ -6,8 +6,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from core.models import ProjectMembership, Subject
 from labeling.gold import GoldError, parse_label, seed_gold_from_truth, set_gold
-from labeling.models import ProjectMembership, Subject
 from mlcore.synth import SUBTYPE_DESCRIPTIONS
 
 pytestmark = pytest.mark.django_db

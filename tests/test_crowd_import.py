@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
+from core.models import Participant, Subject
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
-from labeling.models import Participant, ParticipantSkill, Subject, Vote
+from labeling.models import ParticipantSkill, Vote
 from mlcore.aggregation import dawid_skene, majority_vote, swap
 
 pytestmark = pytest.mark.django_db

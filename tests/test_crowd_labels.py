@@ -2,8 +2,8 @@
 
 import pytest
 
+from core.models import Subject, Workflow
 from labeling.labels import TrainingLabel, count_decided_labels, training_labels
-from labeling.models import Subject, Workflow
 
 pytestmark = pytest.mark.django_db
 

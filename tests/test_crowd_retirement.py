@@ -4,8 +4,9 @@ import uuid
 
 import pytest
 
+from core.models import Participant, Subject, Workflow
 from labeling import retirement
-from labeling.models import Participant, ParticipantSkill, Subject, Workflow
+from labeling.models import ParticipantSkill
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from labeling.models import Participant, ParticipantSkill, ProjectMembership, Subject, Workflow
+from core.models import Participant, ProjectMembership, Subject, Workflow
+from labeling.models import ParticipantSkill
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db

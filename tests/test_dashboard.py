@@ -5,7 +5,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from labeling.models import Participant
+from core.models import Participant
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db

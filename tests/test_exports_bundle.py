@@ -10,12 +10,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from core.ingest import load_subject_array
+from core.models import Subject
 from labeling import exports
-from labeling.ingest import load_subject_array
 from labeling.labels import training_labels
-from labeling.models import Subject
-
-from .exports_support import add_subjects, populate
+from tests.exports_support import add_subjects, populate
 
 pytestmark = pytest.mark.django_db
 

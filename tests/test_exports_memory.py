@@ -9,8 +9,9 @@ import pytest
 from astropy.io import fits  # noqa: F401  imported up front: module imports are not the export's memory
 from django.utils import timezone
 
+from core.models import Participant, Project, Subject
 from labeling import exports
-from labeling.models import Participant, Project, Subject, Vote
+from labeling.models import Vote
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

@@ -11,11 +11,11 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from core.models import Participant, Project, Subject, Workflow
 from labeling import exports
 from labeling.labels import training_labels
-from labeling.models import Participant, Project, Subject, Vote, Workflow
-
-from .exports_support import add_subjects, populate
+from labeling.models import Vote
+from tests.exports_support import add_subjects, populate
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,9 @@ import zipfile
 
 import pytest
 
+from core.models import Participant, Workflow
 from labeling import exports
-from labeling.models import Participant, Workflow
-
-from .exports_support import add_subjects
+from tests.exports_support import add_subjects
 
 pytestmark = pytest.mark.django_db
 

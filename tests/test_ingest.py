@@ -14,9 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image
 
-from labeling import ingest
-from labeling.ingest import add_subject, ingest_file, ingest_paths, load_subject_array
-from labeling.models import Project, Subject, SubjectSet, Workflow
+from core import ingest
+from core.ingest import add_subject, ingest_file, ingest_paths, load_subject_array
+from core.models import Project, Subject, SubjectSet, Workflow
 
 ZTF_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ztf"
 TRUNCATED = "396522680015040001.avro"
@@ -455,7 +455,7 @@ def test_command_summary_and_exit_status(project, workflow, tmp_path, capsys):
 def test_command_exit_status_from_argv(project, workflow, tmp_path, capsys, monkeypatch):
     from django.core.management import base
 
-    from labeling.management.commands.ingest import Command
+    from core.management.commands.ingest import Command
 
     # run_from_argv closes every database connection when it returns, as the real command line
     # should; inside a test that would close the test's own transaction (PostgreSQL).

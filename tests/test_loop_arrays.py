@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from labeling.ingest import add_subject
-from labeling.loop_arrays import MAX_SEGMENTS, ArrayCache, load_from_storage
-from labeling.models import Subject
+from core.ingest import add_subject
+from core.models import Subject
+from loop.arrays import MAX_SEGMENTS, ArrayCache, load_from_storage
 from mlcore.prep import preprocess_batch
 from mlcore.synth import generate_triplets
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 from django.core.files.storage import default_storage
 
-from labeling import loop
-from labeling.models import Job, ModelVersion, Participant, Subject
+from core.models import ModelVersion, Participant, Subject
+from jobs.models import Job
+from jobs.services import JobLost, JobRun, claim, run_job, sweep_jobs
 from labeling.selection import TOP_FEW, next_subject
+from loop import services as loop
 from tests.loop_support import label_subjects, make_pool, ranking, tiny_loop_settings
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -226,28 +228,28 @@ def test_a_worker_lost_mid_round_is_retried_by_the_sweep_then_fails_when_out_of_
 
     # A worker claims the round and dies: status running, heartbeat going stale.
     job, _ = loop.request_training(workflow)
-    claimed = loop.claim_job(job.pk, [Job.TRAIN])
-    zombie = loop.JobRun(claimed)
+    claimed = claim(job.pk)
+    zombie = JobRun(claimed)
     Job.objects.filter(pk=job.pk).update(heartbeat_at=claimed.heartbeat_at - loop_timedelta(600))
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = loop.sweep_outbox()
+        report = sweep_jobs()
     assert job.pk in report.requeued and job.pk in report.dispatched
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED and job.attempts == 2, job.error
     assert "worker lost" in job.log
     # The dead attempt, were it still alive somewhere, can no longer write anything.
-    with pytest.raises(loop.JobLost):
+    with pytest.raises(JobLost):
         zombie.progress(0.5, "still here", force=True)
 
     # Out of attempts: the round fails and the previous model stays active.
-    settings.SKYVOTE_LOOP = {**settings.SKYVOTE_LOOP, "max_attempts": 1}
+    settings.SKYVOTE_JOBS = {**settings.SKYVOTE_JOBS, "max_attempts": 1}
     workflow.refresh_from_db()
     active = workflow.active_model
     job, _ = loop.request_training(workflow)
-    claimed = loop.claim_job(job.pk, [Job.TRAIN])
+    claimed = claim(job.pk)
     Job.objects.filter(pk=job.pk).update(heartbeat_at=claimed.heartbeat_at - loop_timedelta(600))
-    report = loop.sweep_outbox()
+    report = sweep_jobs()
     job.refresh_from_db()
     assert job.pk in report.failed and job.status == Job.FAILED
     assert "stopped responding" in job.error
@@ -260,7 +262,7 @@ def test_a_duplicate_delivery_does_nothing(
 ):
     make_pool(project, workflow)
     job = run_round(workflow, django_capture_on_commit_callbacks)
-    assert loop.run_training_round(job.pk) is None
+    assert run_job(job.pk) is None
     assert ModelVersion.objects.filter(workflow=workflow).count() == 1
     job.refresh_from_db()
     assert job.attempts == 1

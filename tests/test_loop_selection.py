@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from labeling.models import ModelVersion, Participant, Subject
+from core.models import ModelVersion, Participant, Subject
 from labeling.selection import CANDIDATES, TOP_FEW, next_subject
 from labeling.services import record_vote
 

@@ -11,9 +11,11 @@ import pytest
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
-from labeling import loop
-from labeling.models import Job, Participant, Subject
+from core.models import Participant, Subject
+from jobs.models import Job
+from jobs.services import sweep_jobs
 from labeling.services import record_vote
+from loop import services as loop
 
 pytestmark = pytest.mark.django_db
 
@@ -143,7 +145,7 @@ def test_the_sweep_dispatches_what_the_broker_never_took(rb_workflow, django_cap
     job, _ = loop.request_scoring(rb_workflow)
     assert job.dispatched_at is None
     with django_capture_on_commit_callbacks(execute=True):
-        report = loop.sweep_outbox()
+        report = sweep_jobs()
     assert report.dispatched == [job.pk]
     job.refresh_from_db()
     assert job.dispatched_at is not None and job.status == Job.FAILED
@@ -156,10 +158,10 @@ def test_the_sweep_starts_a_round_for_labels_that_arrived_without_votes(rb_workf
     Subject.objects.filter(pk__in=[s.pk for s in pool]).update(
         status=Subject.RETIRED, vote_count=3, p_real=0.9, retired_reason="recompute"
     )
-    report = loop.sweep_outbox()
+    report = sweep_jobs()
     job = open_rounds(rb_workflow).get()
     assert report.triggered == [job.pk] and job.params["reason"] == "sweep"
-    assert loop.sweep_outbox().triggered == []  # coalesced
+    assert sweep_jobs().triggered == []  # coalesced
 
 
 def test_gold_and_held_out_subjects_do_not_count_towards_a_round(rb_workflow):
@@ -172,7 +174,7 @@ def test_gold_and_held_out_subjects_do_not_count_towards_a_round(rb_workflow):
     for subject in pool[6:10]:  # 2 held-out + 2 trainable labels
         vote(rb_workflow, subject, p)
     assert loop.trainable_label_count(rb_workflow) == 2
-    assert loop.sweep_outbox().triggered == [] and not open_rounds(rb_workflow).exists()
+    assert sweep_jobs().triggered == [] and not open_rounds(rb_workflow).exists()
     for subject in pool[10:]:
         vote(rb_workflow, subject, p)
     assert loop.trainable_label_count(rb_workflow) == 4

@@ -6,7 +6,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from labeling.models import Participant, Vote
+from core.models import Participant
+from labeling.models import Vote
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,7 @@ def test_signup_merges_anonymous_votes(client, workflow, make_subjects):
     make_subjects(3)
     vote_anonymously(client, workflow, 2)
     resp = client.post(
-        reverse("labeling:signup"),
+        reverse("core:signup"),
         {"username": "vera", "password1": "a-long-pass-phrase-42", "password2": "a-long-pass-phrase-42"},
     )
     assert resp.status_code == 302

@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from PIL import Image
 
-from labeling import rendering
-from labeling.ingest import add_subject
-from labeling.models import Project, Subject, Workflow
-from labeling.rendering import NAN_RGB, render_image_png, render_subject, render_triplet_pngs
+from core import rendering
+from core.ingest import add_subject
+from core.models import Project, Subject, Workflow
+from core.rendering import NAN_RGB, render_image_png, render_subject, render_triplet_pngs
 
 SCALE = 4  # 63 → 252
 

@@ -10,7 +10,8 @@ import uuid
 import pytest
 from django.db import connection, connections
 
-from labeling.models import Participant, Subject, Vote
+from core.models import Participant, Subject
+from labeling.models import Vote
 from labeling.services import record_vote
 
 N_THREADS = 20

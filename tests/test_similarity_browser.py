@@ -4,8 +4,7 @@ then answer "no images are similar" with N — both votes stored exactly as give
 import pytest
 
 from similarity.models import SimilarityVote
-
-from .similarity_support import similarity_workflow
+from tests.similarity_support import similarity_workflow
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

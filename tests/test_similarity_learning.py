@@ -11,8 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
-from labeling.ingest import load_subject_array
-from labeling.models import Job, ModelVersion, Subject
+from core.ingest import load_subject_array
+from core.models import ModelVersion, Subject
+from jobs.models import Job
 from mlcore.embedding import (
     Answer,
     EmbeddingCheckpointError,
@@ -28,8 +29,7 @@ from similarity.models import SimilarityTask
 from similarity.selection import create_task, next_task
 from similarity.services import request_embedding_round, search
 from similarity.training import workflow_answers
-
-from .similarity_support import TINY_TRAINING, answer_with_classes, participant, similarity_workflow
+from tests.similarity_support import TINY_TRAINING, answer_with_classes, participant, similarity_workflow
 
 TINY_CONFIG = EmbeddingConfig(input_size=32, channels=(8, 16, 32), embedding_dim=32, projection_dim=16)
 

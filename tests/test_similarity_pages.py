@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from labeling.models import Job, ProjectMembership, Workflow
+from core.models import ProjectMembership, Workflow
+from jobs.models import Job
 from similarity.models import SimilarityVote
-
-from .similarity_support import similarity_workflow
+from tests.similarity_support import similarity_workflow
 
 pytestmark = pytest.mark.django_db
 

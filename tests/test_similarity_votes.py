@@ -10,8 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from similarity.models import PairStat, SimilarityTask, SimilarityVote, wilson_interval
 from similarity.selection import create_task, next_task
 from similarity.services import SimilarityVoteError, record_similarity_vote
-
-from .similarity_support import participant, similarity_workflow
+from tests.similarity_support import participant, similarity_workflow
 
 pytestmark = pytest.mark.django_db
 

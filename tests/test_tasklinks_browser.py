@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from labeling import tasklinks
-from labeling.models import Assignment, Participant, Subject, Vote
+from core.models import Participant, Subject
+from labeling.models import Vote
+from panels import services as tasklinks
+from panels.models import Assignment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,10 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import tasklinks
-from labeling.models import Assignment, Batch, Participant, ParticipantSkill, Subject, Vote
+from core.models import Participant, Subject
+from labeling.models import ParticipantSkill, Vote
+from panels import services as tasklinks
+from panels.models import Assignment, Batch
 from tests.tasklinks_support import (
     answer,
     landing_url,
@@ -41,7 +43,7 @@ def test_owner_creates_batch_and_worker_completes_it_through_the_generic_link(cl
     client.force_login(owner)
     expires = (timezone.now() + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
     response = client.post(
-        reverse("labeling:panel_batch_new", args=[workflow.project.slug]),
+        reverse("panels:batch_new", args=[workflow.project.slug]),
         {
             "workflow": workflow.pk,
             "name": "Pilot",
@@ -56,7 +58,7 @@ def test_owner_creates_batch_and_worker_completes_it_through_the_generic_link(cl
     )
     batch = Batch.objects.get()
     assert response.status_code == 302 and response.url == reverse(
-        "labeling:panel_batch", args=[workflow.project.slug, batch.pk]
+        "panels:batch", args=[workflow.project.slug, batch.pk]
     )
     assert (batch.tasks_per_assignment, batch.n_assignments, batch.gold_share) == (5, 2, 0.4)
 
@@ -76,7 +78,7 @@ def test_owner_creates_batch_and_worker_completes_it_through_the_generic_link(cl
     assert not Assignment.objects.exists()
 
     started = client.post(
-        reverse("labeling:panel_start", args=[link.split("/")[2]]), {"worker_id": "W0001", "consent": "yes"}
+        reverse("panels:start", args=[link.split("/")[2]]), {"worker_id": "W0001", "consent": "yes"}
     )
     assert started.status_code == 302
     assignment = Assignment.objects.get()
@@ -115,7 +117,7 @@ def test_owner_creates_batch_and_worker_completes_it_through_the_generic_link(cl
     assert votes.filter(was_gold=True).count() == 2  # 40 % of 5
 
     client.force_login(owner)
-    csv_response = client.get(reverse("labeling:panel_batch_csv", args=[workflow.project.slug, batch.pk]))
+    csv_response = client.get(reverse("panels:batch_csv", args=[workflow.project.slug, batch.pk]))
     assert csv_response.status_code == 200 and csv_response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(csv_response.content.decode())))
     assert len(rows) == 1
@@ -242,7 +244,7 @@ def test_start_without_consent_is_refused_with_a_message(client, workflow):
     make_subjects(workflow, n_ordinary=4, n_gold=0)
     batch = make_batch(workflow, tasks_per_assignment=2, gold_share=0.0)
     response = client.post(
-        reverse("labeling:panel_start", args=[tasklinks.batch_token(batch)]), {"worker_id": "W10"}
+        reverse("panels:start", args=[tasklinks.batch_token(batch)]), {"worker_id": "W10"}
     )
     assert response.status_code == 400
     assert "Please tick the consent box" in response.content.decode()

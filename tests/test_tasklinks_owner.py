@@ -11,8 +11,10 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import tasklinks
-from labeling.models import Assignment, Batch, Subject, Vote, Workflow
+from core.models import Subject, Workflow
+from labeling.models import Vote
+from panels import services as tasklinks
+from panels.models import Assignment, Batch
 from tests.tasklinks_support import make_batch, make_subjects
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +59,7 @@ def test_batch_form_errors_are_clear_and_create_nothing(client, owner, workflow,
     make_subjects(workflow, n_ordinary=10, n_gold=2)
     client.force_login(owner)
     data = _form(workflow, **overrides)
-    response = client.post(reverse("labeling:panel_batch_new", args=[workflow.project.slug]), data)
+    response = client.post(reverse("panels:batch_new", args=[workflow.project.slug]), data)
     html = response.content.decode()
     assert response.status_code == 400
     assert message in html
@@ -69,11 +71,11 @@ def test_batch_form_errors_are_clear_and_create_nothing(client, owner, workflow,
 def test_gold_share_without_gold_subjects_is_explained(client, owner, workflow):
     make_subjects(workflow, n_ordinary=10, n_gold=0)
     client.force_login(owner)
-    response = client.post(reverse("labeling:panel_batch_new", args=[workflow.project.slug]), _form(workflow))
+    response = client.post(reverse("panels:batch_new", args=[workflow.project.slug]), _form(workflow))
     assert response.status_code == 400
     assert "no gold subjects yet" in response.content.decode()
     response = client.post(
-        reverse("labeling:panel_batch_new", args=[workflow.project.slug]), _form(workflow, gold_percent=0)
+        reverse("panels:batch_new", args=[workflow.project.slug]), _form(workflow, gold_percent=0)
     )
     assert response.status_code == 302 and Batch.objects.get().gold_share == 0.0
 
@@ -82,7 +84,7 @@ def test_similarity_workflows_are_not_offered(client, owner, project, workflow):
     sim = Workflow.objects.create(project=project, slug="similar", name="Similar?", kind=Workflow.SIMILARITY)
     make_subjects(workflow, n_ordinary=6, n_gold=0)
     client.force_login(owner)
-    page = client.get(reverse("labeling:panel_batch_new", args=[project.slug])).content.decode()
+    page = client.get(reverse("panels:batch_new", args=[project.slug])).content.decode()
     assert f'<option value="{workflow.pk}"' in page and f'<option value="{sim.pk}"' not in page
     with pytest.raises(tasklinks.BatchError, match="similarity tasks are not supported"):
         make_batch(sim, gold_share=0.0)
@@ -115,7 +117,7 @@ def test_assignments_mix_gold_and_ordinary_subjects_and_spread_workers_over_the_
 
 
 def test_with_an_active_model_assignments_follow_the_ranking(workflow):
-    from labeling.models import ModelVersion
+    from core.models import ModelVersion
 
     ordinary, _ = make_subjects(workflow, n_ordinary=30, n_gold=0)
     for rank, subject in enumerate(ordinary):
@@ -191,19 +193,19 @@ def test_owner_approves_and_rejects_and_the_csv_says_so(client, owner, workflow)
     client.force_login(owner)
     slug = workflow.project.slug
 
-    page = client.get(reverse("labeling:panel_batch", args=[slug, batch.pk])).content.decode()
+    page = client.get(reverse("panels:batch", args=[slug, batch.pk])).content.decode()
     assert "W1" in page and "W2" in page and "approve" in page and "wait" in page
-    review_url = reverse("labeling:panel_batch_review", args=[slug, batch.pk, done.pk])
+    review_url = reverse("panels:batch_review", args=[slug, batch.pk, done.pk])
     row = client.post(review_url, {"decision": "approved"}, HTTP_HX_REQUEST="true")
     assert row.status_code == 200 and f'id="assignment-{done.pk}"' in row.content.decode()
     assert "<strong>approved</strong>" in row.content.decode()
     assert client.post(review_url, {"decision": "paid twice"}).status_code == 400
     client.post(
-        reverse("labeling:panel_batch_review", args=[slug, batch.pk, in_progress.pk]),
+        reverse("panels:batch_review", args=[slug, batch.pk, in_progress.pk]),
         {"decision": "rejected"},
     )
 
-    response = client.get(reverse("labeling:panel_batch_csv", args=[slug, batch.pk]))
+    response = client.get(reverse("panels:batch_csv", args=[slug, batch.pk]))
     rows = {r["worker_id"]: r for r in csv.DictReader(io.StringIO(response.content.decode()))}
     assert list(next(csv.reader(io.StringIO(response.content.decode())))) == tasklinks.PAYMENT_COLUMNS
     assert rows["W1"]["status"] == "complete" and rows["W1"]["review"] == "approved"

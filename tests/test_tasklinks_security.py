@@ -10,8 +10,10 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import tasklinks
-from labeling.models import Assignment, Batch, Project, Subject, Vote, Workflow
+from core.models import Project, Subject, Workflow
+from labeling.models import Vote
+from panels import services as tasklinks
+from panels.models import Assignment, Batch
 from tests.tasklinks_support import answer, landing_url, make_batch, make_subjects, start, task_form, urls_of
 
 pytestmark = pytest.mark.django_db
@@ -75,10 +77,10 @@ def test_assignment_tokens_are_bound_to_their_batch(client, workflow, batch):
         signing.Signer(salt=tasklinks.ASSIGNMENT_TOKEN_SALT).sign_object({"a": theirs.pk, "b": batch.pk})
         + "x",
     ):
-        assert client.get(reverse("labeling:panel_task", args=[token, akey])).status_code == 404
-        assert client.get(reverse("labeling:panel_done", args=[token, akey])).status_code == 404
+        assert client.get(reverse("panels:task", args=[token, akey])).status_code == 404
+        assert client.get(reverse("panels:done", args=[token, akey])).status_code == 404
         vote = client.post(
-            reverse("labeling:panel_vote", args=[token, akey]), {"subject": mine.subject_ids[0]}
+            reverse("panels:vote", args=[token, akey]), {"subject": mine.subject_ids[0]}
         )
         assert vote.status_code == 404
     assert not Vote.objects.exists()
@@ -250,10 +252,10 @@ def test_batch_pages_are_for_the_projects_owner_only(client, django_user_model, 
     stranger = django_user_model.objects.create_user("stranger", password="pw-123456789")
     slug = workflow.project.slug
     urls = [
-        reverse("labeling:panel_batches", args=[slug]),
-        reverse("labeling:panel_batch_new", args=[slug]),
-        reverse("labeling:panel_batch", args=[slug, batch.pk]),
-        reverse("labeling:panel_batch_csv", args=[slug, batch.pk]),
+        reverse("panels:batches", args=[slug]),
+        reverse("panels:batch_new", args=[slug]),
+        reverse("panels:batch", args=[slug, batch.pk]),
+        reverse("panels:batch_csv", args=[slug, batch.pk]),
     ]
     for url in urls:
         assert client.get(url).status_code == 302  # to the login page
@@ -262,7 +264,7 @@ def test_batch_pages_are_for_the_projects_owner_only(client, django_user_model, 
         assert client.get(url).status_code == 404
     assert (
         client.post(
-            reverse("labeling:panel_batch_status", args=[slug, batch.pk]), {"status": "closed"}
+            reverse("panels:batch_status", args=[slug, batch.pk]), {"status": "closed"}
         ).status_code
         == 404
     )
@@ -273,4 +275,4 @@ def test_batch_pages_are_for_the_projects_owner_only(client, django_user_model, 
         assert client.get(url).status_code == 200
     # A batch of this project under another project's slug: 404.
     other = Project.objects.create(slug="mine-too", name="Mine too", owner=owner)
-    assert client.get(reverse("labeling:panel_batch", args=[other.slug, batch.pk])).status_code == 404
+    assert client.get(reverse("panels:batch", args=[other.slug, batch.pk])).status_code == 404

@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from labeling.models import Job, Project, ProjectMembership, Subject, SubjectSet, Workflow
+from core.models import Project, ProjectMembership, Subject, SubjectSet, Workflow
+from jobs.models import Job
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def npy_upload(name="stack.npy", n=2) -> SimpleUploadedFile:
 def test_only_owners_see_the_upload_page(client, users, project, workflow, who):
     if who:
         client.force_login(users[who])
-    url = reverse("labeling:upload", args=[project.slug])
+    url = reverse("core:upload", args=[project.slug])
     if who is None:
         assert client.get(url).status_code == 302  # to the login page
     else:
@@ -59,18 +60,18 @@ def test_only_owners_see_the_upload_page(client, users, project, workflow, who):
 
 def test_owner_uploads_several_files_and_sees_the_result(client, users, project, workflow, media):
     client.force_login(users["owner"])
-    page = client.get(reverse("labeling:upload", args=[project.slug]))
+    page = client.get(reverse("core:upload", args=[project.slug]))
     assert page.status_code == 200 and b'name="files" multiple' in page.content
     assert b"Upload data" in client.get(reverse("labeling:project_dashboard", args=[project.slug])).content
 
     bad = SimpleUploadedFile("broken.fits", b"not a fits file at all")
     response = client.post(
-        reverse("labeling:upload", args=[project.slug]),
+        reverse("core:upload", args=[project.slug]),
         {"workflow": workflow.pk, "subject_set": "night 1", "files": [npy_upload(), bad]},
     )
     job = Job.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("labeling:upload_progress", args=[project.slug, job.pk])
+    assert response["Location"] == reverse("core:upload_progress", args=[project.slug, job.pk])
     assert job.kind == Job.INGEST and job.status == Job.SUCCEEDED and job.progress == 1.0
     assert job.message == "ingested 2, duplicates 0, failed 1"
     assert job.log.startswith("broken.fits: not a FITS file")
@@ -94,14 +95,14 @@ def test_open_job_partial_keeps_polling(client, users, project, workflow):
     )
     client.force_login(users["owner"])
     partial = client.get(
-        reverse("labeling:upload_progress", args=[project.slug, job.pk]), headers={"HX-Request": "true"}
+        reverse("core:upload_progress", args=[project.slug, job.pk]), headers={"HX-Request": "true"}
     )
     assert b'hx-trigger="every 1s"' in partial.content and b'value="25"' in partial.content
 
 
 def test_upload_without_files_or_workflow_is_refused(client, users, project, workflow):
     client.force_login(users["owner"])
-    url = reverse("labeling:upload", args=[project.slug])
+    url = reverse("core:upload", args=[project.slug])
     response = client.post(url, {"workflow": workflow.pk})
     assert response.status_code == 400 and b"Choose at least one file." in response.content
     response = client.post(url, {"workflow": 999999, "files": [npy_upload()]})
@@ -113,7 +114,7 @@ def test_oversized_upload_is_refused(client, users, project, workflow, settings)
     settings.SKYVOTE_MAX_UPLOAD_BYTES = 1000
     client.force_login(users["owner"])
     response = client.post(
-        reverse("labeling:upload", args=[project.slug]), {"workflow": workflow.pk, "files": [npy_upload()]}
+        reverse("core:upload", args=[project.slug]), {"workflow": workflow.pk, "files": [npy_upload()]}
     )
     assert response.status_code == 400 and b"over the 1000-byte limit" in response.content
     assert Job.objects.count() == 0
@@ -123,4 +124,4 @@ def test_another_projects_job_is_not_found(client, users, project, workflow):
     other = Project.objects.create(slug="other", name="Other", owner=users["stranger"])
     job = Job.objects.create(project=other, kind=Job.INGEST)
     client.force_login(users["owner"])
-    assert client.get(reverse("labeling:upload_progress", args=[project.slug, job.pk])).status_code == 404
+    assert client.get(reverse("core:upload_progress", args=[project.slug, job.pk])).status_code == 404

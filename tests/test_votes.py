@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from labeling.models import Participant, Subject, Vote
+from core.models import Participant, Subject
+from labeling.models import Vote
 from labeling.services import VoteError, record_vote
 
 pytestmark = pytest.mark.django_db
@@ -66,7 +67,7 @@ def test_unknown_answer_and_bad_key_are_refused(workflow, make_subjects):
 
 
 def test_subject_of_another_project_is_refused(workflow, make_subjects, django_user_model):
-    from labeling.models import Project, Workflow
+    from core.models import Project, Workflow
 
     other_owner = django_user_model.objects.create_user("other")
     other = Project.objects.create(slug="other", name="Other", owner=other_owner)

@@ -2,7 +2,8 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import labeling.models
+import core.models
+import jobs.models
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -24,7 +25,7 @@ class Migration(migrations.Migration):
                 ('kind', models.CharField(default='classifier', max_length=20)),
                 ('version', models.PositiveIntegerField()),
                 ('status', models.CharField(choices=[('candidate', 'Candidate'), ('active', 'Active'), ('rejected', 'Not promoted'), ('failed', 'Failed'), ('retired', 'Superseded')], default='candidate', max_length=20)),
-                ('artifact', models.FileField(blank=True, max_length=300, upload_to=labeling.models.artifact_upload_path)),
+                ('artifact', models.FileField(blank=True, max_length=300, upload_to=core.models.artifact_upload_path)),
                 ('artifact_sha256', models.CharField(blank=True, max_length=64)),
                 ('metrics', models.JSONField(blank=True, default=dict)),
                 ('config', models.JSONField(blank=True, default=dict)),
@@ -100,7 +101,7 @@ class Migration(migrations.Migration):
                 ('slug', models.SlugField(unique=True)),
                 ('name', models.CharField(max_length=200)),
                 ('description', models.TextField(blank=True)),
-                ('pseudonym_salt', models.CharField(default=labeling.models._new_salt, editable=False, max_length=64)),
+                ('pseudonym_salt', models.CharField(default=core.models._new_salt, editable=False, max_length=64)),
                 ('is_public', models.BooleanField(default=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='owned_projects', to=settings.AUTH_USER_MODEL)),
@@ -133,7 +134,7 @@ class Migration(migrations.Migration):
                 ('object_id', models.CharField(blank=True, db_index=True, max_length=100)),
                 ('source', models.CharField(blank=True, help_text='avro, parquet, fits, npy, image, synthetic', max_length=40)),
                 ('metadata', models.JSONField(blank=True, default=dict)),
-                ('data', models.FileField(blank=True, max_length=300, upload_to=labeling.models.subject_upload_path)),
+                ('data', models.FileField(blank=True, max_length=300, upload_to=core.models.subject_upload_path)),
                 ('images', models.JSONField(blank=True, default=dict)),
                 ('render_version', models.PositiveIntegerField(default=0)),
                 ('truth_label', models.CharField(blank=True, max_length=20)),
@@ -168,7 +169,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=200)),
                 ('kind', models.CharField(choices=[('real_bogus', 'Real or bogus?'), ('similarity', 'Which images are similar?')], default='real_bogus', max_length=20)),
                 ('question', models.CharField(default='Is this a real astrophysical transient?', max_length=300)),
-                ('answers', models.JSONField(default=labeling.models.default_answers)),
+                ('answers', models.JSONField(default=core.models.default_answers)),
                 ('is_active', models.BooleanField(default=True)),
                 ('retirement_rule', models.CharField(choices=[('count', 'After N votes'), ('swap', 'SWAP probability thresholds'), ('consensus', 'Consensus fraction')], default='count', max_length=20)),
                 ('retirement_limit', models.PositiveIntegerField(default=5, help_text='Votes to retire (count rule).')),
@@ -178,7 +179,7 @@ class Migration(migrations.Migration):
                 ('min_votes', models.PositiveIntegerField(default=2)),
                 ('max_votes', models.PositiveIntegerField(default=20)),
                 ('consensus_fraction', models.FloatField(default=0.8)),
-                ('gold_schedule', models.JSONField(default=labeling.models.default_gold_schedule)),
+                ('gold_schedule', models.JSONField(default=core.models.default_gold_schedule)),
                 ('exploration_share', models.FloatField(default=0.1)),
                 ('acquisition_strategy', models.CharField(default='entropy', max_length=30)),
                 ('train_every', models.PositiveIntegerField(default=50, help_text='Start a training round after this many new decided labels.')),
@@ -254,7 +255,7 @@ class Migration(migrations.Migration):
                 ('message', models.CharField(blank=True, max_length=300)),
                 ('log', models.TextField(blank=True)),
                 ('error', models.TextField(blank=True)),
-                ('result', models.FileField(blank=True, max_length=300, upload_to=labeling.models.job_upload_path)),
+                ('result', models.FileField(blank=True, max_length=300, upload_to=jobs.models.job_upload_path)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('dispatched_at', models.DateTimeField(blank=True, null=True)),
                 ('started_at', models.DateTimeField(blank=True, null=True)),

@@ -2,7 +2,7 @@
 
 from django.core.management.base import CommandError
 
-from labeling.models import Workflow
+from core.models import Workflow
 
 
 def find_workflow(slug: str, project_slug: str | None = None) -> Workflow:

@@ -2,9 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from labeling.management.commands._crowd_common import find_workflow
 from labeling.recompute import METHODS, recompute_workflow
-
-from ._crowd_common import find_workflow
 
 
 def _volunteer_line(row) -> str:

@@ -30,10 +30,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from labeling.models import Participant, Subject, Vote, Workflow
+from core.models import Participant, Subject, Workflow
+from labeling.management.commands._crowd_common import find_workflow
+from labeling.models import Vote
 from labeling.services import VoteError, record_vote
-
-from ._crowd_common import find_workflow
 
 IMPORT_NAMESPACE = uuid.UUID("6f1d8c3e-2b7a-5c4e-9d61-0a4f3e2b7c19")
 SIMPLE_COLUMNS = ("subject_external_id", "participant", "answer")

@@ -12,8 +12,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from labeling.ingest import IngestError, add_subject
-from labeling.models import Workflow
+from core.ingest import IngestError, add_subject
+from core.models import Workflow
 from mlcore.tiling import DEFAULT_MIN_ENTROPY, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, select_tiles
 from similarity.upload import QueryImageError, read_query_image
 

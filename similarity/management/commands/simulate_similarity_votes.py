@@ -15,11 +15,11 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from labeling.models import Participant, Subject, Workflow
+from core.models import Participant, Subject, Workflow
+from jobs.services import run_job
 from mlcore.galaxies import simulate_answer
 from similarity.selection import next_task
 from similarity.services import record_similarity_vote, request_embedding_round
-from similarity.training import run_embedding_round
 
 
 class Command(BaseCommand):
@@ -82,7 +82,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"{stored} answers stored ({none} 'no images are similar')."))
         if opts["train"]:
             job, created = request_embedding_round(workflow, reason="simulate_similarity_votes --train")
-            finished = run_embedding_round(job.pk)
+            finished = run_job(job.pk)
             if finished is None:
                 self.stdout.write(
                     f"Round #{job.pk} is already running on a worker; see the workflow's model page."

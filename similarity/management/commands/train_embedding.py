@@ -2,9 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Workflow
+from core.models import Workflow
+from jobs.services import run_job
 from similarity.services import request_embedding_round
-from similarity.training import run_embedding_round
 
 
 class Command(BaseCommand):
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Round #{job.pk} {'queued' if created else 'already open'}.")
         if opts["here"]:
-            finished = run_embedding_round(job.pk)
+            finished = run_job(job.pk)
             if finished is None:
                 raise CommandError(f"Round #{job.pk} is being run by a worker.")
             self.stdout.write(f"{finished.status}: {finished.message}")

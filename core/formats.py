@@ -1,0 +1,56 @@
+"""Values that cross a boundary: times from clients, Python values into JSON columns."""
+
+import math
+from datetime import UTC, datetime, time
+
+import numpy as np
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+
+def parse_time(value: str | None, *, end_of_day: bool = False) -> datetime | None:
+    """An ISO date-time (or a bare date) → an aware datetime; naive values are UTC.
+
+    None or "" gives None; anything else that is not a date raises ValueError. A bare date is
+    the start of that day in UTC, or its last instant with `end_of_day` (for "until" filters).
+    """
+    if not value:
+        return None
+    try:
+        parsed = parse_datetime(value)
+        day = parse_date(value) if parsed is None else None
+    except ValueError:
+        parsed = day = None
+    if parsed is None:
+        if day is None:
+            raise ValueError(f"'{value}' is not an ISO date (2024-05-01) or date-time.")
+        parsed = datetime.combine(day, time.max if end_of_day else time.min)
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def parse_client_time(value: str | None) -> datetime | None:
+    """A time a browser reports (when a subject was shown): the same parser, bad values ignored."""
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def json_safe(value):
+    """Any value → JSON-serialisable: NaN/±inf → None (JSON has no NaN and SQLite's JSON check
+    refuses it), numpy scalars and arrays → Python, bytes dropped, other objects → str."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items() if not isinstance(v, bytes | bytearray)}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value if not isinstance(v, bytes | bytearray)]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)

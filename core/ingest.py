@@ -1,0 +1,1069 @@
+"""Ingestion: files → Subjects (float32 .npy array in media storage + PNGs rendered once).
+
+Formats (see docs/ingestion.md): ZTF alert packets in Avro (2016 test alerts to schema 4.x),
+Fink-style Parquet (one alert per row), FITS triplets (three files, three HDUs or a 3-plane
+cube), NumPy .npy/.npz stacks and PNG/JPEG images.
+
+Every file (or FITS triplet group) is one unit: it is ingested atomically (one transaction,
+files written to storage deleted again if it rolls back) and a bad unit becomes one error
+line naming the file and the reason while the run goes on. Re-ingesting a subject whose
+external_id the project already has is a no-op counted as a duplicate.
+
+Stored arrays follow the FITS convention: row 0 is the bottom row (rendering flips them so
+north-ish is up, as in DS9). PNG/JPEG inputs are flipped on the way in to match.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import gzip
+import io
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils.text import get_valid_filename, slugify
+
+from core.formats import json_safe
+from core.models import Project, Subject, SubjectSet, Workflow
+from core.rendering import RENDER_VERSION, is_triplet, write_subject_pngs
+from core.storage import private_storage
+from jobs.models import Job
+from jobs.services import SHORT, JobRun, queue_job, register
+
+CUTOUT_SIZE = 63
+# ZTF readout-channel (quadrant) images are 3072 × 3080 pixels; cutouts of sources within
+# 31 px of an edge are truncated on that side.
+ZTF_QUADRANT_SHAPE = (3080, 3072)  # (ny, nx)
+# Caps against decompression bombs and absurd inputs.
+MAX_CUTOUT_DECOMPRESSED_BYTES = 16 * 1024 * 1024
+MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+MAX_IMAGE_PIXELS = 4096 * 4096  # per plane
+MAX_ARRAY_ELEMENTS = 64 * 1024 * 1024  # per .npy array (256 MiB of float32)
+MAX_EXTERNAL_ID = 100
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SUPPORTED_SUFFIXES = (".avro", ".parquet", ".parq", ".npy", ".npz") + FITS_SUFFIXES + IMAGE_SUFFIXES
+ROLE_ALIASES = {
+    "sci": "science", "science": "science", "new": "science",
+    "ref": "reference", "reference": "reference", "template": "reference", "tmpl": "reference",
+    "diff": "difference", "difference": "difference", "sub": "difference",
+    "scimref": "difference", "refmsci": "difference",
+}  # fmt: skip
+ROLE_RE = re.compile(r"^(?P<stem>.+?)[_\-.](?P<role>" + "|".join(ROLE_ALIASES) + r")$", re.IGNORECASE)
+CUTOUT_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+TRIPLET_ROLES = ("science", "reference", "difference")
+
+
+class IngestError(ValueError):
+    """A unit of input cannot be ingested; the message is the reason shown to the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays in storage
+
+
+def load_subject_array(subject) -> np.ndarray:
+    """The subject's float32 array from media storage (NaNs kept)."""
+    if not subject.data:
+        raise IngestError(f"subject {subject.external_id} has no stored array")
+    with subject.data.open("rb") as handle:
+        raw = handle.read()
+    return np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32, copy=False)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def validate_array(array, workflow=None) -> np.ndarray:
+    """float32 copy of a subject array, or IngestError saying what is wrong with it."""
+    try:
+        array = np.array(array, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise IngestError(f"not a numeric array ({exc})")
+    shape = tuple(array.shape)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and 3 not in (shape[0], shape[2])):
+        raise IngestError(
+            f"wrong shape {shape}: expected a (3, H, W) science/reference/difference triplet "
+            "or a (H, W) / (H, W, 3) image"
+        )
+    plane = shape[1:] if is_triplet(array) else shape[:2]
+    if min(plane) < 1 or plane[0] * plane[1] > MAX_IMAGE_PIXELS:
+        raise IngestError(f"wrong image size {plane[0]}×{plane[1]} (at most {MAX_IMAGE_PIXELS} pixels)")
+    if workflow is not None and workflow.kind == Workflow.REAL_BOGUS and not is_triplet(array):
+        raise IngestError(
+            f"shape {shape} is a single image, but the real/bogus workflow {workflow.slug!r} needs "
+            "(3, H, W) science/reference/difference triplets"
+        )
+    array[np.isinf(array)] = np.nan
+    if not np.isfinite(array).any():
+        raise IngestError("all pixels are NaN (no data)")
+    return array
+
+
+# Names of files written to storage during the current ingestion unit, so that a unit
+# whose transaction rolls back can delete them again.
+_written_files: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "skyvote_ingest_written_files", default=None
+)
+
+
+def _delete_files(names: Iterable[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            pass
+
+
+def add_subject(
+    *,
+    project,
+    workflow,
+    subject_set,
+    external_id: str,
+    array: np.ndarray,
+    metadata: dict,
+    source: str,
+    object_id: str = "",
+    truth_label: str = "",
+    truth_subtype: str = "",
+    render: bool = True,
+) -> tuple[Subject, bool]:
+    """Create one subject atomically; (subject, created).
+
+    A duplicate external_id in the project returns (existing, False) and writes nothing.
+    The array is stored as float32 .npy (NaNs kept) and PNGs are rendered once (render=True).
+    """
+    external_id = str(external_id)
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID:
+        raise IngestError(f"external id {external_id!r} must be 1 to {MAX_EXTERNAL_ID} characters")
+    existing = Subject.objects.filter(project=project, external_id=external_id).first()
+    if existing is not None:
+        return existing, False
+    array = validate_array(array, workflow)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            subject = Subject.objects.create(
+                project=project,
+                workflow=workflow,
+                subject_set=subject_set,
+                external_id=external_id,
+                object_id=str(object_id or "")[:100],
+                source=source,
+                metadata=json_safe(metadata or {}),
+                truth_label=truth_label,
+                truth_subtype=truth_subtype,
+                random_key=random.random(),
+            )
+            slug = slugify(external_id)[:60] or "subject"
+            subject.data.save(f"{subject.pk}-{slug}.npy", ContentFile(_npy_bytes(array)), save=False)
+            written.append(subject.data.name)
+            fields = ["data"]
+            if render:
+                names, pngs = write_subject_pngs(subject, array)
+                written.extend(pngs)
+                subject.images = names
+                subject.render_version = RENDER_VERSION
+                fields += ["images", "render_version"]
+            subject.save(update_fields=fields)
+    except IntegrityError:
+        _delete_files(written)
+        # Another writer created it between our check and our insert.
+        existing = Subject.objects.filter(project=project, external_id=external_id).first()
+        if existing is None:
+            raise
+        return existing, False
+    except BaseException:
+        _delete_files(written)
+        raise
+    tracker = _written_files.get()
+    if tracker is not None:
+        tracker.extend(written)
+    return subject, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding helpers
+
+
+def gunzip_limited(data: bytes, limit: int | None = None) -> bytes:
+    if limit is None:
+        limit = MAX_DECOMPRESSED_BYTES
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
+            out = handle.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(f"corrupt gzip data ({exc})")
+    if len(out) > limit:
+        raise IngestError(f"decompressed data exceeds {limit // (1024 * 1024)} MiB (decompression bomb?)")
+    return out
+
+
+def _fits_planes(raw: bytes) -> list[tuple[str, np.ndarray]]:
+    """(EXTNAME, data) of every image HDU with data, pixel counts checked before reading."""
+    from astropy.io import fits
+
+    if raw[:2] == b"\x1f\x8b":
+        raw = gunzip_limited(raw)
+    if not raw.startswith(b"SIMPLE"):
+        raise IngestError("not a FITS file (no SIMPLE card)")
+    planes = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                for index, hdu in enumerate(hdul):
+                    naxis = int(hdu.header.get("NAXIS", 0))
+                    if naxis == 0 or not hdu.is_image:
+                        continue
+                    dims = [int(hdu.header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
+                    if math.prod(dims) > 3 * MAX_IMAGE_PIXELS:
+                        raise IngestError(f"FITS HDU {index} has {math.prod(dims)} pixels, over the limit")
+                    if hdu.data is None:
+                        continue
+                    name = str(hdu.header.get("EXTNAME", "")).strip().lower()
+                    planes.append((name, np.array(hdu.data, dtype=np.float32)))
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise IngestError(f"not a readable FITS file ({type(exc).__name__}: {exc})")
+    if not planes:
+        raise IngestError("FITS file has no image data")
+    return planes
+
+
+def _pil_array(raw: bytes, *, grey: bool) -> np.ndarray:
+    """PNG/JPEG bytes → float32 (H, W) or (H, W, 3), flipped to FITS row order."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:
+                width, height = image.size
+                if width * height > min(MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS):
+                    raise IngestError(
+                        f"image is {width}×{height} pixels, over the limit (decompression bomb?)"
+                    )
+                if grey or image.mode in ("L", "I", "I;16", "F", "1", "LA"):
+                    data = np.asarray(image.convert("F"), dtype=np.float32)
+                else:
+                    data = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except IngestError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise IngestError(f"image too large (decompression bomb?): {exc}")
+    except Exception as exc:
+        raise IngestError(f"not a readable PNG/JPEG image ({type(exc).__name__}: {exc})")
+    return np.ascontiguousarray(np.flipud(data))
+
+
+def decode_cutout(stamp: bytes | None, field_name: str) -> tuple[np.ndarray, str]:
+    """One alert cutout → ((H, W) float32, format)."""
+    if not stamp:
+        raise IngestError(f"{field_name}: missing or empty stampData")
+    stamp = bytes(stamp)
+    try:
+        if stamp[:2] == b"\x1f\x8b":
+            raw = gunzip_limited(stamp, MAX_CUTOUT_DECOMPRESSED_BYTES)
+            return _single_plane(_fits_planes(raw)), "fits"
+        if stamp.startswith(b"SIMPLE"):
+            return _single_plane(_fits_planes(stamp)), "fits"
+        if stamp[:3] == b"\xff\xd8\xff" or stamp[:8] == b"\x89PNG\r\n\x1a\n":
+            return _pil_array(stamp, grey=True), "jpeg" if stamp[:1] == b"\xff" else "png"
+    except IngestError as exc:
+        raise IngestError(f"{field_name}: {exc}")
+    raise IngestError(f"{field_name}: unknown cutout format (expected gzip-compressed FITS or JPEG)")
+
+
+def _single_plane(planes: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    data = planes[0][1]
+    if data.ndim != 2:
+        data = np.squeeze(data)
+    if data.ndim != 2:
+        raise IngestError(f"cutout has shape {planes[0][1].shape}, expected a 2-D image")
+    return data
+
+
+def _pad_side(missing: int, position: float | None, axis_length: int, half: int) -> tuple[int, int]:
+    """Split `missing` padding rows between the low and high side of one axis.
+
+    position: the source's 1-based pixel coordinate on the CCD along this axis, if known.
+    Near the low edge the cutout lost its low side, near the high edge its high side.
+    """
+    if position is not None and math.isfinite(position):
+        if position - 1 < half:
+            return missing, 0
+        if position > axis_length - half:
+            return 0, missing
+    return missing // 2, missing - missing // 2
+
+
+def pad_planes(
+    planes: list[np.ndarray], xpos: float | None = None, ypos: float | None = None, size: int = CUTOUT_SIZE
+) -> tuple[np.ndarray, dict]:
+    """Stack planes into (3, H, W), NaN-padding any smaller than size × size (or the largest)."""
+    target_h = max([size] + [p.shape[0] for p in planes])
+    target_w = max([size] + [p.shape[1] for p in planes])
+    ny, nx = ZTF_QUADRANT_SHAPE
+    out = np.full((len(planes), target_h, target_w), np.nan, dtype=np.float32)
+    padding = {}
+    for index, plane in enumerate(planes):
+        h, w = plane.shape
+        top = _pad_side(target_h - h, ypos, ny, size // 2)
+        left = _pad_side(target_w - w, xpos, nx, size // 2)
+        out[index, top[0] : top[0] + h, left[0] : left[0] + w] = plane
+        if h != target_h or w != target_w:
+            padding[TRIPLET_ROLES[index] if len(planes) == 3 else str(index)] = {
+                "original_shape": [h, w],
+                "rows_before": top[0],
+                "rows_after": top[1],
+                "cols_before": left[0],
+                "cols_after": left[1],
+            }
+    return out, padding
+
+
+# ---------------------------------------------------------------------------------------------
+# Records: what one input unit yields before it becomes subjects
+
+
+@dataclass
+class Record:
+    external_id: str
+    array: np.ndarray
+    metadata: dict
+    source: str
+    object_id: str = ""
+    truth_label: str = ""
+    truth_subtype: str = ""
+
+
+def _candidate_value(alert: dict, key: str):
+    candidate = alert.get("candidate") or {}
+    return candidate.get(key)
+
+
+def alert_record(alert: dict, source: str) -> Record:
+    """A ZTF alert (dict from Avro or a Parquet row) → Record of its cutout triplet."""
+    candidate = alert.get("candidate")
+    if not isinstance(candidate, dict):
+        raise IngestError("alert has no candidate record")
+    candid = alert.get("candid", candidate.get("candid"))
+    if candid is None:
+        raise IngestError("alert has no candid")
+    planes, formats, filenames = [], set(), {}
+    for field_name in CUTOUT_FIELDS:
+        cutout = alert.get(field_name)
+        if not isinstance(cutout, dict):
+            raise IngestError(f"{field_name}: missing")
+        data, fmt = decode_cutout(cutout.get("stampData"), field_name)
+        planes.append(data)
+        formats.add(fmt)
+        filenames[field_name] = cutout.get("fileName")
+    if "jpeg" in formats or "png" in formats:
+        # 2016 test alerts: 8-bit renderings, the difference without sign. Subtract its median
+        # so the background sits at zero and the diverging palette stays meaningful.
+        planes[2] = planes[2] - np.nanmedian(planes[2])
+    array, padding = pad_planes(planes, _as_float(candidate.get("xpos")), _as_float(candidate.get("ypos")))
+    metadata = {k: v for k, v in candidate.items() if not isinstance(v, bytes | bytearray | dict | list)}
+    for key in ("schemavsn", "publisher", "alertId", "objectId"):
+        if alert.get(key) is not None:
+            metadata[key] = alert[key]
+    metadata["candid"] = candid
+    metadata["cutout_format"] = "/".join(sorted(formats))
+    metadata["cutout_files"] = filenames
+    prv = alert.get("prv_candidates")
+    if isinstance(prv, list):
+        metadata["n_prv_candidates"] = len(prv)
+    if padding:
+        metadata["padding"] = padding
+    return Record(
+        external_id=str(candid),
+        array=array,
+        metadata=metadata,
+        source=source,
+        object_id=str(alert.get("objectId") or ""),
+    )
+
+
+def _as_float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_avro(path: Path) -> Iterator[Record]:
+    import fastavro
+
+    with open(path, "rb") as handle:
+        try:
+            reader = fastavro.reader(handle)
+        except Exception as exc:
+            raise IngestError(f"not an Avro file ({type(exc).__name__}: {exc})")
+        schema = reader.writer_schema or {}
+        fields = {f.get("name") for f in schema.get("fields", [])} if isinstance(schema, dict) else set()
+        needed = {"candid", "candidate", *CUTOUT_FIELDS}
+        if not needed <= fields:
+            name = schema.get("name", "?") if isinstance(schema, dict) else "?"
+            raise IngestError(
+                f"unknown Avro schema {name!r}: not a ZTF alert (missing {', '.join(sorted(needed - fields))})"
+            )
+        try:
+            for index, alert in enumerate(reader):
+                try:
+                    yield alert_record(alert, "avro")
+                except IngestError as exc:
+                    raise IngestError(f"alert {index}: {exc}" if index else str(exc))
+        except IngestError:
+            raise
+        except Exception as exc:
+            raise IngestError(f"corrupt Avro data ({type(exc).__name__}: {exc})")
+
+
+PARQUET_COLUMNS = ("objectId", "candid", "candidate", "schemavsn", "publisher", *CUTOUT_FIELDS)
+
+
+def read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:
+        raise IngestError(f"not a Parquet file ({type(exc).__name__}: {exc})")
+    names = set(parquet.schema_arrow.names)
+    missing = {"candidate", *CUTOUT_FIELDS} - names
+    if missing:
+        raise IngestError(
+            f"Parquet file is not a table of ZTF alerts (missing columns {', '.join(sorted(missing))})"
+        )
+    columns = [c for c in PARQUET_COLUMNS if c in names]
+    row = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=64, columns=columns):
+            for alert in batch.to_pylist():
+                try:
+                    yield alert_record(alert, "parquet")
+                except IngestError as exc:
+                    raise IngestError(f"row {row}: {exc}")
+                row += 1
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise IngestError(f"corrupt Parquet data at row {row} ({type(exc).__name__}: {exc})")
+
+
+def _read_limited_check(path: Path) -> None:
+    limit = getattr(settings, "SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+    size = path.stat().st_size
+    if size > limit:
+        raise IngestError(f"file is {size} bytes, over the {limit}-byte limit")
+
+
+def _read_limited(path: Path) -> bytes:
+    _read_limited_check(path)
+    return path.read_bytes()
+
+
+def fits_file_array(path: Path, workflow) -> np.ndarray:
+    """One FITS file: a 3-plane cube, three image HDUs, or (similarity only) one image."""
+    planes = _fits_planes(_read_limited(path))
+    if len(planes) == 1:
+        data = np.squeeze(planes[0][1])
+        if data.ndim == 3 and data.shape[0] == 3:
+            return data
+        if data.ndim == 3 and data.shape[2] == 3:
+            return np.moveaxis(data, 2, 0)
+        if data.ndim == 2:
+            if workflow is not None and workflow.kind == Workflow.REAL_BOGUS:
+                raise IngestError(
+                    "one 2-D image is not a triplet: give three files named *_sci/*_ref/*_diff, "
+                    "one file with three image HDUs, or a (3, H, W) cube"
+                )
+            return data
+        raise IngestError(f"FITS image has shape {data.shape}; expected (3, H, W) or (H, W)")
+    by_name = {name: data for name, data in planes}
+    named = [_role_plane(by_name, role) for role in TRIPLET_ROLES]
+    if all(p is not None for p in named):
+        chosen = named
+    elif len(planes) == 3:
+        chosen = [data for _, data in planes]
+    else:
+        raise IngestError(
+            f"FITS file has {len(planes)} image HDUs; expected 3 (science, reference, difference)"
+        )
+    chosen = [np.squeeze(p) for p in chosen]
+    if any(p.ndim != 2 for p in chosen):
+        raise IngestError("FITS triplet HDUs must be 2-D images")
+    return pad_planes(chosen, size=max(max(p.shape) for p in chosen))[0]
+
+
+def _role_plane(by_name: dict, role: str):
+    for name, data in by_name.items():
+        if ROLE_ALIASES.get(name) == role:
+            return data
+    return None
+
+
+def fits_triplet_array(files: dict[str, Path]) -> np.ndarray:
+    planes = []
+    for role in TRIPLET_ROLES:
+        try:
+            file_planes = _fits_planes(_read_limited(files[role]))
+        except IngestError as exc:
+            raise IngestError(f"{files[role].name}: {exc}")
+        data = np.squeeze(file_planes[0][1])
+        if data.ndim != 2:
+            raise IngestError(f"{files[role].name}: expected a 2-D image, got shape {data.shape}")
+        planes.append(data)
+    shapes = {p.shape for p in planes}
+    size = max(max(s) for s in shapes)
+    return pad_planes(planes, size=size)[0]
+
+
+def _npy_header_check(handle) -> None:
+    """Refuse absurd .npy arrays before reading them (shape from the header)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    if dtype.hasobject:
+        raise IngestError("object arrays are not accepted")
+    if math.prod(shape) > MAX_ARRAY_ELEMENTS:
+        raise IngestError(f"array of shape {shape} is over the {MAX_ARRAY_ELEMENTS}-element limit")
+
+
+def _load_npy(raw: bytes) -> np.ndarray:
+    handle = io.BytesIO(raw)
+    try:
+        _npy_header_check(handle)
+        handle.seek(0)
+        return np.load(handle, allow_pickle=False)
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise IngestError(f"not a readable .npy array ({type(exc).__name__}: {exc})")
+
+
+def _stack_items(stack: np.ndarray, workflow) -> list[np.ndarray]:
+    """(N, 63, 63, 3) or (N, 3, 63, 63) → list of (3, H, W); similarity also takes image stacks."""
+    similarity = workflow is not None and workflow.kind == Workflow.SIMILARITY
+    if stack.ndim == 4 and stack.shape[1] == 3:
+        return list(stack)
+    if stack.ndim == 4 and stack.shape[3] == 3:
+        return list(stack) if similarity else [np.moveaxis(item, 2, 0) for item in stack]
+    if stack.ndim == 3 and similarity:
+        return list(stack) if stack.shape[2] != 3 else [stack]
+    if stack.ndim == 3 and (stack.shape[0] == 3 or stack.shape[2] == 3):
+        return [stack if stack.shape[0] == 3 else np.moveaxis(stack, 2, 0)]
+    if stack.ndim == 2 and similarity:
+        return [stack]
+    raise IngestError(f"wrong shape {stack.shape}: expected (N, 63, 63, 3) or (N, 3, 63, 63)")
+
+
+NPZ_ARRAY_KEYS = ("images", "cutouts", "triplets", "arrays", "data", "x", "X")
+NPZ_ID_KEYS = ("ids", "external_ids", "candid", "candids")
+NPZ_LABEL_KEYS = ("labels", "truth_labels", "y")
+
+
+def _npz_arrays(raw: bytes) -> dict[str, np.ndarray]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile as exc:
+        raise IngestError(f"not a readable .npz archive ({exc})")
+    arrays = {}
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            if info.file_size > MAX_ARRAY_ELEMENTS * 8:
+                raise IngestError(f"{info.filename} decompresses to {info.file_size} bytes, over the limit")
+            try:
+                # ZipExtFile never reads more than the declared file_size.
+                arrays[info.filename[:-4]] = _load_npy(archive.read(info))
+            except IngestError as exc:
+                raise IngestError(f"{info.filename}: {exc}")
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+                raise IngestError(f"{info.filename}: corrupt archive member ({exc})")
+    if not arrays:
+        raise IngestError(".npz archive holds no arrays")
+    return arrays
+
+
+def _label_text(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int) or (isinstance(value, float) and value in (0.0, 1.0)):
+        return Subject.REAL if int(value) == 1 else Subject.BOGUS
+    return str(value)[:20]
+
+
+def read_numpy(path: Path, workflow) -> Iterator[Record]:
+    raw = _read_limited(path)
+    ids = labels = None
+    if path.suffix.lower() == ".npz":
+        arrays = _npz_arrays(raw)
+        key = next((k for k in NPZ_ARRAY_KEYS if k in arrays), None)
+        if key is None:
+            candidates = [k for k, a in arrays.items() if a.ndim >= 3 and a.dtype.kind in "fiu"]
+            if len(candidates) != 1:
+                raise IngestError(
+                    f"cannot tell which array holds the images (keys: {', '.join(sorted(arrays))}); "
+                    f"name it one of {', '.join(NPZ_ARRAY_KEYS[:4])}"
+                )
+            key = candidates[0]
+        stack = arrays[key]
+        ids = next((arrays[k] for k in NPZ_ID_KEYS if k in arrays), None)
+        labels = next((arrays[k] for k in NPZ_LABEL_KEYS if k in arrays), None)
+    else:
+        stack = _load_npy(raw)
+    if stack.dtype.kind not in "fiub":
+        raise IngestError(f"array dtype {stack.dtype} is not numeric")
+    items = _stack_items(stack, workflow)
+    for name, extra in (("ids", ids), ("labels", labels)):
+        if extra is not None and len(extra) != len(items):
+            raise IngestError(f"{len(extra)} {name} for {len(items)} arrays")
+    for index, item in enumerate(items):
+        external_id = f"{path.name}:{index}" if ids is None else str(np.asarray(ids[index]).item())
+        record = Record(
+            external_id=external_id,
+            array=item,
+            metadata={"file": path.name, "index": index},
+            source="npy",
+            truth_label=_label_text(labels[index]) if labels is not None else "",
+        )
+        try:
+            record.array = validate_array(item, workflow)
+        except IngestError as exc:
+            raise IngestError(f"array {index}: {exc}")
+        yield record
+
+
+def read_image(path: Path, workflow) -> Iterator[Record]:
+    if workflow is not None and workflow.kind == Workflow.REAL_BOGUS:
+        raise IngestError(
+            "a single PNG/JPEG image cannot be a science/reference/difference triplet; "
+            "ingest it into a similarity workflow"
+        )
+    array = _pil_array(_read_limited(path), grey=False)
+    yield Record(
+        external_id=path.name,
+        array=array,
+        metadata={"file": path.name, "width": int(array.shape[1]), "height": int(array.shape[0])},
+        source="image",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Units, results and the report
+
+
+@dataclass
+class FileResult:
+    name: str
+    ingested: int = 0
+    duplicates: int = 0
+    error: str = ""
+    subject_ids: list[int] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+@dataclass
+class IngestReport:
+    ingested: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    subject_ids: list[int] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add(self, result: FileResult) -> None:
+        self.files.append(result)
+        if result.error:
+            self.failed += 1
+            self.errors.append((result.name, result.error))
+        else:
+            self.ingested += result.ingested
+            self.duplicates += result.duplicates
+            self.subject_ids.extend(result.subject_ids)
+
+    @property
+    def subjects(self):
+        return Subject.objects.filter(pk__in=self.subject_ids)
+
+    def summary(self) -> str:
+        return f"ingested {self.ingested}, duplicates {self.duplicates}, failed {self.failed}"
+
+    def error_lines(self) -> list[str]:
+        return [f"{name}: {reason}" for name, reason in self.errors]
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _records_for(path: Path, workflow) -> Iterator[Record]:
+    if not path.exists():
+        raise IngestError("no such file")
+    if not path.is_file():
+        raise IngestError("not a regular file")
+    if path.stat().st_size == 0:
+        raise IngestError("empty file (0 bytes)")
+    suffix = _suffix(path)
+    if suffix == ".avro":
+        _read_limited_check(path)
+        yield from read_avro(path)
+    elif suffix in (".parquet", ".parq"):
+        _read_limited_check(path)
+        yield from read_parquet(path)
+    elif suffix in FITS_SUFFIXES:
+        stem = path.name[: -len(suffix)]
+        yield Record(
+            external_id=stem,
+            array=fits_file_array(path, workflow),
+            metadata={"file": path.name},
+            source="fits",
+        )
+    elif suffix in (".npy", ".npz"):
+        yield from read_numpy(path, workflow)
+    elif suffix in IMAGE_SUFFIXES:
+        yield from read_image(path, workflow)
+    else:
+        raise IngestError(
+            f"unsupported file type {suffix or '(no extension)'!r} "
+            "(expected .avro, .parquet, .fits[.gz], .npy, .npz, .png, .jpg)"
+        )
+
+
+def _ingest_records(
+    name: str, records: Callable[[], Iterable[Record]], *, project, workflow, subject_set, on_item=None
+) -> FileResult:
+    """Run one unit in one transaction; on any failure roll back and delete its stored files."""
+    result = FileResult(name=name)
+    token = _written_files.set([])
+    try:
+        with transaction.atomic():
+            for record in records():
+                subject, created = add_subject(
+                    project=project,
+                    workflow=workflow,
+                    subject_set=subject_set,
+                    external_id=record.external_id,
+                    array=record.array,
+                    metadata=record.metadata,
+                    source=record.source,
+                    object_id=record.object_id,
+                    truth_label=record.truth_label,
+                    truth_subtype=record.truth_subtype,
+                )
+                if created:
+                    result.ingested += 1
+                    result.subject_ids.append(subject.pk)
+                else:
+                    result.duplicates += 1
+                if on_item is not None:
+                    on_item()
+    except IngestError as exc:
+        _delete_files(_written_files.get() or [])
+        return FileResult(name=name, error=str(exc))
+    except (MemoryError, OSError) as exc:
+        _delete_files(_written_files.get() or [])
+        return FileResult(name=name, error=f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        _delete_files(_written_files.get() or [])
+        raise
+    finally:
+        _written_files.reset(token)
+    return result
+
+
+def ingest_file(
+    path, *, project, workflow, subject_set=None, name: str | None = None, on_item=None
+) -> FileResult:
+    """Ingest one file (any supported format) atomically; a FileResult, never an exception for bad input."""
+    path = Path(path)
+    return _ingest_records(
+        name or str(path),
+        lambda: _records_for(path, workflow),
+        project=project,
+        workflow=workflow,
+        subject_set=subject_set,
+        on_item=on_item,
+    )
+
+
+def ingest_fits_triplet(
+    files: dict[str, Path], *, project, workflow, subject_set=None, name: str | None = None, stem: str = ""
+) -> FileResult:
+    """Three FITS files (science, reference, difference) → one subject whose external_id is the stem."""
+
+    def records():
+        yield Record(
+            external_id=stem,
+            array=fits_triplet_array(files),
+            metadata={"files": {role: files[role].name for role in TRIPLET_ROLES}},
+            source="fits",
+        )
+
+    return _ingest_records(name or stem, records, project=project, workflow=workflow, subject_set=subject_set)
+
+
+@dataclass
+class _Unit:
+    name: str
+    path: Path | None = None
+    triplet: dict[str, Path] | None = None
+    stem: str = ""
+    error: str = ""
+
+
+def _expand(paths: Iterable[str | Path], skipped: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for entry in paths:
+        entry = Path(entry)
+        if entry.is_dir():
+            for found in sorted(entry.rglob("*")):
+                if found.is_file() and not any(
+                    part.startswith(".") for part in found.relative_to(entry).parts
+                ):
+                    if _suffix(found) in SUPPORTED_SUFFIXES:
+                        files.append(found)
+                    else:
+                        skipped.append(str(found))
+        else:
+            files.append(entry)
+    return files
+
+
+def _plan_units(files: list[Path], display) -> list[_Unit]:
+    """Group FITS files named <stem>_<role>.fits into triplets; everything else is its own unit."""
+    units: list[_Unit] = []
+    groups: dict[tuple[Path, str], _Unit] = {}
+    for path in files:
+        suffix = _suffix(path)
+        match = ROLE_RE.match(path.name[: -len(suffix)]) if suffix in FITS_SUFFIXES else None
+        if match is None:
+            units.append(_Unit(name=display(path), path=path))
+            continue
+        stem, role = match["stem"], ROLE_ALIASES[match["role"].lower()]
+        key = (path.parent, stem.lower())
+        unit = groups.get(key)
+        if unit is None:
+            unit = groups[key] = _Unit(name="", triplet={}, stem=stem)
+            units.append(unit)
+        if role in unit.triplet:
+            unit.error = f"two {role} files for {stem!r}: {unit.triplet[role].name}, {path.name}"
+        unit.triplet[role] = path
+    for unit in groups.values():
+        unit.name = display(unit.triplet[next(iter(unit.triplet))].parent / f"{unit.stem} [FITS triplet]")
+        missing = [role for role in TRIPLET_ROLES if role not in unit.triplet]
+        if missing and not unit.error:
+            present = ", ".join(p.name for p in unit.triplet.values())
+            unit.error = f"incomplete FITS triplet ({present}): missing {' and '.join(missing)}"
+    return units
+
+
+def ingest_paths(
+    paths: list[str | Path],
+    *,
+    project,
+    workflow,
+    subject_set=None,
+    progress: Callable[[int, int, IngestReport], None] | None = None,
+    relative_to: str | Path | None = None,
+    on_item: Callable[[], None] | None = None,
+) -> IngestReport:
+    """Ingest files and directories (recursively). Bad files are reported, the run goes on.
+
+    progress(files_done, files_total, report) is called before the first and after every unit.
+    relative_to: show file names relative to this folder in the report (uploads).
+    on_item() is called after every subject (ingested or duplicate), for progress within big files.
+    """
+    report = IngestReport()
+    root = Path(relative_to) if relative_to else None
+
+    def display(path: Path) -> str:
+        if root is not None:
+            try:
+                return str(path.relative_to(root))
+            except ValueError:
+                pass
+        return str(path)
+
+    units = _plan_units(_expand(paths, report.skipped), display)
+    if progress is not None:
+        progress(0, len(units), report)
+    for done, unit in enumerate(units, start=1):
+        if unit.error:
+            result = FileResult(name=unit.name, error=unit.error)
+        elif unit.triplet is not None:
+            result = ingest_fits_triplet(
+                unit.triplet, project=project, workflow=workflow, subject_set=subject_set,
+                name=unit.name, stem=unit.stem,
+            )  # fmt: skip
+        else:
+            result = ingest_file(
+                unit.path, project=project, workflow=workflow, subject_set=subject_set, name=unit.name,
+                on_item=on_item,
+            )  # fmt: skip
+        report.add(result)
+        if progress is not None:
+            progress(done, len(units), report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Upload jobs (the upload page): files saved to storage, a Job(kind=ingest) tracks progress.
+
+
+def subject_set_named(project, workflow, name: str):
+    """The project's subject set of that name (created if needed), linked to the workflow; None for ''."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    subject_set, _ = SubjectSet.objects.get_or_create(project=project, name=name)
+    if workflow is not None:
+        subject_set.workflows.add(workflow)
+    return subject_set
+
+
+def create_ingest_job(
+    *, project: Project, workflow: Workflow, uploads, user=None, subject_set_name: str = ""
+) -> Job:
+    """Save uploaded files to private storage and queue a Job(kind=ingest) for them.
+
+    The request returns at once; a worker on the short queue ingests the files and the job row
+    carries its progress. Files that were only half saved leave neither a job nor files behind.
+    """
+    limit = getattr(settings, "SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+    for upload in uploads:
+        if upload.size > limit:
+            raise IngestError(f"{upload.name}: {upload.size} bytes, over the {limit}-byte limit")
+    storage = private_storage()
+    saved: list[str] = []
+    folder = f"uploads/{project.pk}/{uuid.uuid4().hex}"
+    files, seen = [], set()
+    try:
+        for upload in uploads:
+            safe = get_valid_filename(os.path.basename(upload.name)) or "upload"
+            while safe in seen:
+                safe = f"_{safe}"
+            seen.add(safe)
+            stored = storage.save(f"{folder}/{safe}", upload)
+            saved.append(stored)
+            files.append({"name": safe, "storage": stored})
+        with transaction.atomic():
+            job, _ = queue_job(
+                Job.INGEST,
+                project=project,
+                workflow=workflow,
+                user=user,
+                params={"subject_set": subject_set_name.strip()[:200], "files": files},
+                message=f"{len(uploads)} file(s) uploaded; waiting for a worker",
+            )
+    except BaseException:
+        _delete_private(saved)
+        raise
+    return job
+
+
+def _delete_private(names: Iterable[str]) -> None:
+    storage = private_storage()
+    for name in names:
+        try:
+            storage.delete(name)
+        except OSError:
+            pass
+
+
+def _workdir_prefix(job_id: int) -> str:
+    return f"skyvote-ingest-{job_id}-"
+
+
+def _remove_workdirs(job: Job) -> None:
+    """Temporary folders of earlier attempts at this job (a killed worker leaves its folder behind)."""
+    for path in Path(tempfile.gettempdir()).glob(_workdir_prefix(job.pk) + "*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_uploads(job: Job) -> None:
+    _remove_workdirs(job)
+    _delete_private(item["storage"] for item in (job.params or {}).get("files", []))
+
+
+@register(Job.INGEST, queue=SHORT, label="Ingestion", on_abandon=_remove_workdirs, on_failed=_delete_uploads)
+def ingest_job(run: JobRun) -> None:
+    """Ingest the files of an upload. A retry after a killed worker starts over: subjects the dead
+    attempt already made are found again as duplicates, so nothing is stored twice."""
+    job = run.job
+    files = job.params.get("files", [])
+    _remove_workdirs(job)
+    workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job.pk)))
+    storage = private_storage()
+
+    def progress(done: int, total: int, report: IngestReport) -> None:
+        run.update(
+            progress=done / total if total else 1.0,
+            message=f"{done} / {total} files — {report.summary()}"[:300],
+            log="\n".join(report.error_lines()),
+        )
+
+    try:
+        paths = []
+        for item in files:
+            target = workdir / item["name"]
+            with storage.open(item["storage"], "rb") as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            paths.append(target)
+        subject_set = subject_set_named(job.project, job.workflow, job.params.get("subject_set", ""))
+        report = ingest_paths(
+            paths, project=job.project, workflow=job.workflow, subject_set=subject_set,
+            progress=progress, on_item=run.heartbeat, relative_to=workdir,
+        )  # fmt: skip
+        result = {
+            "ingested": report.ingested,
+            "duplicates": report.duplicates,
+            "failed": report.failed,
+            "errors": [{"file": name, "error": error} for name, error in report.errors],
+            "subject_ids": report.subject_ids,
+        }
+        run.finish(
+            Job.SUCCEEDED,
+            report.summary(),
+            log="\n".join(report.error_lines()),
+            params={**job.params, "result": result},
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _delete_private(item["storage"] for item in files)

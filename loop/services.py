@@ -1,0 +1,871 @@
+"""The learning loop: votes → labels → training round → model version → scores → the selector's ranking.
+
+Triggering. After each committed vote `on_votes_committed` decides, cheaply, whether K new decided
+labels (Workflow.train_every) have arrived since the last round; the owner's "train now" button calls
+`request_training`. At most one round is queued or running per workflow (a partial unique constraint
+on Job); extra triggers coalesce into the open one.
+
+Jobs. A round is a Job of kind train on the gpu queue, run by the one job system (jobs.services):
+created in the transaction that caused it, sent after commit, claimed once, every write conditional
+on still owning it, recovered by the sweep when its worker dies.
+
+A round (`training_round_job`): labels from labeling.labels → arrays from the local
+cache (loop.arrays) → mlcore.train (CUDA when present) → evaluation on the fixed held-out set
+(gold/expert subjects and subjects marked is_holdout, never trained on) → a ModelVersion with metrics,
+checkpoint, SHA-256, plots → promotion only if it is not worse than the active model on the same
+held-out set (or the owner forces it), after verifying the stored artifact → scoring every unretired
+subject in chunks (P(real), uncertainty, acquisition score by the workflow's strategy) → the ranking
+written to Subject.priority, which labeling.selection reads. The previous model stays active until the
+new one is promoted, so a round that fails at any step changes nothing volunteers see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from core.formats import json_safe
+from core.models import ModelVersion, Subject, Workflow
+from core.rounds import count_as_trained_on, fail_unfinished_versions, queue_round
+from jobs.models import Job
+from jobs.services import GPU, JobRun, on_sweep, open_job, queue_job, register
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "train_time_budget_s": 900.0,
+    "train_max_epochs": 30,
+    "warm_start": True,
+    "min_train_labels": 20,
+    "mc_samples": 20,
+    "score_precision": "auto",
+    "score_chunk": 8192,
+    "score_batch_size": 1024,
+    "write_chunk": 5000,
+    "promote_tolerance": 0.0,
+    "cache_dir": None,
+}
+
+DIVERSITY_SUFFIX = "+diversity"
+# With batch diversity, this many of the top-ranked subjects are re-ordered by greedy k-center.
+DIVERSE_HEAD = 1000
+
+
+def loop_setting(name: str):
+    configured = getattr(settings, "SKYVOTE_LOOP", None) or {}
+    return configured.get(name, DEFAULTS[name])
+
+
+class LoopError(RuntimeError):
+    """A round cannot go on; the message says why, in words for the project owner."""
+
+
+class ModelRejected(LoopError):
+    """A model artifact that must never become active (missing, corrupt, foreign, tampered)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Triggering
+
+
+def _counter_keys(workflow_id: int) -> tuple[str, str]:
+    return f"skyvote:loop:{workflow_id}:votes", f"skyvote:loop:{workflow_id}:recount-after"
+
+
+def on_votes_committed(workflow_id: int) -> None:
+    """Called by labeling.services after each committed vote: maybe queue a training round.
+
+    Counting labels is a query over the workflow's subjects, too much for every vote. Each vote adds
+    at most one decided label, so after a count that says r more labels are needed, the
+    next r − 1 votes cannot reach the threshold and skip the count (a cache counter). Labels that
+    arrive without votes (expert gold, re-aggregation) are picked up by the next count or by the
+    periodic sweep, which checks every workflow.
+    """
+    votes_key, after_key = _counter_keys(workflow_id)
+    try:
+        n = cache.incr(votes_key)
+    except ValueError:
+        cache.set(votes_key, 1, None)
+        n = 1
+    needed = cache.get(after_key)
+    if needed is not None and n < needed:
+        return
+    try:
+        workflow = Workflow.objects.filter(pk=workflow_id).first()
+        if workflow is None:
+            return
+        remaining = check_trigger(workflow, reason="labels")
+    except Exception:  # the vote is committed; a loop problem must not turn it into an error page
+        log.exception("learning-loop trigger failed for workflow %s", workflow_id)
+        return
+    cache.set(votes_key, 0, None)
+    cache.set(after_key, max(1, remaining), None)
+
+
+def trainable_label_count(workflow: Workflow) -> int:
+    """Decided labels a round can train on: labeling.labels' count minus the held-out set.
+
+    Gold (expert) and is_holdout subjects evaluate models and are never trained on, so experts
+    labelling gold do not start rounds; a workflow with 40 gold subjects and K = 50 trains after 50
+    volunteer labels, not 10.
+    """
+    from labeling.labels import GOLD_ANSWERS, count_decided_labels
+
+    held = (
+        Subject.objects.filter(workflow=workflow)
+        .filter(Q(gold_label__in=GOLD_ANSWERS) | Q(is_holdout=True, status=Subject.RETIRED))
+        .count()
+    )
+    return max(0, count_decided_labels(workflow) - held)
+
+
+def labels_until_next_round(workflow: Workflow, trainable: int | None = None) -> int:
+    if trainable is None:
+        trainable = trainable_label_count(workflow)
+    return workflow.labels_at_last_round + workflow.train_every - trainable
+
+
+def check_trigger(workflow: Workflow, reason: str = "labels") -> int:
+    """Queue a round if K new trainable labels arrived; return how many more the next one needs.
+
+    While a round is open the trigger coalesces into it (and the count is checked again K votes
+    later). Workflow.train_every = 0 turns automatic rounds off.
+    """
+    if not workflow.train_every or workflow.kind != Workflow.REAL_BOGUS or not workflow.is_active:
+        return max(1, workflow.train_every or 1_000_000)
+    trainable = trainable_label_count(workflow)
+    remaining = labels_until_next_round(workflow, trainable)
+    if remaining > 0:
+        return remaining
+    if open_job(workflow, Job.TRAIN) is not None:
+        return workflow.train_every
+    request_training(workflow, reason=reason, decided=trainable)
+    return workflow.train_every
+
+
+def request_training(
+    workflow: Workflow,
+    *,
+    user=None,
+    force_promote: bool = False,
+    reason: str = "owner",
+    decided: int | None = None,
+    train_config: dict | None = None,
+) -> tuple[Job, bool]:
+    """Queue a training round for the workflow, or return the one already open: (job, created).
+
+    Called from a request or from the trigger; the task is sent after the transaction commits.
+    `decided` is the trainable-label count the round starts from (counted when not given);
+    train_config overrides TrainConfig fields for this round (tests, benchmarks).
+    """
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise LoopError("Only real/bogus workflows train a classifier.")
+    with transaction.atomic():
+        existing = open_job(workflow, Job.TRAIN)
+        if existing is not None:
+            if force_promote and existing.status == Job.QUEUED and not existing.params.get("force_promote"):
+                existing.params = {**existing.params, "force_promote": True}
+                existing.save(update_fields=["params"])
+            return existing, False
+        if decided is None:
+            decided = trainable_label_count(workflow)
+        params = {"reason": reason, "force_promote": bool(force_promote), "labels_at_request": decided}
+        if train_config:
+            params["train_config"] = dict(train_config)
+        return queue_round(workflow, Job.TRAIN, params, counted=decided, user=user)
+
+
+def request_scoring(workflow: Workflow, *, user=None, reason: str = "promoted") -> tuple[Job, bool]:
+    """Queue a re-scoring of the pool with the active model (after a manual promotion)."""
+    with transaction.atomic():
+        existing = open_job(workflow, Job.SCORE)
+        if existing is not None and existing.status == Job.QUEUED:
+            return existing, False
+        job, _ = queue_job(Job.SCORE, project=workflow.project, workflow=workflow, params={"reason": reason}, user=user)
+    return job, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: artifacts, verification, promotion
+
+
+def load_model_version(version: ModelVersion, device=None):
+    """Load a version's checkpoint after checking the stored file against its recorded SHA-256.
+
+    Raises ModelRejected for a missing, altered, corrupt or foreign file (mlcore.checkpoint refuses
+    anything that is not one of our plain-data checkpoints, with torch.load(weights_only=True)).
+    """
+    from mlcore.checkpoint import CheckpointError, load_checkpoint
+
+    if not version.artifact or not version.artifact_sha256:
+        raise ModelRejected(f"Model v{version.version} has no stored checkpoint.")
+    try:
+        with version.artifact.open("rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ModelRejected(f"Model v{version.version}: cannot read its checkpoint ({exc}).") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != version.artifact_sha256:
+        raise ModelRejected(
+            f"Model v{version.version}: the checkpoint file changed since it was registered "
+            f"(SHA-256 {digest[:12]}… ≠ {version.artifact_sha256[:12]}…); it will not be used."
+        )
+    try:
+        return load_checkpoint(io.BytesIO(data), device=device)
+    except CheckpointError as exc:
+        raise ModelRejected(f"Model v{version.version}: {exc}") from None
+
+
+def activate_version(version: ModelVersion, *, user=None) -> ModelVersion:
+    """Make a verified version the workflow's active model (the previous one is superseded)."""
+    load_model_version(version)  # raises ModelRejected: a bad file never becomes active
+    if version.status == ModelVersion.FAILED:
+        raise ModelRejected(f"Model v{version.version} failed and cannot be promoted.")
+    now = timezone.now()
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(pk=version.workflow_id)
+        if workflow.active_model_id and workflow.active_model_id != version.pk:
+            ModelVersion.objects.filter(pk=workflow.active_model_id, status=ModelVersion.ACTIVE).update(
+                status=ModelVersion.RETIRED
+            )
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.ACTIVE, promoted_at=now)
+        workflow.active_model = version
+        workflow.save(update_fields=["active_model"])
+    version.status, version.promoted_at = ModelVersion.ACTIVE, now
+    return version
+
+
+def promote_version(version: ModelVersion, *, user=None) -> Job | None:
+    """The owner's "promote" button: activate (verified) and queue re-scoring of the pool."""
+    activate_version(version, user=user)
+    workflow = Workflow.objects.get(pk=version.workflow_id)
+    job, _ = request_scoring(workflow, user=user, reason=f"v{version.version} promoted")
+    return job
+
+
+def _next_version_number(workflow: Workflow) -> int:
+    current = ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.CLASSIFIER).aggregate(
+        m=Max("version")
+    )
+    return (current["m"] or 0) + 1
+
+
+def _save_figure(fig, name: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    return default_storage.save(name, ContentFile(buffer.getvalue()))
+
+
+def _save_plots(version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray) -> dict:
+    from mlcore.plots import learning_curve_figure, reliability_figure, roc_figure
+
+    stem = f"models/{version.workflow_id}/v{version.version}"
+    plots = {
+        "roc": _save_figure(roc_figure({f"v{version.version}": (y_true, p_real)}), f"{stem}-roc.png"),
+        "reliability": _save_figure(
+            reliability_figure(y_true, p_real, n_bins=10, name=f"v{version.version}"),
+            f"{stem}-reliability.png",
+        ),
+    }
+    # Held-out AUC against the number of labels each version was trained on.
+    points = sorted(
+        (v.n_train, v.metrics["heldout"]["roc_auc"])
+        for v in ModelVersion.objects.filter(workflow_id=version.workflow_id, kind=ModelVersion.CLASSIFIER)
+        if isinstance(v.metrics.get("heldout"), dict) and v.metrics["heldout"].get("roc_auc") is not None
+    )
+    if points:
+        n_labels, aucs = zip(*points, strict=True)
+        fig = learning_curve_figure(
+            {"held-out AUC": (list(n_labels), list(aucs), None)},
+            ylabel="held-out ROC AUC",
+            title="Learning curve",
+        )
+        plots["learning_curve"] = _save_figure(fig, f"{stem}-learning-curve.png")
+    return plots
+
+
+# ---------------------------------------------------------------------------------------------
+# The training round
+
+
+@dataclass
+class RoundData:
+    train_ids: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    heldout_ids: np.ndarray
+    heldout_y: np.ndarray
+    pool_ids: np.ndarray
+    n_labels: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def heldout_labels(workflow: Workflow, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed held-out set: gold subjects (expert label) and is_holdout subjects with a decided label.
+
+    Returns (subject ids, y) with y = 1 for real. Never trained on.
+    """
+    if labels is None:
+        from labeling.labels import training_labels
+
+        labels = training_labels(workflow)
+    chosen = [
+        (lab.subject_id, 1 if lab.p_real >= 0.5 else 0) for lab in labels if lab.is_gold or lab.is_holdout
+    ]
+    if not chosen:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8)
+    ids, y = zip(*chosen, strict=True)
+    return np.asarray(ids, dtype=np.int64), np.asarray(y, dtype=np.int8)
+
+
+def _gather_round_data(workflow: Workflow, run: JobRun | None, progress) -> RoundData:
+    from labeling.labels import training_labels
+    from loop.arrays import ArrayCache, load_from_storage
+
+    labels = training_labels(workflow)
+    heldout_ids, heldout_y = heldout_labels(workflow, labels)
+    train = [lab for lab in labels if not (lab.is_gold or lab.is_holdout)]
+    minimum = int(loop_setting("min_train_labels"))
+    if len(train) < minimum:
+        raise LoopError(
+            f"Only {len(train)} decided labels outside the held-out set; a round needs at least {minimum}."
+        )
+    targets = np.array([lab.p_real for lab in train], dtype=np.float64)
+    if targets.min() >= 0.5 or targets.max() < 0.5:
+        raise LoopError("All training labels say the same class; a classifier needs real and bogus examples.")
+    if len(heldout_y) == 0 or heldout_y.min() == heldout_y.max():
+        raise LoopError(
+            "The held-out set needs both real and bogus subjects: mark gold subjects (expert labels) "
+            "or held-out subjects with decided labels before training."
+        )
+    pool_ids = np.fromiter(
+        Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
+        .order_by("pk")
+        .values_list("pk", flat=True),
+        dtype=np.int64,
+    )
+    train_ids = np.array([lab.subject_id for lab in train], dtype=np.int64)
+    weights = np.array([lab.weight for lab in train], dtype=np.float64)
+    cache_ = ArrayCache.for_workflow(workflow.pk)
+    wanted = np.unique(np.concatenate([train_ids, heldout_ids, pool_ids]))
+    n_missing = len(cache_.missing(wanted))
+    if n_missing and run is not None:
+        run.log(f"caching {n_missing} new triplets from storage")
+    skipped = cache_.fill(
+        wanted,
+        load_from_storage,
+        progress=lambda done, total: progress(done / max(total, 1), f"cached {done}/{total} new triplets"),
+    )
+    if skipped:
+        bad = np.array([s for s, _ in skipped], dtype=np.int64)
+        keep = ~np.isin(train_ids, bad)
+        train_ids, targets, weights = train_ids[keep], targets[keep], weights[keep]
+        keep_h = ~np.isin(heldout_ids, bad)
+        heldout_ids, heldout_y = heldout_ids[keep_h], heldout_y[keep_h]
+        pool_ids = pool_ids[~np.isin(pool_ids, bad)]
+        if run is not None:
+            first = "; ".join(reason for _, reason in skipped[:3])
+            run.log(f"skipped {len(skipped)} subjects whose arrays could not be read ({first})")
+    return RoundData(train_ids, targets, weights, heldout_ids, heldout_y, pool_ids, len(labels), skipped)
+
+
+def _train_config(job: Job, n_train: int):
+    from mlcore.train import TrainConfig
+
+    options = {
+        "epochs": int(loop_setting("train_max_epochs")),
+        "time_budget_s": float(loop_setting("train_time_budget_s")),
+        "batch_size": 64,
+        "seed": 0,
+    }
+    options.update((job.params or {}).get("train_config") or {})
+    return TrainConfig(**options)
+
+
+def _data_hash(ids: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> str:
+    digest = hashlib.sha256(b"skyvote-labels-v1|")
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(targets, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _finite_metrics(metrics: dict) -> bool:
+    for key, value in metrics.items():
+        if (
+            isinstance(value, float)
+            and not math.isfinite(value)
+            and key not in {"eer_threshold", "mdr_at_1pct_fpr_threshold"}
+        ):
+            return False
+    return math.isfinite(metrics.get("roc_auc", float("nan")))
+
+
+def _predict(model, cache_, ids: np.ndarray) -> np.ndarray:
+    from mlcore.data import TripletArrayDataset
+    from mlcore.score import score
+
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.float32)
+    dataset = TripletArrayDataset(cache_.read(ids), preprocessed=True)
+    return score(model, dataset, batch_size=int(loop_setting("score_batch_size")), features=False).p_real
+
+
+@register(
+    Job.TRAIN,
+    queue=GPU,
+    label="Training round",
+    on_abandon=fail_unfinished_versions,
+    on_failed=fail_unfinished_versions,
+    plain_errors=(LoopError, ValueError),
+)
+def training_round_job(run: JobRun) -> None:
+    """A whole training round; a failure leaves the active model untouched."""
+    _training_round(run.job, run)
+
+
+def _training_round(job: Job, run: JobRun) -> ModelVersion:
+    from loop.arrays import ArrayCache
+    from mlcore.data import TripletArrayDataset
+    from mlcore.metrics import evaluate
+    from mlcore.train import TrainingError, train_classifier
+
+    timings: dict[str, float] = {}
+    workflow = Workflow.objects.select_related("project", "active_model").get(pk=job.workflow_id)
+    previous = workflow.active_model
+    run.log(f"round for {workflow} ({job.params.get('reason', 'owner')})")
+
+    # 1. export: labels and arrays
+    started = time.perf_counter()
+    data = _gather_round_data(workflow, run, run.phase(0.0, 0.08))
+    count_as_trained_on(workflow, trainable_label_count(workflow))
+    cache_ = ArrayCache.for_workflow(workflow.pk)
+    x_train = cache_.read(data.train_ids)
+    timings["export"] = time.perf_counter() - started
+    run.log(
+        f"{len(data.train_ids)} training labels, {len(data.heldout_ids)} held out, "
+        f"{len(data.pool_ids)} unretired subjects to score"
+    )
+
+    # 2. train (warm start from the active model's weights when it loads)
+    started = time.perf_counter()
+    init_model = None
+    if previous is not None and loop_setting("warm_start"):
+        try:
+            init_model = load_model_version(previous).model
+        except ModelRejected as exc:
+            run.log(f"cold start: {exc}")
+    config = _train_config(job, len(data.train_ids))
+    try:
+        result = train_classifier(
+            TripletArrayDataset(x_train, preprocessed=True),
+            data.targets,
+            sample_weights=np.maximum(data.weights, 1e-3),
+            train_config=config,
+            init_model=init_model,
+            progress=run.phase(0.08, 0.70),
+            data_hash=_data_hash(data.train_ids, data.targets, data.weights),
+        )
+    except (TrainingError, ValueError) as exc:  # NaN loss or NaN validation scores, unusable labels
+        raise LoopError(f"Training failed: {exc}") from None
+    del x_train
+    timings["train"] = time.perf_counter() - started
+    run.log(
+        f"trained {result.epochs_run} epochs on {result.device} in {result.duration_s:.1f} s "
+        f"({result.stopped_reason}); validation AUC {result.best.val_auc}"
+    )
+
+    # 3. evaluate on the held-out set, and the active model on the same set
+    started = time.perf_counter()
+    run.progress(0.70, "evaluating on the held-out set", force=True)
+    p_heldout = _predict(result.model, cache_, data.heldout_ids)
+    if not np.all(np.isfinite(p_heldout)):
+        raise LoopError("The new model produced NaN scores on the held-out set.")
+    metrics = evaluate(data.heldout_y, p_heldout)
+    if not _finite_metrics(metrics):
+        raise LoopError(f"The held-out metrics are not finite (AUC {metrics.get('roc_auc')}).")
+    previous_auc = None
+    if previous is not None:
+        try:
+            p_prev = _predict(load_model_version(previous).model, cache_, data.heldout_ids)
+            previous_auc = float(evaluate(data.heldout_y, p_prev)["roc_auc"])
+        except ModelRejected as exc:
+            run.log(f"the active model cannot be evaluated: {exc}")
+    timings["evaluate"] = time.perf_counter() - started
+    run.log(
+        f"held-out AUC {metrics['roc_auc']:.4f}"
+        + (f" (active v{previous.version}: {previous_auc:.4f})" if previous_auc is not None else "")
+    )
+
+    # 4. register the version: checkpoint, SHA-256, plots
+    started = time.perf_counter()
+    run.progress(0.75, "registering the model", force=True)
+    version = _register_version(workflow, job, result, metrics, data, previous, previous_auc, p_heldout)
+    timings["register"] = time.perf_counter() - started
+
+    # 5. promote only if not worse than the active model on the held-out set (or forced)
+    force = bool(job.params.get("force_promote"))
+    tolerance = float(loop_setting("promote_tolerance"))
+    better = previous_auc is None or metrics["roc_auc"] >= previous_auc - tolerance
+    if previous is not None and previous_auc is None:
+        better = True  # the active model is unusable: any verified model is better than none
+    if force or better:
+        activate_version(version)
+        run.log(f"v{version.version} promoted" + (" (forced by the owner)" if force and not better else ""))
+        # 6. score the pool and write the ranking
+        timings.update(
+            _score_and_rank(workflow, version, result.model, cache_, data.pool_ids, run, 0.78, 1.0)
+        )
+    else:
+        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.REJECTED)
+        version.status = ModelVersion.REJECTED
+        run.log(
+            f"v{version.version} not promoted: held-out AUC {metrics['roc_auc']:.4f} < "
+            f"{previous_auc:.4f} of the active v{previous.version}"
+        )
+    version.metrics = {**version.metrics, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
+    run.finish(Job.SUCCEEDED, f"Done: v{version.version} {version.status}", model_version=version)
+    return version
+
+
+def _register_version(
+    workflow, job, result, metrics, data: RoundData, previous, previous_auc, p_heldout
+) -> ModelVersion:
+    from mlcore.checkpoint import file_sha256, save_checkpoint
+
+    number = _next_version_number(workflow)
+    summary = result.summary()
+    version = ModelVersion.objects.create(
+        workflow=workflow,
+        kind=ModelVersion.CLASSIFIER,
+        version=number,
+        status=ModelVersion.CANDIDATE,
+        metrics=json_safe(
+            {
+                "heldout": metrics,
+                "n_labels": data.n_labels,
+                "validation": {
+                    k: summary[k]
+                    for k in (
+                        "val_auc",
+                        "val_loss",
+                        "train_loss",
+                        "best_epoch",
+                        "epochs_run",
+                        "stopped_reason",
+                    )
+                },
+                "history": summary["history"],
+                "compared_with": {"version": previous.version, "roc_auc": previous_auc}
+                if previous is not None
+                else None,
+            }
+        ),
+        config=json_safe(
+            {
+                "model": result.model_config.to_dict(),
+                "train": result.train_config.to_dict(),
+                "training_data_hash": result.training_data_hash,
+                "warm_start_from": previous.version
+                if previous is not None and loop_setting("warm_start")
+                else None,
+                "acquisition_strategy": workflow.acquisition_strategy,
+            }
+        ),
+        n_train=len(data.train_ids),
+        duration_s=round(result.duration_s, 3),
+        device=result.device[:60],
+    )
+    Job.objects.filter(pk=job.pk).update(model_version=version)
+    fd, tmp_path = tempfile.mkstemp(prefix="skyvote-model-", suffix=".pt")
+    os.close(fd)
+    try:
+        save_checkpoint(
+            tmp_path,
+            result.model,
+            training_data_hash=result.training_data_hash,
+            metadata={
+                "workflow_id": workflow.pk,
+                "version": number,
+                "n_train": len(data.train_ids),
+                "heldout_roc_auc": float(metrics["roc_auc"]),
+            },
+        )
+        sha = file_sha256(tmp_path)
+        with open(tmp_path, "rb") as handle:
+            version.artifact.save(f"v{number}-{sha[:12]}.pt", File(handle), save=False)
+    finally:
+        os.unlink(tmp_path)
+    version.artifact_sha256 = sha
+    version.metrics["plots"] = {}
+    version.save(update_fields=["artifact", "artifact_sha256", "metrics"])
+    try:
+        version.metrics["plots"] = _save_plots(version, data.heldout_y, p_heldout)
+    except Exception as exc:  # plots are for people; a plotting problem must not fail the round
+        log.warning("plots for %s failed: %s", version, exc)
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
+    return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring the pool and writing the ranking
+
+
+def score_precision(device_type: str = "cpu") -> str:
+    """The scoring precision: the setting, or with "auto" bfloat16 on CPUs that compute it natively.
+
+    On such CPUs (AVX512-BF16 or AMX) bf16 autocast scores about 2× faster than float32 and moves
+    P(real) by at most a few 1e-2 (bench/loop.py measures both on the same triplets: >99 % of the
+    entropy top 10 % is the same). Held-out evaluation, and so promotion, always runs in float32.
+    """
+    choice = str(loop_setting("score_precision") or "auto")
+    if choice != "auto":
+        return choice
+    if device_type != "cpu":
+        return "float32"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read(200_000)
+    except OSError:
+        return "float32"
+    return "bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
+
+
+def parse_strategy(name: str) -> tuple[str, bool]:
+    """'entropy', 'bald', 'bald+diversity' … → (base strategy, diversity)."""
+    from mlcore.acquisition import STRATEGIES
+
+    name = (name or "entropy").strip().lower()
+    diversity = name.endswith(DIVERSITY_SUFFIX)
+    base = name[: -len(DIVERSITY_SUFFIX)] if diversity else name
+    if base not in STRATEGIES:
+        raise LoopError(
+            f"Unknown acquisition strategy {name!r}; use one of {', '.join(STRATEGIES)} (optionally +diversity)."
+        )
+    return base, diversity
+
+
+def rank_pool(strategy: str, p_real, mc_bald=None, features=None, *, seed: int = 0):
+    """The acquisition ranking of the whole pool (mlcore.acquisition) → (order, score per item)."""
+    from mlcore import acquisition
+
+    base, diversity = parse_strategy(strategy)
+    n = len(p_real)
+    if base == "random":
+        ranking = acquisition.random_sampling(n, rng=seed)
+    elif base == "bald":
+        if mc_bald is None:
+            raise LoopError("BALD needs MC-dropout samples (SKYVOTE_MC_SAMPLES > 0).")
+        # mc_bald already holds the per-item mutual information: rank it directly.
+        order = np.argsort(-np.asarray(mc_bald), kind="stable")
+        ranking = acquisition.Ranking(order, np.asarray(mc_bald)[order])
+    else:
+        ranking = getattr(acquisition, base)(p_real)
+    scores = np.empty(n, dtype=np.float64)
+    scores[ranking.indices] = ranking.scores
+    order = ranking.indices
+    if diversity and features is not None and n > 1:
+        head = min(n, DIVERSE_HEAD)
+        picked = acquisition.diverse_top(ranking, features, head, top_m=min(n, 10 * head))
+        rest = order[~np.isin(order, picked.indices)]
+        order = np.concatenate([picked.indices, rest])
+    return order, scores
+
+
+def _score_and_rank(
+    workflow, version, model, cache_, pool_ids: np.ndarray, run: JobRun | None, start: float, end: float
+) -> dict:
+    """Score every given subject in chunks, rank by the workflow's strategy, write the ranking."""
+    from mlcore.data import TripletArrayDataset
+    from mlcore.score import score
+
+    timings = {}
+    began = time.perf_counter()
+    base, diversity = parse_strategy(workflow.acquisition_strategy)
+    mc = int(loop_setting("mc_samples")) if base == "bald" else 0
+    n = len(pool_ids)
+    chunk = int(loop_setting("score_chunk"))
+    ids_out = np.empty(n, dtype=np.int64)
+    p_real = np.empty(n, dtype=np.float64)
+    entropy = np.empty(n, dtype=np.float64)
+    bald = np.empty(n, dtype=np.float64) if mc else None
+    features = np.empty((n, model.config.dense_units), dtype=np.float32) if diversity else None
+    precision = score_precision(next(model.parameters()).device.type)
+    report = run.phase(start, start + (end - start) * 0.9) if run else (lambda f, m="": None)
+    done = 0
+    for ids_chunk, x in cache_.iter_chunks(pool_ids, chunk):
+        result = score(
+            model,
+            TripletArrayDataset(x, preprocessed=True),
+            batch_size=int(loop_setting("score_batch_size")),
+            mc_samples=mc,
+            features=diversity,
+            precision=precision,
+            seed=version.version,
+        )
+        rows = slice(done, done + len(ids_chunk))
+        ids_out[rows] = ids_chunk
+        p_real[rows] = result.p_real
+        entropy[rows] = result.entropy
+        if bald is not None:
+            bald[rows] = result.bald
+        if features is not None:
+            features[rows] = result.features
+        done += len(ids_chunk)
+        report(done / max(n, 1), f"scored {done}/{n} subjects")
+    if n and not np.all(np.isfinite(p_real)):
+        raise LoopError("The model produced NaN scores for the pool; the ranking was not changed.")
+    order, acq = rank_pool(workflow.acquisition_strategy, p_real, bald, features, seed=version.version)
+    priority = np.empty(n, dtype=np.float64)
+    priority[order] = 1.0 - np.arange(n) / max(n, 1)  # 1 for the most informative, → 0 for the least
+    timings["score"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    write_scores(
+        ids_out,
+        p_real,
+        entropy,
+        acq,
+        priority,
+        progress=run.phase(start + (end - start) * 0.9, end) if run else None,
+    )
+    timings["write"] = time.perf_counter() - began
+    hist, edges = np.histogram(entropy, bins=20, range=(0.0, 1.0))
+    pool = {
+        "n": int(n),
+        "scored_at": timezone.now().isoformat(timespec="seconds"),
+        "strategy": workflow.acquisition_strategy,
+        "precision": precision,
+        "uncertainty": "predictive entropy (bits)",
+        "uncertainty_hist": hist.tolist(),
+        "uncertainty_edges": [round(e, 3) for e in edges.tolist()],
+        "mean_p_real": float(p_real.mean()) if n else None,
+        "predicted_real": int((p_real >= 0.5).sum()),
+    }
+    metrics = ModelVersion.objects.get(pk=version.pk).metrics
+    metrics["pool"] = pool
+    ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(metrics))
+    version.metrics = metrics
+    if run is not None:
+        run.log(
+            f"ranked {n} subjects by {workflow.acquisition_strategy} in {timings['score'] + timings['write']:.1f} s"
+        )
+    return timings
+
+
+def write_scores(ids, p_real, uncertainty, acquisition_score, priority, *, progress=None) -> None:
+    """Write model outputs and the ranking, chunk by chunk (short transactions: votes keep flowing).
+
+    One parameterised UPDATE per row through executemany: on SQLite and PostgreSQL this is several
+    times faster than QuerySet.bulk_update's CASE expressions (bench/loop.py measures both).
+    """
+    table = connection.ops.quote_name(Subject._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET model_score = %s, model_uncertainty = %s, acquisition_score = %s, priority = %s "
+        f"WHERE id = %s"
+    )
+    n = len(ids)
+    step = int(loop_setting("write_chunk"))
+    columns = [np.asarray(c, dtype=np.float64) for c in (p_real, uncertainty, acquisition_score, priority)]
+    ids = np.asarray(ids, dtype=np.int64)
+    for begin in range(0, n, step):
+        rows = list(
+            zip(
+                *(c[begin : begin + step].tolist() for c in columns),
+                ids[begin : begin + step].tolist(),
+                strict=True,
+            )
+        )
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.executemany(sql, rows)
+        if progress is not None:
+            progress(min(begin + step, n) / n, f"wrote {min(begin + step, n)}/{n} scores")
+
+
+@register(Job.SCORE, queue=GPU, label="Scoring", plain_errors=(LoopError, ValueError))
+def scoring_job(run: JobRun) -> None:
+    """Re-score the pool with the workflow's active model (after a manual promotion)."""
+    version = _scoring_job(run.job, run)
+    run.finish(Job.SUCCEEDED, f"Done: pool ranked by v{version.version}", model_version=version)
+
+
+def _scoring_job(job: Job, run: JobRun) -> ModelVersion:
+    from loop.arrays import ArrayCache, load_from_storage
+
+    workflow = Workflow.objects.select_related("active_model").get(pk=job.workflow_id)
+    version = workflow.active_model
+    if version is None:
+        raise LoopError("There is no active model to score with.")
+    model = load_model_version(version).model
+    cache_ = ArrayCache.for_workflow(workflow.pk)
+    pool_ids = np.fromiter(
+        Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
+        .order_by("pk")
+        .values_list("pk", flat=True),
+        dtype=np.int64,
+    )
+    skipped = cache_.fill(
+        pool_ids, load_from_storage, progress=lambda d, t: run.progress(0.1 * d / max(t, 1))
+    )
+    if skipped:
+        pool_ids = pool_ids[~np.isin(pool_ids, [s for s, _ in skipped])]
+        run.log(f"skipped {len(skipped)} subjects whose arrays could not be read")
+    _score_and_rank(workflow, version, model, cache_, pool_ids, run, 0.1, 1.0)
+    return version
+
+
+# ---------------------------------------------------------------------------------------------
+# Saliency for the owner's subject page
+
+
+def saliency_maps(model, triplet: np.ndarray) -> tuple[float, np.ndarray]:
+    """Input-gradient saliency (Simonyan et al. 2014): |∂ logit / ∂ pixel| per channel, each scaled to 0..1.
+
+    Returns (P(real), maps of shape (3, 63, 63)) for one raw (3, H, W) triplet.
+    """
+    import torch
+
+    from mlcore.prep import preprocess_batch
+
+    x = torch.from_numpy(preprocess_batch(np.asarray(triplet, dtype=np.float32)[None]))
+    device = next(model.parameters()).device
+    x = x.to(device).requires_grad_(True)
+    model.eval()
+    logit = model(x)[0]
+    logit.backward()
+    grad = x.grad.detach().abs()[0].cpu().numpy()
+    peak = grad.max(axis=(1, 2), keepdims=True)
+    maps = np.divide(grad, peak, out=np.zeros_like(grad), where=peak > 0)
+    return float(torch.sigmoid(logit).item()), maps
+
+
+@on_sweep
+def check_missed_triggers(report) -> None:
+    """Workflows that reached K new labels without a round (labels from gold or re-aggregation, or
+    counters kept per web process) get one; the sweep runs this every time."""
+    for workflow in Workflow.objects.filter(is_active=True, kind=Workflow.REAL_BOGUS, train_every__gt=0):
+        before = open_job(workflow, Job.TRAIN)
+        check_trigger(workflow, reason="sweep")
+        after = open_job(workflow, Job.TRAIN)
+        if after is not None and before is None:
+            report.triggered.append(after.pk)

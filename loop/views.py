@@ -1,0 +1,241 @@
+"""The owner's learning-loop pages: model versions, plots, the running round, saliency. Thin: see loop.py.
+
+Owners, collaborators and viewers of a project see these pages; only owners press "train now" and
+"promote". Nobody else learns that the project exists (404). Volunteers never reach the model's
+opinion: the classify page does not show it, and these pages need a project role.
+"""
+
+import io
+
+import numpy as np
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db.models import Count
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from core.models import ModelVersion, Project, Subject, Workflow
+from jobs.models import Job
+from loop import services as loop
+
+READ_ROLES = ("owner", "collaborator", "viewer")
+LOG_TAIL_LINES = 15
+
+
+def _workflow_for(request, project_slug: str, workflow_slug: str) -> tuple[Workflow, str]:
+    project = get_object_or_404(Project, slug=project_slug)
+    role = project.role_of(request.user)
+    if role not in READ_ROLES:
+        raise Http404("No such project.")
+    workflow = get_object_or_404(
+        Workflow.objects.select_related("project", "active_model"),
+        project=project,
+        slug=workflow_slug,
+        kind=Workflow.REAL_BOGUS,
+    )
+    return workflow, role
+
+
+def _require_owner(role: str) -> None:
+    if role != "owner":
+        raise PermissionDenied("Only the project's owners can start training or promote models.")
+
+
+def _media_url(name: str | None) -> str | None:
+    return default_storage.url(name) if name else None
+
+
+def _job_context(workflow: Workflow, watching: int | None = None) -> dict:
+    job = loop.open_job(workflow, Job.TRAIN) or loop.open_job(workflow, Job.SCORE)
+    if job is None and watching:
+        job = Job.objects.filter(pk=watching, workflow=workflow).first()
+    log_tail = job.log.splitlines()[-LOG_TAIL_LINES:] if job else []
+    return {"job": job, "log_tail": log_tail}
+
+
+def _uncertainty_bars(version: ModelVersion | None) -> list[dict]:
+    pool = (version.metrics or {}).get("pool") if version else None
+    if not pool or not pool.get("uncertainty_hist"):
+        return []
+    counts, edges = pool["uncertainty_hist"], pool["uncertainty_edges"]
+    peak = max(counts) or 1
+    return [
+        {"low": edges[i], "high": edges[i + 1], "count": c, "height": round(100 * c / peak, 1)}
+        for i, c in enumerate(counts)
+    ]
+
+
+@login_required
+@require_GET
+def workflow_models(request, project, workflow):
+    workflow, role = _workflow_for(request, project, workflow)
+    active = workflow.active_model
+    versions = list(
+        ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.CLASSIFIER).order_by("-version")
+    )
+    plots = (active.metrics or {}).get("plots", {}) if active else {}
+    latest_plots = (versions[0].metrics or {}).get("plots", {}) if versions else {}
+    status_counts = dict(
+        Subject.objects.filter(workflow=workflow).values_list("status").annotate(n=Count("id")).order_by()
+    )
+    top_subjects = (
+        Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE, gold_label="")
+        .order_by("-priority")
+        .only("id", "external_id", "model_score", "model_uncertainty", "acquisition_score", "priority")[:15]
+        if active
+        else []
+    )
+    decided = loop.trainable_label_count(workflow)
+    context = {
+        "project": workflow.project,
+        "workflow": workflow,
+        "role": role,
+        "active": active,
+        "versions": versions,
+        "roc_url": _media_url(plots.get("roc")),
+        "reliability_url": _media_url(plots.get("reliability")),
+        "learning_curve_url": _media_url(latest_plots.get("learning_curve")),
+        "uncertainty_bars": _uncertainty_bars(active),
+        "pool": (active.metrics or {}).get("pool") if active else None,
+        "decided": decided,
+        "next_round_in": max(0, loop.labels_until_next_round(workflow, decided)),
+        "n_active": status_counts.get(Subject.ACTIVE, 0),
+        "n_retired": status_counts.get(Subject.RETIRED, 0),
+        "top_subjects": top_subjects,
+        "recent_jobs": Job.objects.filter(workflow=workflow, kind__in=[Job.TRAIN, Job.SCORE]).order_by("-pk")[
+            :8
+        ],
+        **_job_context(workflow),
+    }
+    return render(request, "loop/workflow.html", context)
+
+
+@login_required
+@require_GET
+def job_status(request, project, workflow):
+    """The running-job panel, polled by htmx every second while a job is open."""
+    workflow, role = _workflow_for(request, project, workflow)
+    watching = request.GET.get("job")
+    context = {"project": workflow.project, "workflow": workflow, "role": role}
+    context.update(_job_context(workflow, int(watching) if watching and watching.isdigit() else None))
+    response = render(request, "loop/job.html", context)
+    job = context["job"]
+    if request.htmx and job is not None and not job.is_open and watching:
+        # The round the page was watching has ended: reload to show the new model and plots.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def train_now(request, project, workflow):
+    workflow, role = _workflow_for(request, project, workflow)
+    _require_owner(role)
+    try:
+        job, created = loop.request_training(
+            workflow, user=request.user, force_promote=request.POST.get("force") == "1", reason="owner"
+        )
+    except loop.LoopError as exc:
+        messages.error(request, str(exc))
+    else:
+        if created:
+            messages.success(request, f"Training round #{job.pk} queued.")
+        else:
+            messages.info(request, f"A round is already {job.status} (#{job.pk}); this request joins it.")
+    return redirect("loop:models", workflow.project.slug, workflow.slug)
+
+
+@login_required
+@require_POST
+def promote(request, project, workflow, version):
+    workflow, role = _workflow_for(request, project, workflow)
+    _require_owner(role)
+    model_version = get_object_or_404(
+        ModelVersion, workflow=workflow, kind=ModelVersion.CLASSIFIER, version=version
+    )
+    try:
+        loop.promote_version(model_version, user=request.user)
+    except loop.LoopError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"v{model_version.version} is now active; the pool is being re-ranked.")
+    return redirect("loop:models", workflow.project.slug, workflow.slug)
+
+
+def _subject(workflow: Workflow, subject_id: int) -> Subject:
+    return get_object_or_404(Subject, pk=subject_id, workflow=workflow)
+
+
+@login_required
+@require_GET
+def subject_model(request, project, workflow, subject):
+    workflow, role = _workflow_for(request, project, workflow)
+    subject = _subject(workflow, subject)
+    rank = None
+    if workflow.active_model_id and subject.status == Subject.ACTIVE:
+        rank = (
+            Subject.objects.filter(
+                workflow=workflow, status=Subject.ACTIVE, gold_label="", priority__gt=subject.priority
+            ).count()
+            + 1
+        )
+    context = {
+        "project": workflow.project,
+        "workflow": workflow,
+        "role": role,
+        "subject": subject,
+        "active": workflow.active_model,
+        "rank": rank,
+        "roles": ("science", "reference", "difference"),
+    }
+    return render(request, "loop/subject.html", context)
+
+
+def _saliency_png(maps: np.ndarray, scale: int = 4) -> bytes:
+    """Three saliency maps side by side (science, reference, difference), 'inferno' colours, crisp pixels."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    gap = np.ones((maps.shape[1], 2))
+    strip = np.concatenate([maps[0], gap, maps[1], gap, maps[2]], axis=1)
+    rgba = (colormaps["inferno"](strip) * 255).astype(np.uint8)
+    rgba[:, maps.shape[2] : maps.shape[2] + 2] = 255
+    rgba[:, 2 * maps.shape[2] + 2 : 2 * maps.shape[2] + 4] = 255
+    image = Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@login_required
+@require_GET
+def subject_saliency(request, project, workflow, subject):
+    """Input-gradient saliency of the active model for one subject, as PNG (cached in media storage)."""
+    workflow, role = _workflow_for(request, project, workflow)
+    subject = _subject(workflow, subject)
+    version = workflow.active_model
+    if version is None:
+        raise Http404("There is no active model yet.")
+    name = f"saliency/{workflow.pk}/v{version.version}-{version.artifact_sha256[:8]}/{subject.pk}.png"
+    if default_storage.exists(name):
+        with default_storage.open(name, "rb") as handle:
+            png = handle.read()
+    else:
+        from core.ingest import IngestError, load_subject_array
+
+        try:
+            model = loop.load_model_version(version).model
+            triplet = load_subject_array(subject)
+        except (loop.ModelRejected, IngestError, OSError) as exc:
+            return HttpResponse(f"No saliency map: {exc}", status=409, content_type="text/plain")
+        _, maps = loop.saliency_maps(model, triplet)
+        png = _saliency_png(maps)
+        default_storage.save(name, ContentFile(png))
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

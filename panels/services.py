@@ -1,0 +1,801 @@
+"""Paid panels (issue 7): batches, task links, assignments, completion codes, worker quality, payments.
+
+A project owner creates a Batch for a workflow. The panel (Prolific or any panel that sends people to a
+URL and takes a completion code back) gets one signed link per batch; a worker id in the query string
+identifies the person. Each worker gets one Assignment per batch: a fixed, shuffled list of ordinary
+subjects from the selector's unretired pool plus gold subjects. Answers are ordinary votes through
+`labeling.services.record_vote` (participant kind "worker", source "panel"), so they enter aggregation
+with the worker's learned skill like anyone else's.
+
+The worker id is the identity, as on the panels themselves: reopening the link with the same id resumes
+the assignment from any browser. Completion codes are an HMAC of the assignment under a key derived from
+SECRET_KEY, so they cannot be guessed and need no storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import random
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from core.models import Participant, Subject, Workflow
+from labeling.models import Vote
+from labeling.services import VoteResult, record_vote
+from panels.models import Assignment, Batch
+
+BATCH_TOKEN_SALT = "skyvote.tasklinks.batch"
+ASSIGNMENT_TOKEN_SALT = "skyvote.tasklinks.assignment"
+COMPLETION_CODE_SALT = "skyvote.tasklinks.completion-code"
+
+MAX_TASKS_PER_ASSIGNMENT = 500
+MAX_ASSIGNMENTS = 10_000
+# Workers who started before the expiry may finish within this grace period; nobody new may start.
+EXPIRY_GRACE = timedelta(hours=2)
+# Median seconds per task below this is flagged "too fast": a triplet cannot be judged in under a second.
+TOO_FAST_SECONDS = 1.0
+# One attention check (obvious gold) per this many tasks, when the workflow has obvious gold subjects.
+TASKS_PER_ATTENTION_CHECK = 25
+# Gold subtypes that nobody paying attention gets wrong (see mlcore.synth.SUBTYPE_DESCRIPTIONS).
+OBVIOUS_SUBTYPES = frozenset({"satellite_streak", "masked_bright_star", "new_point_source"})
+# Default per-worker rate limit: at most this many answers per window (seconds).
+DEFAULT_RATE_LIMIT = (3, 1)
+
+# Panel worker ids: letters and digits first (no spreadsheet formulas in the payment CSV), then a few
+# separators panels use. Prolific ids are 24 hex digits.
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,199}$")
+RETURN_URL_PLACEHOLDERS = ("{code}", "{worker_id}", "{study_id}", "{session_id}")
+PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+GENERIC_QUERY = "worker_id=WORKER_ID"
+
+
+class TaskLinkError(Exception):
+    """A task link cannot be used right now; `reason` picks the page, the message says why in words."""
+
+    INVALID, EXPIRED, FULL, CLOSED, EXHAUSTED = "invalid", "expired", "full", "closed", "exhausted"
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BatchError(ValueError):
+    """The owner's batch settings are not usable; the message says which field and why."""
+
+    def __init__(self, field_name: str | None, message: str):
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def validate_return_url_template(template: str) -> str:
+    template = (template or "").strip()
+    if not template:
+        return ""
+    if not re.match(r"^https?://[^\s/]+", template, flags=re.IGNORECASE):
+        raise BatchError(
+            "return_url_template", "The return URL must start with https:// (or http://) and name a host."
+        )
+    if any(c.isspace() for c in template):
+        raise BatchError("return_url_template", "The return URL must not contain spaces.")
+    return template
+
+
+def create_batch(
+    *,
+    workflow: Workflow,
+    name: str,
+    tasks_per_assignment: int,
+    n_assignments: int,
+    gold_share: float,
+    expires_at: datetime | None,
+    instructions: str = "",
+    payment_note: str = "",
+    return_url_template: str = "",
+    created_by=None,
+) -> Batch:
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise BatchError(
+            "workflow",
+            "Task links support real/bogus workflows only; similarity tasks are not supported yet.",
+        )
+    name = (name or "").strip()
+    if not name:
+        raise BatchError("name", "Give the batch a name, e.g. 'Pilot, 10 people'.")
+    if not 1 <= tasks_per_assignment <= MAX_TASKS_PER_ASSIGNMENT:
+        raise BatchError(
+            "tasks_per_assignment", f"Tasks per assignment must be between 1 and {MAX_TASKS_PER_ASSIGNMENT}."
+        )
+    if not 1 <= n_assignments <= MAX_ASSIGNMENTS:
+        raise BatchError(
+            "n_assignments", f"The number of assignments must be between 1 and {MAX_ASSIGNMENTS}."
+        )
+    if not 0.0 <= gold_share <= 1.0:
+        raise BatchError("gold_share", "The gold share must be between 0 % and 100 %.")
+    if expires_at is not None:
+        if timezone.is_naive(expires_at):
+            expires_at = timezone.make_aware(expires_at)
+        if expires_at <= timezone.now():
+            raise BatchError("expires_at", "The expiry date is in the past; pick a later date.")
+    return_url_template = validate_return_url_template(return_url_template)
+
+    available = Subject.objects.filter(workflow=workflow).filter(status=Subject.ACTIVE).count()
+    available += (
+        Subject.objects.filter(workflow=workflow, status=Subject.RETIRED).exclude(gold_label="").count()
+    )
+    if available < tasks_per_assignment:
+        raise BatchError(
+            "tasks_per_assignment",
+            f"This workflow has only {available} subjects a worker could see; "
+            f"lower the tasks per assignment or add subjects first.",
+        )
+    if gold_share > 0 and not Subject.objects.filter(workflow=workflow).exclude(gold_label="").exists():
+        raise BatchError(
+            "gold_share",
+            "This workflow has no gold subjects yet: label some on the gold page, or set the gold share to 0.",
+        )
+    return Batch.objects.create(
+        workflow=workflow,
+        name=name[:200],
+        tasks_per_assignment=tasks_per_assignment,
+        n_assignments=n_assignments,
+        gold_share=gold_share,
+        expires_at=expires_at,
+        instructions=instructions or "",
+        payment_note=(payment_note or "")[:300],
+        return_url_template=return_url_template,
+        created_by=created_by,
+    )
+
+
+def set_batch_status(batch: Batch, status: str) -> None:
+    if status not in (Batch.OPEN, Batch.CLOSED):
+        raise BatchError("status", "A batch is either open or closed.")
+    batch.status = status
+    batch.save(update_fields=["status"])
+
+
+# --- tokens and links ------------------------------------------------------------------------
+
+
+def _created_stamp(batch: Batch) -> int:
+    # Binds a token to this very batch row, not to a reused primary key after a database reset.
+    return int(batch.created_at.timestamp())
+
+
+def batch_token(batch: Batch) -> str:
+    # Signer, not dumps: no timestamp, so a batch has one stable link (expiry lives on the batch).
+    return signing.Signer(salt=BATCH_TOKEN_SALT).sign_object({"b": batch.pk, "c": _created_stamp(batch)})
+
+
+def batch_from_token(token: str) -> Batch:
+    invalid = TaskLinkError(
+        TaskLinkError.INVALID, "This task link is not valid. Check that it was copied whole."
+    )
+    try:
+        payload = signing.Signer(salt=BATCH_TOKEN_SALT).unsign_object(token)
+    except signing.BadSignature:
+        raise invalid
+    if not isinstance(payload, dict):
+        raise invalid
+    batch = Batch.objects.select_related("workflow__project").filter(pk=payload.get("b")).first()
+    if batch is None or _created_stamp(batch) != payload.get("c"):
+        raise invalid
+    return batch
+
+
+def assignment_token(assignment: Assignment) -> str:
+    return signing.Signer(salt=ASSIGNMENT_TOKEN_SALT).sign_object(
+        {"a": assignment.pk, "b": assignment.batch_id}
+    )
+
+
+def assignment_from_token(batch: Batch, token: str) -> Assignment:
+    invalid = TaskLinkError(TaskLinkError.INVALID, "This task page is not valid. Open the study link again.")
+    try:
+        payload = signing.Signer(salt=ASSIGNMENT_TOKEN_SALT).unsign_object(token)
+    except signing.BadSignature:
+        raise invalid
+    if not isinstance(payload, dict) or payload.get("b") != batch.pk:
+        raise invalid
+    assignment = (
+        Assignment.objects.select_related("participant").filter(pk=payload.get("a"), batch=batch).first()
+    )
+    if assignment is None:
+        raise invalid
+    assignment.batch = batch
+    return assignment
+
+
+def panel_links(batch: Batch, landing_url: str) -> dict[str, str]:
+    """The two links to paste into a panel; `landing_url` is the absolute URL of the batch's landing page."""
+    return {
+        "prolific": f"{landing_url}?{PROLIFIC_QUERY}",
+        "generic": f"{landing_url}?{GENERIC_QUERY}",
+    }
+
+
+def clean_worker_id(value: str | None) -> str | None:
+    """The worker id from a query string, or None for a preview (missing, or a placeholder left unfilled)."""
+    value = (value or "").strip()
+    if not value or value.upper() == "WORKER_ID" or any(c in value for c in "{}%[]<>"):
+        return None
+    if not WORKER_ID_RE.match(value):
+        raise TaskLinkError(
+            TaskLinkError.INVALID,
+            "The worker id in this link has characters we do not accept "
+            "(letters, digits and _ . : @ + - only, at most 200). Please contact the researchers.",
+        )
+    return value
+
+
+def clean_panel_field(value: str | None) -> str:
+    """STUDY_ID / SESSION_ID: kept when they look like ids, dropped when a placeholder or odd."""
+    value = (value or "").strip()
+    return value if value and WORKER_ID_RE.match(value) else ""
+
+
+# --- availability --------------------------------------------------------------------------
+
+
+def batch_problem_for_new_worker(batch: Batch, now: datetime | None = None) -> TaskLinkError | None:
+    """Why a new worker cannot start now, or None."""
+    now = now or timezone.now()
+    if batch.status == Batch.CLOSED or not batch.workflow.is_active:
+        return TaskLinkError(
+            TaskLinkError.CLOSED, "The researchers have closed this study. Thank you for your interest."
+        )
+    if batch.expires_at and now >= batch.expires_at:
+        return TaskLinkError(
+            TaskLinkError.EXPIRED, "This study has expired and no longer takes new participants."
+        )
+    if batch.assignments.count() >= batch.n_assignments:
+        return TaskLinkError(
+            TaskLinkError.FULL,
+            "This study is full: all places have been taken. Please return it on your panel.",
+        )
+    return None
+
+
+def assignment_problem(assignment: Assignment, now: datetime | None = None) -> TaskLinkError | None:
+    """Why a started, unfinished assignment cannot go on, or None."""
+    batch = assignment.batch
+    now = now or timezone.now()
+    if batch.status == Batch.CLOSED or not batch.workflow.is_active:
+        return TaskLinkError(
+            TaskLinkError.CLOSED,
+            "The researchers have closed this study. Your answers so far are saved; please contact them.",
+        )
+    if batch.expires_at and now >= batch.expires_at + EXPIRY_GRACE:
+        return TaskLinkError(
+            TaskLinkError.EXPIRED,
+            "This study has expired. Your answers so far are saved; please contact the researchers.",
+        )
+    return None
+
+
+# --- assignments ---------------------------------------------------------------------------
+
+
+def is_attention_check(subject: Subject) -> bool:
+    """An attention check is an obvious gold subject: anyone looking gets it right."""
+    if not subject.gold_label:
+        return False
+    meta = subject.metadata or {}
+    if "attention_check" in meta:
+        return bool(meta["attention_check"])
+    if meta.get("difficulty") == "hard":
+        return False
+    if subject.gold_subtype in OBVIOUS_SUBTYPES:
+        return True
+    counts = subject.answer_counts or {}
+    total = sum(counts.values())
+    return total >= 5 and counts.get(subject.gold_label, 0) / total >= 0.95
+
+
+def _worker_participant(batch: Batch, worker_id: str) -> Participant:
+    """The same panel worker in another batch of this project is the same participant (skill carries over);
+    between projects they are never linked."""
+    existing = (
+        Participant.objects.filter(
+            kind=Participant.WORKER,
+            external_id=worker_id,
+            assignments__batch__workflow__project_id=batch.workflow.project_id,
+        )
+        .order_by("pk")
+        .first()
+    )
+    return existing or Participant.objects.create(kind=Participant.WORKER, external_id=worker_id)
+
+
+def _random_order(qs, rng: random.Random, limit: int) -> list[int]:
+    """Up to `limit` ids in random order from an indexed random_key pivot (no ORDER BY RANDOM())."""
+    pivot = rng.random()
+    ids = list(qs.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:limit])
+    if len(ids) < limit:
+        ids += list(
+            qs.filter(random_key__lt=pivot)
+            .order_by("random_key")
+            .values_list("pk", flat=True)[: limit - len(ids)]
+        )
+    return ids
+
+
+def _ordinary_ids(workflow: Workflow, pool, n: int, reserved: set[int], rng: random.Random) -> list[int]:
+    """n ordinary subjects: the selector's ranking with its exploration share when a model is active,
+    random otherwise; subjects already handed to other open assignments come last."""
+    if n <= 0:
+        return []
+    fetch = max(4 * n, 64) + len(reserved)
+    if workflow.active_model_id:
+        n_explore = sum(rng.random() < workflow.exploration_share for _ in range(n))
+        ranked = list(pool.order_by("-priority", "random_key").values_list("pk", flat=True)[:fetch])
+        explore = _random_order(pool, rng, fetch)
+        candidates = [i for i in ranked if i not in reserved] + [i for i in ranked if i in reserved]
+        chosen = candidates[: n - n_explore]
+        taken = set(chosen)
+        for i in [i for i in explore if i not in reserved] + [i for i in explore if i in reserved]:
+            if len(chosen) >= n:
+                break
+            if i not in taken:
+                chosen.append(i)
+                taken.add(i)
+        for i in candidates:  # a small pool: fill up from the ranking
+            if len(chosen) >= n:
+                break
+            if i not in taken:
+                chosen.append(i)
+                taken.add(i)
+        return chosen
+    ids = _random_order(pool, rng, fetch)
+    ordered = [i for i in ids if i not in reserved] + [i for i in ids if i in reserved]
+    return ordered[:n]
+
+
+def _gold_ids(
+    workflow: Workflow, participant: Participant, n: int, n_attention: int, rng: random.Random, exclude=()
+) -> list[int]:
+    if n <= 0:
+        return []
+    seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
+    gold = list(
+        Subject.objects.filter(workflow=workflow)
+        .exclude(gold_label="")
+        .exclude(Exists(seen))
+        .exclude(pk__in=list(exclude))
+        .only("pk", "gold_label", "gold_subtype", "metadata", "answer_counts", "status")
+    )
+    rng.shuffle(gold)
+    # Active gold first: a vote on a retired subject is stored but flagged late.
+    gold.sort(key=lambda s: s.status != Subject.ACTIVE)
+    obvious = [s.pk for s in gold if is_attention_check(s)]
+    chosen = obvious[: min(n_attention, n)]
+    taken = set(chosen)
+    rest = [s.pk for s in gold if s.pk not in taken]
+    return chosen + rest[: n - len(chosen)]
+
+
+def choose_subjects(batch: Batch, participant: Participant, rng: random.Random | None = None) -> list[int]:
+    """The fixed, shuffled task list of a new assignment."""
+    rng = rng or random.Random()
+    workflow = batch.workflow
+    n = batch.tasks_per_assignment
+    n_gold = round(n * batch.gold_share)
+    n_attention = -(-n // TASKS_PER_ATTENTION_CHECK) if n_gold else 0
+
+    seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
+    pool = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE, gold_label="").exclude(
+        Exists(seen)
+    )
+    # Spread workers over the pool: subjects in other unfinished assignments of this batch come last,
+    # and never twice to the same worker across their own unfinished assignments.
+    reserved: set[int] = set()
+    for ids in Assignment.objects.filter(batch=batch, completed_at__isnull=True).values_list(
+        "subject_ids", flat=True
+    ):
+        reserved.update(ids)
+    own: set[int] = set()
+    for ids in Assignment.objects.filter(
+        batch__workflow=workflow, participant=participant, completed_at__isnull=True
+    ).values_list("subject_ids", flat=True):
+        own.update(ids)
+    if own:
+        pool = pool.exclude(pk__in=own)
+    gold = _gold_ids(workflow, participant, n_gold, n_attention, rng, exclude=own)
+    ordinary = _ordinary_ids(workflow, pool, n - len(gold), reserved, rng)
+    if len(gold) + len(ordinary) < n:  # not enough ordinary subjects: more gold, if there is any
+        extra = _gold_ids(workflow, participant, n, 0, rng, exclude=own)
+        gold += [i for i in extra if i not in set(gold)][: n - len(gold) - len(ordinary)]
+    ids = gold + ordinary
+    rng.shuffle(ids)
+    return ids
+
+
+def start_assignment(
+    batch: Batch, worker_id: str, study_id: str = "", session_id: str = "", rng: random.Random | None = None
+) -> tuple[Assignment, bool]:
+    """The worker's assignment in this batch: the existing one (a second attempt resumes it) or a new one."""
+    existing = (
+        Assignment.objects.select_related("participant").filter(batch=batch, worker_id=worker_id).first()
+    )
+    if existing:
+        existing.batch = batch
+        return existing, False
+    try:
+        with transaction.atomic():
+            # The batch row lock serialises starts, so a batch never hands out more than n_assignments.
+            locked = Batch.objects.select_for_update().select_related("workflow__project").get(pk=batch.pk)
+            problem = batch_problem_for_new_worker(locked)
+            if problem:
+                raise problem
+            participant = _worker_participant(locked, worker_id)
+            subject_ids = choose_subjects(locked, participant, rng)
+            if not subject_ids:
+                raise TaskLinkError(
+                    TaskLinkError.EXHAUSTED,
+                    "There is nothing left to label in this study right now. Please return it on your panel.",
+                )
+            assignment = Assignment.objects.create(
+                batch=locked,
+                participant=participant,
+                worker_id=worker_id,
+                study_id=study_id[:200],
+                session_id=session_id[:200],
+                subject_ids=subject_ids,
+            )
+    except IntegrityError:  # the same worker started twice at once: the first one wins
+        assignment = Assignment.objects.select_related("participant").get(batch=batch, worker_id=worker_id)
+        assignment.batch = batch
+        return assignment, False
+    assignment.batch = batch
+    return assignment, True
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int
+    pending: list[int]
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.pending
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 100
+
+
+def progress(assignment: Assignment) -> Progress:
+    """Answered subjects count as done; a subject deleted since the assignment began cannot be answered
+    and counts as done too, so nobody is stuck."""
+    ids = [int(i) for i in assignment.subject_ids]
+    workflow_id = assignment.batch.workflow_id
+    answered = set(
+        Vote.objects.filter(
+            workflow_id=workflow_id, participant_id=assignment.participant_id, subject_id__in=ids
+        ).values_list("subject_id", flat=True)
+    )
+    existing = set(Subject.objects.filter(pk__in=ids, workflow_id=workflow_id).values_list("pk", flat=True))
+    pending = [i for i in ids if i in existing and i not in answered]
+    return Progress(total=len(ids), done=len(ids) - len(pending), pending=pending)
+
+
+def current_subject(assignment: Assignment, state: Progress | None = None) -> Subject | None:
+    state = state or progress(assignment)
+    if not state.pending:
+        return None
+    return Subject.objects.select_related("project").filter(pk=state.pending[0]).first()
+
+
+def sync_progress(assignment: Assignment) -> Progress:
+    with transaction.atomic():
+        locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        locked.batch = assignment.batch
+        state = progress(locked)
+        fields = []
+        if locked.n_done != state.done:
+            locked.n_done = state.done
+            fields.append("n_done")
+        if state.is_complete and locked.completed_at is None:
+            locked.completed_at = timezone.now()
+            fields.append("completed_at")
+        if fields:
+            locked.save(update_fields=fields)
+    assignment.n_done, assignment.completed_at = locked.n_done, locked.completed_at
+    return state
+
+
+def submit_answer(
+    assignment: Assignment,
+    *,
+    subject_id: int,
+    answer: str,
+    idempotency_key,
+    started_at: datetime | None = None,
+    user_agent: str = "",
+    viewport: str = "",
+) -> tuple[VoteResult, Progress]:
+    """Store one answer of an assignment as an ordinary vote; the caller checked that the subject belongs to it."""
+    if int(subject_id) not in {int(i) for i in assignment.subject_ids}:
+        raise TaskLinkError(TaskLinkError.INVALID, "This subject is not part of your tasks.")
+    result = record_vote(
+        workflow=assignment.batch.workflow,
+        subject_id=int(subject_id),
+        participant=assignment.participant,
+        answer=answer,
+        idempotency_key=idempotency_key,
+        started_at=started_at,
+        user_agent=user_agent,
+        viewport=viewport,
+        assignment=assignment,
+        source="panel",
+    )
+    return result, sync_progress(assignment)
+
+
+# --- rate limiting ---------------------------------------------------------------------------
+
+
+def allow_request(scope: str) -> bool:
+    """Fixed-window counter in Django's cache: at most N requests per window for one worker.
+
+    With a shared cache (Redis, Memcached) `incr` is atomic across processes; the default local-memory
+    cache limits per process, which is enough for one server.
+    """
+    limit, window = getattr(settings, "SKYVOTE_PANEL_RATE_LIMIT", DEFAULT_RATE_LIMIT)
+    slot = int(timezone.now().timestamp() // window)
+    key = f"tasklinks:rate:{scope}:{slot}"
+    cache.add(key, 0, timeout=int(window) + 1)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=int(window) + 1)
+        count = 1
+    return count <= limit
+
+
+def worker_scope(batch: Batch, worker_id: str) -> str:
+    return salted_hmac("skyvote.tasklinks.rate", f"{batch.pk}:{worker_id}").hexdigest()[:24]
+
+
+# --- completion codes ------------------------------------------------------------------------
+
+
+def completion_code(assignment: Assignment) -> str:
+    """A 10-character code per assignment: HMAC of the assignment under a SECRET_KEY-derived key."""
+    digest = salted_hmac(
+        COMPLETION_CODE_SALT,
+        f"{assignment.pk}:{assignment.batch_id}:{assignment.worker_id}",
+        algorithm="sha256",
+    ).digest()
+    return base64.b32encode(digest).decode()[:10]
+
+
+def verify_completion_code(assignment: Assignment, code: str) -> bool:
+    return assignment.completed_at is not None and constant_time_compare(
+        completion_code(assignment), (code or "").strip().upper()
+    )
+
+
+def return_url(assignment: Assignment, code: str) -> str:
+    """The panel's completion URL from the batch's template; placeholders are URL-encoded."""
+    template = assignment.batch.return_url_template
+    if not template:
+        return ""
+    values = {
+        "{code}": code,
+        "{worker_id}": assignment.worker_id,
+        "{study_id}": assignment.study_id,
+        "{session_id}": assignment.session_id,
+    }
+    url = template
+    for placeholder, value in values.items():
+        url = url.replace(placeholder, quote(value, safe=""))
+    return url
+
+
+# --- quality and payment ---------------------------------------------------------------------
+
+
+@dataclass
+class WorkerQuality:
+    assignment: Assignment
+    total: int
+    done: int
+    n_answered: int = 0
+    n_skipped: int = 0
+    n_gold: int = 0
+    n_gold_correct: int = 0
+    n_attention: int = 0
+    n_attention_passed: int = 0
+    median_seconds: float | None = None
+    suggestion: str = ""
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.n_gold_correct / self.n_gold if self.n_gold else None
+
+    @property
+    def too_fast(self) -> bool:
+        return self.median_seconds is not None and self.median_seconds < TOO_FAST_SECONDS
+
+    @property
+    def is_complete(self) -> bool:
+        return self.assignment.completed_at is not None
+
+    @property
+    def status(self) -> str:
+        return "complete" if self.is_complete else "in progress"
+
+
+def _median_seconds(votes: list[Vote]) -> float | None:
+    """Median time per task from the server's clock: gaps between consecutive answers (robust to a
+    pause, and to a worker's wrong clock); a single answer uses its own shown→answered time."""
+    times = sorted(v.created_at for v in votes)
+    if len(times) >= 2:
+        return statistics.median((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+    if votes and votes[0].started_at and votes[0].finished_at:
+        return max(0.0, (votes[0].finished_at - votes[0].started_at).total_seconds())
+    return None
+
+
+def _suggest(q: WorkerQuality) -> None:
+    if not q.is_complete:
+        q.suggestion = "wait"
+        q.reasons.append("not finished yet")
+        return
+    reject, review = [], []
+    if q.n_attention and q.n_attention_passed < q.n_attention:
+        failed = q.n_attention - q.n_attention_passed
+        # One slip is human; more than half failed is not paying attention.
+        (reject if failed * 2 > q.n_attention or q.n_attention == 1 else review).append(
+            f"failed {failed} of {q.n_attention} attention checks"
+        )
+    accuracy = q.gold_accuracy
+    if accuracy is not None and q.n_gold >= 4 and accuracy <= 0.5:
+        reject.append(f"gold accuracy {accuracy:.0%} is chance level")
+    elif accuracy is not None and accuracy < 0.7:
+        review.append(f"gold accuracy {accuracy:.0%}")
+    if q.too_fast:
+        review.append(f"median {q.median_seconds:.1f} s per task (too fast)")
+    if q.done and q.n_skipped * 2 > q.done:
+        review.append(f"skipped {q.n_skipped} of {q.done}")
+    if reject:
+        q.suggestion, q.reasons = "reject", reject + review
+    elif review:
+        q.suggestion, q.reasons = "review", review
+    else:
+        q.suggestion = "approve"
+
+
+def batch_quality(batch: Batch) -> list[WorkerQuality]:
+    """Quality of every assignment of a batch, from two queries."""
+    assignments = list(batch.assignments.select_related("participant").order_by("started_at", "pk"))
+    for a in assignments:
+        a.batch = batch
+    votes_by_assignment: dict[int, list[Vote]] = {a.pk: [] for a in assignments}
+    votes = (
+        Vote.objects.filter(assignment__batch=batch)
+        .select_related("subject")
+        .only(
+            "assignment_id",
+            "answer",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "was_gold",
+            "gold_correct",
+            "subject__gold_label",
+            "subject__gold_subtype",
+            "subject__metadata",
+            "subject__answer_counts",
+        )
+    )
+    for vote in votes:
+        votes_by_assignment.setdefault(vote.assignment_id, []).append(vote)
+    return [_quality(a, votes_by_assignment.get(a.pk, [])) for a in assignments]
+
+
+def assignment_quality(assignment: Assignment) -> WorkerQuality:
+    votes = list(Vote.objects.filter(assignment=assignment).select_related("subject"))
+    return _quality(assignment, votes)
+
+
+def _quality(assignment: Assignment, votes: list[Vote]) -> WorkerQuality:
+    q = WorkerQuality(assignment=assignment, total=len(assignment.subject_ids), done=assignment.n_done)
+    for vote in votes:
+        if vote.answer == Vote.SKIP:
+            q.n_skipped += 1
+            continue
+        q.n_answered += 1
+        if vote.was_gold and vote.gold_correct is not None:
+            q.n_gold += 1
+            q.n_gold_correct += bool(vote.gold_correct)
+            if is_attention_check(vote.subject):
+                q.n_attention += 1
+                q.n_attention_passed += bool(vote.gold_correct)
+    q.median_seconds = _median_seconds(votes)
+    _suggest(q)
+    return q
+
+
+REVIEW_DECISIONS = ("approved", "rejected", "")
+
+
+def set_review(assignment: Assignment, decision: str) -> None:
+    if decision not in REVIEW_DECISIONS:
+        raise BatchError("review", "The decision is 'approved', 'rejected' or empty.")
+    assignment.review = decision
+    assignment.save(update_fields=["review"])
+
+
+PAYMENT_COLUMNS = [
+    "worker_id",
+    "study_id",
+    "session_id",
+    "assignment",
+    "status",
+    "started",
+    "completed",
+    "tasks_done",
+    "tasks_total",
+    "gold_accuracy",
+    "attention_checks_passed",
+    "median_seconds_per_task",
+    "too_fast",
+    "suggestion",
+    "reasons",
+    "review",
+    "completion_code",
+]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value else ""
+
+
+def write_payment_csv(batch: Batch, out) -> None:
+    """One row per assignment; the completion code only for complete ones (to match what workers submit)."""
+    writer = csv.writer(out)
+    writer.writerow(PAYMENT_COLUMNS)
+    for q in batch_quality(batch):
+        a = q.assignment
+        writer.writerow(
+            [
+                a.worker_id,
+                a.study_id,
+                a.session_id,
+                a.pk,
+                q.status,
+                _iso(a.started_at),
+                _iso(a.completed_at),
+                q.done,
+                q.total,
+                "" if q.gold_accuracy is None else f"{q.gold_accuracy:.3f}",
+                f"{q.n_attention_passed}/{q.n_attention}" if q.n_attention else "",
+                "" if q.median_seconds is None else f"{q.median_seconds:.2f}",
+                "yes" if q.too_fast else "no",
+                q.suggestion,
+                "; ".join(q.reasons),
+                a.review,
+                completion_code(a) if q.is_complete else "",
+            ]
+        )

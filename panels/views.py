@@ -1,0 +1,457 @@
+"""Paid-panel pages (issue 7): owners' batch pages and the annotators' task-link pages. Logic: tasklinks."""
+
+import io
+import random
+import uuid
+from datetime import timedelta
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from core.formats import parse_client_time
+from core.models import Project, Subject, Workflow
+from labeling.services import VoteError
+from panels import services as tasklinks
+from panels.models import Assignment, Batch
+from panels.services import BatchError, TaskLinkError
+
+# --- owners ------------------------------------------------------------------------------------
+
+
+def _owned_project(request, slug: str) -> Project:
+    """Batches show panel worker ids and payments: owners only; anyone else gets a 404 (no existence leak)."""
+    project = get_object_or_404(Project, slug=slug)
+    if project.role_of(request.user) != "owner":
+        raise Http404("No such project.")
+    return project
+
+
+def _owned_batch(request, project_slug: str, batch_id: int) -> tuple[Project, Batch]:
+    project = _owned_project(request, project_slug)
+    batch = get_object_or_404(
+        Batch.objects.select_related("workflow__project"), pk=batch_id, workflow__project=project
+    )
+    return project, batch
+
+
+def _default_expiry():
+    return (timezone.now() + timedelta(days=14)).replace(second=0, microsecond=0)
+
+
+class BatchForm(forms.Form):
+    workflow = forms.ModelChoiceField(queryset=Workflow.objects.none(), empty_label=None)
+    name = forms.CharField(max_length=200, help_text="For you, e.g. “Pilot, 10 people”.")
+    tasks_per_assignment = forms.IntegerField(
+        min_value=1,
+        max_value=tasklinks.MAX_TASKS_PER_ASSIGNMENT,
+        initial=50,
+        help_text="Subjects each person classifies.",
+    )
+    n_assignments = forms.IntegerField(
+        min_value=1,
+        max_value=tasklinks.MAX_ASSIGNMENTS,
+        initial=10,
+        label="Number of assignments",
+        help_text="How many people can take part (one assignment each).",
+    )
+    gold_percent = forms.FloatField(
+        min_value=0,
+        max_value=100,
+        initial=10,
+        label="Gold share (%)",
+        help_text="Share of each assignment drawn from expert-labelled subjects, for quality checks.",
+    )
+    expires_at = forms.DateTimeField(
+        label="Expires at (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="After this nobody new can start; people already working get two more hours.",
+    )
+    instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}),
+        required=False,
+        help_text="Shown on the landing page before consent (plain text).",
+    )
+    payment_note = forms.CharField(
+        max_length=300, required=False, help_text="e.g. “£2.40 for about 15 minutes, paid through Prolific”."
+    )
+    return_url_template = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Return URL template",
+        help_text="Where the “Back to the panel” button goes. Placeholders: {code}, {worker_id}, {study_id}, "
+        "{session_id}. Prolific: https://app.prolific.com/submissions/complete?cc=YOUR_STUDY_CODE",
+    )
+
+    def __init__(self, *args, project: Project, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["workflow"].queryset = project.workflows.filter(kind=Workflow.REAL_BOGUS, is_active=True)
+
+
+@login_required
+def batch_list(request, project):
+    project = _owned_project(request, project)
+    batches = (
+        Batch.objects.filter(workflow__project=project).select_related("workflow").order_by("-created_at")
+    )
+    return render(request, "panels/batch_list.html", {"project": project, "batches": batches})
+
+
+@login_required
+def batch_create(request, project):
+    project = _owned_project(request, project)
+    form = BatchForm(request.POST or None, project=project, initial={"expires_at": _default_expiry()})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            batch = tasklinks.create_batch(
+                workflow=data["workflow"],
+                name=data["name"],
+                tasks_per_assignment=data["tasks_per_assignment"],
+                n_assignments=data["n_assignments"],
+                gold_share=data["gold_percent"] / 100.0,
+                expires_at=data["expires_at"],
+                instructions=data["instructions"],
+                payment_note=data["payment_note"],
+                return_url_template=data["return_url_template"],
+                created_by=request.user,
+            )
+        except BatchError as exc:
+            field = {"gold_share": "gold_percent", "status": None, "review": None}.get(exc.field, exc.field)
+            form.add_error(field if field in form.fields else None, exc.message)
+        else:
+            messages.success(request, "Batch created. Paste one of the links below into your panel.")
+            return redirect("panels:batch", project.slug, batch.pk)
+    status = 400 if request.method == "POST" else 200
+    has_workflows = form.fields["workflow"].queryset.exists()
+    return render(
+        request,
+        "panels/batch_form.html",
+        {"project": project, "form": form, "has_workflows": has_workflows},
+        status=status,
+    )
+
+
+def _batch_context(request, project, batch):
+    landing = request.build_absolute_uri(
+        reverse("panels:landing", args=[tasklinks.batch_token(batch)])
+    )
+    qualities = tasklinks.batch_quality(batch)
+    return {
+        "project": project,
+        "batch": batch,
+        "links": tasklinks.panel_links(batch, landing),
+        "qualities": qualities,
+        "n_started": len(qualities),
+        "n_complete": sum(q.is_complete for q in qualities),
+        "problem": tasklinks.batch_problem_for_new_worker(batch),
+    }
+
+
+@login_required
+def batch_detail(request, project, batch):
+    project, batch = _owned_batch(request, project, batch)
+    return render(request, "panels/batch_detail.html", _batch_context(request, project, batch))
+
+
+@login_required
+@require_POST
+def batch_review(request, project, batch, assignment):
+    project, batch = _owned_batch(request, project, batch)
+    assignment = get_object_or_404(
+        Assignment.objects.select_related("participant"), pk=assignment, batch=batch
+    )
+    assignment.batch = batch
+    try:
+        tasklinks.set_review(assignment, request.POST.get("decision", ""))
+    except BatchError as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    if request.htmx:
+        quality = tasklinks.assignment_quality(assignment)
+        return render(
+            request,
+            "panels/batch_detail.html#row",
+            {"project": project, "batch": batch, "q": quality},
+        )
+    return redirect("panels:batch", project.slug, batch.pk)
+
+
+@login_required
+@require_POST
+def batch_status(request, project, batch):
+    project, batch = _owned_batch(request, project, batch)
+    try:
+        tasklinks.set_batch_status(batch, request.POST.get("status", ""))
+    except BatchError as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    messages.success(
+        request, "Batch closed: nobody can go on." if batch.status == Batch.CLOSED else "Batch reopened."
+    )
+    return redirect("panels:batch", project.slug, batch.pk)
+
+
+@login_required
+@require_GET
+def batch_payments_csv(request, project, batch):
+    project, batch = _owned_batch(request, project, batch)
+    out = io.StringIO()
+    tasklinks.write_payment_csv(batch, out)
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{project.slug}-batch-{batch.pk}-payments.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- annotators (no account, no login) ----------------------------------------------------------
+
+
+def _unavailable(request, error: TaskLinkError, batch: Batch | None = None, status: int | None = None):
+    if status is None:
+        status = 404 if error.reason == TaskLinkError.INVALID else 410
+    return render(
+        request,
+        "panels/unavailable.html",
+        {"reason": error.reason, "message": error.message, "batch": batch},
+        status=status,
+    )
+
+
+def _rate_limited(request, context=None):
+    message = "You are answering faster than we can accept. Please wait a moment and answer again."
+    if context is not None:
+        context["error"] = message
+        template = "panels/task.html#panel_task" if request.htmx else "panels/task.html"
+        return render(request, template, context, status=429)
+    return render(request, "panels/rate_limited.html", {"message": message}, status=429)
+
+
+def _batch_or_error(request, token):
+    try:
+        return tasklinks.batch_from_token(token), None
+    except TaskLinkError as exc:
+        return None, _unavailable(request, exc)
+
+
+def _task_urls(token: str, assignment: Assignment) -> dict[str, str]:
+    akey = tasklinks.assignment_token(assignment)
+    return {
+        "task_url": reverse("panels:task", args=[token, akey]),
+        "vote_url": reverse("panels:vote", args=[token, akey]),
+        "done_url": reverse("panels:done", args=[token, akey]),
+    }
+
+
+def _sample_subject(batch: Batch) -> Subject | None:
+    """A preview sample: an ordinary (never a gold) subject, shown without a form."""
+    qs = Subject.objects.filter(workflow=batch.workflow, status=Subject.ACTIVE, gold_label="")
+    return (
+        qs.filter(random_key__gte=random.random()).order_by("random_key").first()
+        or qs.order_by("random_key").first()
+    )
+
+
+@require_GET
+def panel_landing(request, token):
+    """The link pasted into the panel. Without a worker id it is a preview that records nothing."""
+    batch, error_page = _batch_or_error(request, token)
+    if error_page:
+        return error_page
+    try:
+        worker_id = tasklinks.clean_worker_id(request.GET.get("PROLIFIC_PID") or request.GET.get("worker_id"))
+    except TaskLinkError as exc:
+        return _unavailable(request, exc, batch, status=400)
+    context = {
+        "batch": batch,
+        "workflow": batch.workflow,
+        "project": batch.workflow.project,
+        "token": token,
+        "worker_id": worker_id,
+        "study_id": tasklinks.clean_panel_field(request.GET.get("STUDY_ID")),
+        "session_id": tasklinks.clean_panel_field(request.GET.get("SESSION_ID")),
+    }
+    if worker_id is None:
+        context["sample"] = _sample_subject(batch)
+        return render(request, "panels/preview.html", context)
+
+    assignment = Assignment.objects.filter(batch=batch, worker_id=worker_id).first()
+    if assignment:  # reopened link: resume where they left off, or show the code again
+        assignment.batch = batch
+        urls = _task_urls(token, assignment)
+        return redirect(urls["done_url"] if assignment.completed_at else urls["task_url"])
+    problem = tasklinks.batch_problem_for_new_worker(batch)
+    if problem:
+        return _unavailable(request, problem, batch)
+    return render(request, "panels/landing.html", context)
+
+
+@require_POST
+def panel_start(request, token):
+    batch, error_page = _batch_or_error(request, token)
+    if error_page:
+        return error_page
+    try:
+        worker_id = tasklinks.clean_worker_id(request.POST.get("worker_id"))
+    except TaskLinkError as exc:
+        return _unavailable(request, exc, batch, status=400)
+    if worker_id is None:
+        return _unavailable(
+            request,
+            TaskLinkError(
+                TaskLinkError.INVALID, "This link has no worker id: open it from your panel's study page."
+            ),
+            batch,
+            status=400,
+        )
+    if not tasklinks.allow_request(tasklinks.worker_scope(batch, worker_id)):
+        return _rate_limited(request)
+    study_id = tasklinks.clean_panel_field(request.POST.get("study_id"))
+    session_id = tasklinks.clean_panel_field(request.POST.get("session_id"))
+    existing = Assignment.objects.filter(batch=batch, worker_id=worker_id).exists()
+    if not existing and request.POST.get("consent") != "yes":
+        context = {
+            "batch": batch,
+            "workflow": batch.workflow,
+            "project": batch.workflow.project,
+            "token": token,
+            "worker_id": worker_id,
+            "study_id": study_id,
+            "session_id": session_id,
+            "error": "Please tick the consent box to take part.",
+        }
+        return render(request, "panels/landing.html", context, status=400)
+    try:
+        assignment, _ = tasklinks.start_assignment(batch, worker_id, study_id, session_id)
+    except TaskLinkError as exc:
+        return _unavailable(request, exc, batch)
+    urls = _task_urls(token, assignment)
+    return redirect(urls["done_url"] if assignment.completed_at else urls["task_url"])
+
+
+def _assignment_or_error(request, token, akey):
+    batch, error_page = _batch_or_error(request, token)
+    if error_page:
+        return None, error_page
+    try:
+        return tasklinks.assignment_from_token(batch, akey), None
+    except TaskLinkError as exc:
+        return None, _unavailable(request, exc, batch)
+
+
+def _task_context(token, assignment, state, subject, feedback=None, error=None):
+    batch = assignment.batch
+    return {
+        "project": batch.workflow.project,
+        "workflow": batch.workflow,
+        "batch": batch,
+        "assignment": assignment,
+        "subject": subject,
+        "n_done": state.done,
+        "n_total": state.total,
+        "progress": state,
+        "vote_key": uuid.uuid4(),
+        "shown_at": timezone.now().isoformat(),
+        "feedback": feedback,
+        "error": error,
+        "show_tutorial": False,
+        **_task_urls(token, assignment),
+    }
+
+
+@require_GET
+def panel_task(request, token, akey):
+    assignment, error_page = _assignment_or_error(request, token, akey)
+    if error_page:
+        return error_page
+    state = tasklinks.progress(assignment)
+    if state.is_complete:
+        tasklinks.sync_progress(assignment)
+        return redirect(_task_urls(token, assignment)["done_url"])
+    problem = tasklinks.assignment_problem(assignment)
+    if problem:
+        return _unavailable(request, problem, assignment.batch)
+    subject = tasklinks.current_subject(assignment, state)
+    return render(request, "panels/task.html", _task_context(token, assignment, state, subject))
+
+
+@require_POST
+def panel_vote(request, token, akey):
+    assignment, error_page = _assignment_or_error(request, token, akey)
+    if error_page:
+        return error_page
+    urls = _task_urls(token, assignment)
+    try:
+        subject_id = int(request.POST.get("subject", ""))
+    except ValueError:
+        raise Http404("No such task.")
+    # A task link reaches only its own assignment's subjects; anything else does not exist for it.
+    if subject_id not in {int(i) for i in assignment.subject_ids}:
+        raise Http404("No such task.")
+    problem = tasklinks.assignment_problem(assignment)
+    if problem and assignment.completed_at is None:
+        return _unavailable(request, problem, assignment.batch)
+
+    if not tasklinks.allow_request(f"a{assignment.pk}"):
+        state = tasklinks.progress(assignment)
+        subject = Subject.objects.filter(pk=subject_id).first() if subject_id in state.pending else None
+        subject = subject or tasklinks.current_subject(assignment, state)
+        return _rate_limited(request, _task_context(token, assignment, state, subject))
+
+    feedback = error = None
+    try:
+        result, state = tasklinks.submit_answer(
+            assignment,
+            subject_id=subject_id,
+            answer=request.POST.get("answer", ""),
+            idempotency_key=request.POST.get("key", ""),
+            started_at=parse_client_time(request.POST.get("started_at")),
+            user_agent=request.headers.get("User-Agent", ""),
+            viewport=request.POST.get("viewport", ""),
+        )
+        feedback = result.feedback
+    except (VoteError, TaskLinkError) as exc:
+        error = exc.message if isinstance(exc, TaskLinkError) else str(exc)
+        state = tasklinks.progress(assignment)
+    if state.is_complete:
+        if request.htmx:
+            return HttpResponseClientRedirect(urls["done_url"])
+        return redirect(urls["done_url"])
+    if not request.htmx:
+        if error:
+            subject = tasklinks.current_subject(assignment, state)
+            return render(
+                request,
+                "panels/task.html",
+                _task_context(token, assignment, state, subject, error=error),
+                status=400,
+            )
+        return redirect(urls["task_url"])
+    subject = tasklinks.current_subject(assignment, state)
+    context = _task_context(token, assignment, state, subject, feedback=feedback, error=error)
+    return render(request, "panels/task.html#panel_task", context)
+
+
+@require_GET
+def panel_done(request, token, akey):
+    assignment, error_page = _assignment_or_error(request, token, akey)
+    if error_page:
+        return error_page
+    if assignment.completed_at is None:
+        # The code only after the last task.
+        return redirect(_task_urls(token, assignment)["task_url"])
+    code = tasklinks.completion_code(assignment)
+    context = {
+        "batch": assignment.batch,
+        "project": assignment.batch.workflow.project,
+        "assignment": assignment,
+        "code": code,
+        "return_url": tasklinks.return_url(assignment, code),
+    }
+    response = render(request, "panels/done.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
