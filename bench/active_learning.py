@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(simulate_argv)
     json_path = args.json or str(RESULTS.with_name("active_learning_quick.json") if mine.quick else RESULTS)
     plot_path = None if mine.quick else (args.plot or str(PLOT))
+    if mine.no_write:
+        # "Print only": the committed plot and the full run's results (--from-json) stay untouched.
+        plot_path = args.plot
+        if not args.json:
+            json_path = str(Path(tempfile.mkdtemp(prefix="active_learning-")) / "results.json")
     if mine.from_json:
         targets = tuple(float(t) for t in args.targets.split(","))
         configs, per_config, environment = load_results(mine.from_json, targets)

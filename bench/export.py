@@ -8,7 +8,7 @@ Builds (once; reused while the sizes match) var/bench/export.sqlite3 with two pr
 (ru_maxrss) is its own; "RSS added" is that peak minus the RSS right before the export started
 (Django, pyarrow and astropy already imported). The baseline, measured in the same run, is the
 naive way: iterate the ORM queryset with select_related (every row becomes model instances held
-in the queryset's cache) and call project.pseudonym per row. Goals (issue 8): peak memory
+in the queryset's cache) and call project.pseudonym per row. Goals: peak memory
 independent of project size and under 300 MB, at least 50,000 vote rows/s.
 Writes the "## Exports" section of docs/benchmarks.md.
 """

@@ -10,7 +10,7 @@ Measures p50/p95 single-query latency (top 10, query → ids and scores) of
 * similarity.index.EmbeddingIndex: float16 matrix, torch.mv, top-k, exact float32 re-rank.
 
 and checks that the index's answers are exactly the float64 brute-force top 10 over its stored
-vectors for a sample of queries. Goal (issue 6): p95 < 20 ms at 1,000,000 vectors on this machine.
+vectors for a sample of queries. Goal: p95 < 20 ms at 1,000,000 vectors on this machine.
 Vectors are random unit vectors (the worst case: no clustering for any index to exploit);
 queries are stored vectors plus noise, so each has a clear nearest neighbour.
 Writes the "## Similarity search" section of docs/benchmarks.md.

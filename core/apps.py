@@ -6,5 +6,5 @@ class CoreConfig(AppConfig):
     verbose_name = "Projects, workflows and subjects"
 
     def ready(self):
-        # The ingest job kind registers itself on import.
-        from core import ingest  # noqa: F401
+        # The ingest and export job kinds register themselves on import.
+        from core import exporters, ingest  # noqa: F401

@@ -1,4 +1,4 @@
-"""Per-user API tokens (issue 8): generated with `secrets`, shown once, stored as a SHA-256 hash.
+"""Per-user API tokens: generated with `secrets`, shown once, stored as a SHA-256 hash.
 
 A key looks like `sv_<43 url-safe characters>`. The database keeps its SHA-256 and its first
 characters (`prefix`) so a user can tell tokens apart in the list; the key itself is never

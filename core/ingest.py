@@ -50,9 +50,10 @@ CUTOUT_SIZE = 63
 # ZTF readout-channel (quadrant) images are 3072 × 3080 pixels; cutouts of sources within
 # 31 px of an edge are truncated on that side.
 ZTF_QUADRANT_SHAPE = (3080, 3072)  # (ny, nx)
-# Caps against decompression bombs and absurd inputs.
+# Caps against decompression bombs and absurd inputs. A whole gzipped file may expand to
+# settings.SKYVOTE_MAX_DECOMPRESSED_BYTES (shared with search-by-image uploads); one alert cutout is a
+# few kB, so far less is plenty.
 MAX_CUTOUT_DECOMPRESSED_BYTES = 16 * 1024 * 1024
-MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096  # per plane
 MAX_ARRAY_ELEMENTS = 64 * 1024 * 1024  # per .npy array (256 MiB of float32)
 MAX_EXTERNAL_ID = 100
@@ -209,7 +210,7 @@ def add_subject(
 
 def gunzip_limited(data: bytes, limit: int | None = None) -> bytes:
     if limit is None:
-        limit = MAX_DECOMPRESSED_BYTES
+        limit = settings.SKYVOTE_MAX_DECOMPRESSED_BYTES
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
             out = handle.read(limit + 1)
@@ -476,7 +477,7 @@ def read_parquet(path: Path) -> Iterator[Record]:
 
 
 def _read_limited_check(path: Path) -> None:
-    limit = getattr(settings, "SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+    limit = settings.SKYVOTE_MAX_UPLOAD_BYTES
     size = path.stat().st_size
     if size > limit:
         raise IngestError(f"file is {size} bytes, over the {limit}-byte limit")
@@ -966,7 +967,7 @@ def create_ingest_job(
     The request returns at once; a worker on the short queue ingests the files and the job row
     carries its progress. Files that were only half saved leave neither a job nor files behind.
     """
-    limit = getattr(settings, "SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+    limit = settings.SKYVOTE_MAX_UPLOAD_BYTES
     for upload in uploads:
         if upload.size > limit:
             raise IngestError(f"{upload.name}: {upload.size} bytes, over the {limit}-byte limit")

@@ -15,6 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from core import permissions as roles
+
 
 def _new_salt() -> str:
     return get_random_string(32)
@@ -32,7 +34,6 @@ class Project(models.Model):
     pseudonym_salt = models.CharField(max_length=64, default=_new_salt, editable=False)
     is_public = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
-
 
     class Meta:
         db_table = "labeling_project"
@@ -54,19 +55,15 @@ class Project(models.Model):
         if not getattr(user, "is_authenticated", False):
             return None
         if user.is_staff or user.pk == self.owner_id:
-            return "owner"
+            return roles.OWNER
         membership = self.memberships.filter(user=user).first()
         return membership.role if membership else None
 
 
 class ProjectMembership(models.Model):
-    OWNER, COLLABORATOR, VIEWER, EXPERT = "owner", "collaborator", "viewer", "expert"
-    ROLES = [
-        (OWNER, "Owner"),
-        (COLLABORATOR, "Collaborator"),
-        (VIEWER, "Viewer"),
-        (EXPERT, "Expert (labels gold)"),
-    ]
+    # The role names and their sets live in core.permissions; these aliases keep ProjectMembership.OWNER etc.
+    OWNER, COLLABORATOR, VIEWER, EXPERT = roles.OWNER, roles.COLLABORATOR, roles.VIEWER, roles.EXPERT
+    ROLES = roles.ROLE_CHOICES
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=ROLES)
@@ -108,7 +105,7 @@ class Workflow(models.Model):
     answers = models.JSONField(default=default_answers)
     is_active = models.BooleanField(default=True)
 
-    # Retirement (issue 2 v1: count; issue 4: swap and consensus).
+    # Retirement: after N votes (count), at SWAP thresholds on P(real), or at a consensus fraction.
     retirement_rule = models.CharField(max_length=20, choices=RULES, default=RULE_COUNT)
     retirement_limit = models.PositiveIntegerField(default=5, help_text="Votes to retire (count rule).")
     swap_prior = models.FloatField(default=0.5)
@@ -118,7 +115,7 @@ class Workflow(models.Model):
     max_votes = models.PositiveIntegerField(default=20)
     consensus_fraction = models.FloatField(default=0.8)
 
-    # Selection (issues 4 and 5).
+    # Selection: gold subjects on a schedule, an exploration share, the active model's ranking.
     gold_schedule = models.JSONField(default=default_gold_schedule)
     exploration_share = models.FloatField(default=0.1)
     acquisition_strategy = models.CharField(max_length=30, default="entropy")
@@ -155,7 +152,6 @@ class SubjectSet(models.Model):
     workflows = models.ManyToManyField(Workflow, related_name="subject_sets", blank=True)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
-
 
     class Meta:
         db_table = "labeling_subjectset"
@@ -202,7 +198,7 @@ class Subject(models.Model):
     truth_label = models.CharField(max_length=20, blank=True)
     truth_subtype = models.CharField(max_length=40, blank=True)
 
-    # Gold standard (expert label), issue 4.
+    # Gold standard: an expert's label, for feedback to volunteers and for measuring them.
     gold_label = models.CharField(max_length=20, blank=True, db_index=True)
     gold_subtype = models.CharField(max_length=40, blank=True)
     gold_by = models.ForeignKey(
@@ -217,11 +213,11 @@ class Subject(models.Model):
     vote_count = models.PositiveIntegerField(default=0)
     answer_counts = models.JSONField(default=dict, blank=True)
 
-    # Aggregated belief (issue 4): P(real) and how it was computed.
+    # Aggregated belief: P(real) and how it was computed.
     p_real = models.FloatField(null=True, blank=True)
     aggregation_method = models.CharField(max_length=30, blank=True)
 
-    # Active model's opinion (issue 5); never shown to volunteers before they answer.
+    # Active model's opinion; never shown to volunteers before they answer.
     model_score = models.FloatField(null=True, blank=True)
     model_uncertainty = models.FloatField(null=True, blank=True)
     acquisition_score = models.FloatField(null=True, blank=True)
@@ -275,7 +271,6 @@ class Participant(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
-
     class Meta:
         db_table = "labeling_participant"
 
@@ -288,7 +283,7 @@ def artifact_upload_path(instance, filename):
 
 
 class ModelVersion(models.Model):
-    """A trained model (real/bogus classifier or similarity embedding), issue 5."""
+    """A trained model (real/bogus classifier or similarity embedding)."""
 
     CLASSIFIER, EMBEDDING = "classifier", "embedding"
     CANDIDATE, ACTIVE, REJECTED, FAILED, RETIRED = "candidate", "active", "rejected", "failed", "retired"
@@ -324,7 +319,7 @@ class ModelVersion(models.Model):
 
 
 class ApiToken(models.Model):
-    """Per-user API token: shown once, stored as a SHA-256 hash, revocable (issue 8)."""
+    """Per-user API token: shown once, stored as a SHA-256 hash, revocable."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
@@ -333,7 +328,6 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-
 
     class Meta:
         db_table = "labeling_apitoken"

@@ -1,6 +1,7 @@
-"""Account and scientist pages of issue 8: personal API tokens and the per-project exports page.
+"""Account and scientist pages: personal API tokens and the per-project exports page.
 
-Thin views: tokens are made and revoked by core.authentication, exports by labeling.exports.
+Thin views: tokens are made and revoked by core.authentication, exports by core.exporters (the
+exports offered are the ones the apps register there).
 """
 
 from pathlib import Path
@@ -11,23 +12,11 @@ from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core import exporters
 from core.authentication import create_token, revoke_token
 from core.models import ApiToken
-from core.permissions import EXPORT_ROLES, project_for
+from core.permissions import EXPORT_ROLES, project_for_request
 from jobs.models import Job
-from labeling import exports
-
-EXPORT_CHOICES = [
-    ("votes", "csv", "Raw votes — CSV"),
-    ("votes", "jsonl", "Raw votes — JSON Lines"),
-    ("votes", "parquet", "Raw votes — Parquet"),
-    ("labels", "csv", "Labels — CSV"),
-    ("labels", "parquet", "Labels — Parquet"),
-    ("labels", "fits", "Labels — FITS"),
-    ("labels", "ecsv", "Labels — ECSV"),
-    ("bundle", "zip", "Training bundle — zip (images .npy, labels, split, manifest)"),
-    ("similarity", "zip", "Similarity choices and pair counts — zip"),
-]
 
 
 @login_required
@@ -59,20 +48,15 @@ def api_token_revoke(request, token):
     return redirect("core:api_tokens")
 
 
-def _export_choices(project):
-    has_similarity = exports.similarity_available() and project.workflows.filter(kind="similarity").exists()
-    return [c for c in EXPORT_CHOICES if c[0] != "similarity" or has_similarity]
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def exports_page(request, project):
-    project, role = project_for(request.user, project, EXPORT_ROLES)
+    project, role = project_for_request(request, project, EXPORT_ROLES)
     error = None
     if request.method == "POST":
         kind, _, fmt = request.POST.get("export", "").partition(":")
         try:
-            job = exports.start_export(
+            job = exporters.start_export(
                 project=project,
                 user=request.user,
                 role=role,
@@ -80,7 +64,7 @@ def exports_page(request, project):
                 fmt=fmt,
                 workflow_id=request.POST.get("workflow") or None,
             )
-        except exports.ExportError as exc:
+        except exporters.ExportError as exc:
             error = str(exc)
         else:
             if request.htmx:
@@ -90,8 +74,8 @@ def exports_page(request, project):
     context = {
         "project": project,
         "role": role,
-        "jobs": exports.export_jobs(project)[:20],
-        "choices": _export_choices(project),
+        "jobs": exporters.export_jobs(project)[:20],
+        "choices": exporters.export_choices(project),
         "workflows": project.workflows.order_by("name"),
         "error": error,
     }
@@ -101,16 +85,16 @@ def exports_page(request, project):
 @login_required
 @require_GET
 def export_progress(request, project, job):
-    project, _role = project_for(request.user, project, EXPORT_ROLES)
-    job = get_object_or_404(exports.export_jobs(project), pk=job)
+    project, _role = project_for_request(request, project, EXPORT_ROLES)
+    job = get_object_or_404(exporters.export_jobs(project), pk=job)
     return render(request, "core/exports.html#job", {"project": project, "job": job})
 
 
 @login_required
 @require_GET
 def export_download(request, project, job):
-    project, _role = project_for(request.user, project, EXPORT_ROLES)
-    job = get_object_or_404(exports.export_jobs(project), pk=job)
+    project, _role = project_for_request(request, project, EXPORT_ROLES)
+    job = get_object_or_404(exporters.export_jobs(project), pk=job)
     if job.status != Job.SUCCEEDED or not job.result:
         return HttpResponse(
             f"This export is {job.get_status_display().lower()}.", status=409, content_type="text/plain"
@@ -119,5 +103,5 @@ def export_download(request, project, job):
         job.result.open("rb"),
         as_attachment=True,
         filename=Path(job.result.name).name,
-        content_type=exports.CONTENT_TYPES.get(job.params.get("format", ""), "application/octet-stream"),
+        content_type=exporters.CONTENT_TYPES.get(job.params.get("format", ""), "application/octet-stream"),
     )

@@ -1,23 +1,17 @@
-"""Upload page for project owners: files → Job(kind=ingest) → core.ingest. Thin: logic lives in ingest."""
+"""Upload page for project owners and collaborators (WRITE_ROLES, as the uploads API).
+
+Files → Job(kind=ingest) → core.ingest. Thin: logic lives in ingest.
+"""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from core import ingest
-from core.models import Project
+from core.permissions import WRITE_ROLES, project_for_request
 from jobs.models import Job
 
 MAX_FILES_PER_UPLOAD = 500
-
-
-def _owned_project(request, slug: str) -> Project:
-    """Only owners upload; everyone else gets a 404 (no existence leak)."""
-    project = get_object_or_404(Project, slug=slug)
-    if project.role_of(request.user) != "owner":
-        raise Http404("No such project.")
-    return project
 
 
 def _recent_jobs(project):
@@ -31,7 +25,7 @@ def _recent_jobs(project):
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request, project):
-    project = _owned_project(request, project)
+    project, _ = project_for_request(request, project, WRITE_ROLES)
     workflows = project.workflows.order_by("name")
     errors: list[str] = []
     if request.method == "POST":
@@ -70,7 +64,7 @@ def upload(request, project):
 @login_required
 @require_GET
 def upload_progress(request, project, job):
-    project = _owned_project(request, project)
+    project, _ = project_for_request(request, project, WRITE_ROLES)
     job = get_object_or_404(Job.objects.select_related("workflow"), pk=job, project=project, kind=Job.INGEST)
     context = {"project": project, "job": job}
     if request.htmx:

@@ -54,8 +54,7 @@ DEFAULTS = {
 
 
 def job_setting(name: str):
-    configured = getattr(settings, "SKYVOTE_JOBS", None) or {}
-    return configured.get(name, DEFAULTS[name])
+    return settings.SKYVOTE_JOBS.get(name, DEFAULTS[name])
 
 
 class JobLost(Exception):
@@ -179,7 +178,7 @@ def dispatch_on_commit(job: Job) -> None:
 
 
 def _eager() -> bool:
-    return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
+    return bool(settings.CELERY_TASK_ALWAYS_EAGER)
 
 
 def dispatch_job(job_id: int) -> bool:
@@ -331,14 +330,15 @@ def run_job(job_id: int) -> Job | None:
         return None
     except Exception as exc:
         if isinstance(exc, kind.plain_errors):
-            text = str(exc)
-            detail = text
+            text, trace = str(exc), ""
         else:
+            # An unexpected error: its type and message for the person, the traceback in the log.
             log.exception("job %s (%s) failed", job_id, job.kind)
-            text = f"{type(exc).__name__}: {exc}"
-            detail = traceback.format_exc()
+            text, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
         try:
-            run.finish(Job.FAILED, f"Failed: {text}"[:300], error=detail)
+            if trace:
+                run.update(log=Concat(F("log"), Value(trace)))
+            run.finish(Job.FAILED, f"Failed: {text}"[:300], error=text)
         except JobLost:
             return None
         if kind.on_failed:

@@ -6,5 +6,6 @@ class LabelingConfig(AppConfig):
     verbose_name = "Real/bogus volunteering"
 
     def ready(self):
-        # Merges anonymous participants on login; registers the aggregation and retirement job kinds.
-        from labeling import exports, jobs, signals  # noqa: F401
+        # Merges anonymous participants on login; registers the aggregation and retirement job kinds
+        # and the votes and labels exporters.
+        from labeling import exporters, jobs, signals  # noqa: F401

@@ -10,9 +10,9 @@ import random
 from django.db import transaction
 
 from core.models import Project, Subject, Workflow
+from core.permissions import EXPERT_ROLES
 
 GOLD_ANSWERS = (Subject.REAL, Subject.BOGUS)
-EXPERT_ROLES = ("owner", "expert")
 
 
 class GoldError(ValueError):

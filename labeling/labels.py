@@ -82,3 +82,21 @@ def training_labels(
 def count_decided_labels(workflow: Workflow) -> int:
     """How many subjects `training_labels(workflow)` would return, with one COUNT query."""
     return _queryset(workflow, None, False).count()
+
+
+def decided_filter(workflow: Workflow) -> Q:
+    """The subjects `training_labels(workflow)` returns, as a filter: exports and the API annotate
+    `decided` with it (per workflow, since each has its own thresholds)."""
+    return _evidence_filter(workflow, int(workflow.min_votes), False) & (
+        Q(gold_label__in=GOLD_ANSWERS) | Q(p_real__isnull=False)
+    )
+
+
+def label_of(gold_label: str, decided: bool, p_real: float | None) -> tuple[str, str, float | None]:
+    """(label, label_source, confidence) of one subject as exports and the API show it: the gold
+    label if any, else the crowd's once decided (P(real) >= 0.5 → real), else empty."""
+    if gold_label in GOLD_ANSWERS:
+        return gold_label, "gold", 1.0
+    if decided and p_real is not None:
+        return (Subject.REAL if p_real >= 0.5 else Subject.BOGUS), "crowd", abs(2.0 * p_real - 1.0)
+    return "", "", (abs(2.0 * p_real - 1.0) if p_real is not None else None)

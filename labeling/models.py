@@ -45,7 +45,7 @@ class Vote(models.Model):
 
 
 class ParticipantSkill(models.Model):
-    """What we believe about one volunteer in one workflow (issue 4)."""
+    """What we believe about one volunteer in one workflow."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="skills")
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="skills")

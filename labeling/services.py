@@ -3,23 +3,24 @@
 `record_vote` is idempotent on the client's key, stores a vote at most once per
 (workflow, subject, participant), never drops a vote for a subject that retired meanwhile
 (it is stored and flagged late), and updates counts, belief and retirement in the same
-transaction with the subject row locked, so concurrent voters cannot miscount.
+transaction with the subject row locked, so concurrent voters cannot miscount. The exactly-once
+part is core.votes.store_vote_once, shared with similarity answers; this module adds what a
+real/bogus vote is and what it updates.
 """
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from core.models import Participant, Subject, Workflow
+from core.votes import VoteError, parse_idempotency_key, store_vote_once
 from labeling import aggregation, retirement
 from labeling.models import Vote
+from loop import services as loop_services
 
-
-class VoteError(ValueError):
-    """The vote cannot be accepted; the message says why, in words for the volunteer."""
+__all__ = ["VoteError", "VoteResult", "gold_feedback", "record_vote"]
 
 
 @dataclass
@@ -28,15 +29,6 @@ class VoteResult:
     created: bool
     retired_now: bool = False
     feedback: dict | None = field(default=None)
-
-
-def _parse_key(key) -> uuid.UUID:
-    if isinstance(key, uuid.UUID):
-        return key
-    try:
-        return uuid.UUID(str(key))
-    except (ValueError, TypeError, AttributeError):
-        raise VoteError("The idempotency key must be a UUID.") from None
 
 
 def record_vote(
@@ -54,7 +46,7 @@ def record_vote(
     source: str = "web",
     created_at: datetime | None = None,
 ) -> VoteResult:
-    key = _parse_key(idempotency_key)
+    key = parse_idempotency_key(idempotency_key)
     answer = (answer or "").strip().lower()
     if answer not in set(workflow.answers) | {Vote.SKIP}:
         raise VoteError(
@@ -63,11 +55,7 @@ def record_vote(
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
-    existing = Vote.objects.filter(idempotency_key=key).first()
-    if existing:
-        return _same_key(existing, workflow, subject_id, participant)
-
-    with transaction.atomic():
+    def build() -> Vote:
         subject = (
             Subject.objects.select_for_update().filter(pk=subject_id, project_id=workflow.project_id).first()
         )
@@ -83,6 +71,7 @@ def record_vote(
             finished_at=finished_at or timezone.now(),
             user_agent=(user_agent or "")[:400],
             viewport=(viewport or "")[:40],
+            # Late: the subject retired while this volunteer was looking at it. Stored, not dropped.
             subject_was_retired=subject.is_retired,
             was_gold=bool(subject.gold_label),
             gold_correct=(answer == subject.gold_label)
@@ -93,34 +82,36 @@ def record_vote(
         )
         if created_at:
             vote.created_at = created_at
-        try:
-            with transaction.atomic():
-                vote.save(force_insert=True)
-        except IntegrityError:
-            pass
-        else:
-            retired_now = _apply_vote(vote, subject, workflow)
-            transaction.on_commit(lambda: _after_commit(workflow.pk))
-            return VoteResult(
-                vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, subject)
-            )
+        return vote
 
-    # Lost a race: the same key, or this participant already answered this subject.
-    existing = Vote.objects.filter(idempotency_key=key).first()
-    if existing:
-        return _same_key(existing, workflow, subject_id, participant)
-    first = Vote.objects.get(workflow=workflow, subject_id=subject_id, participant=participant)
-    return VoteResult(first, created=False)
+    def created(vote: Vote) -> VoteResult:
+        retired_now = _apply_vote(vote, vote.subject, workflow)
+        transaction.on_commit(lambda: _after_commit(workflow.pk))
+        return VoteResult(
+            vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, vote.subject)
+        )
 
+    def same_vote(stored: Vote) -> bool:
+        return (stored.workflow_id, stored.subject_id, stored.participant_id) == (
+            workflow.pk,
+            int(subject_id),
+            participant.pk,
+        )
 
-def _same_key(existing: Vote, workflow, subject_id, participant) -> VoteResult:
-    if (existing.workflow_id, existing.subject_id, existing.participant_id) != (
-        workflow.pk,
-        int(subject_id),
-        participant.pk,
-    ):
-        raise VoteError("This idempotency key was already used for a different vote.")
-    return VoteResult(existing, created=False, feedback=gold_feedback(existing, existing.subject))
+    return store_vote_once(
+        Vote,
+        key,
+        build=build,
+        created=created,
+        same_vote=same_vote,
+        replay=lambda stored: VoteResult(
+            stored, created=False, feedback=gold_feedback(stored, stored.subject)
+        ),
+        earlier=lambda: VoteResult(
+            Vote.objects.get(workflow=workflow, subject_id=subject_id, participant=participant), created=False
+        ),
+        conflict_message="This idempotency key was already used for a different vote.",
+    )
 
 
 def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
@@ -153,11 +144,5 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
 
 
 def _after_commit(workflow_id: int) -> None:
-    # The learning loop (issue 5) hooks in here: count new decided labels, maybe queue a round.
-    try:
-        from loop import services as loop
-    except ImportError:
-        return
-    hook = getattr(loop, "on_votes_committed", None)
-    if hook:
-        hook(workflow_id)
+    # The learning loop hooks in here: count new decided labels, maybe queue a training round.
+    loop_services.on_votes_committed(workflow_id)

@@ -3,7 +3,6 @@
 import uuid
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,7 +13,7 @@ from django.views.decorators.http import require_POST
 from core.formats import parse_client_time
 from core.models import Participant, Project, Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import owner_project
+from core.permissions import READ_ROLES, project_for_request
 from labeling import selection
 from labeling.models import Vote
 from labeling.services import VoteError, record_vote
@@ -104,7 +103,7 @@ def field_guide(request, project):
 
 @login_required
 def project_dashboard(request, project):
-    project = owner_project(request, project)
+    project, role = project_for_request(request, project, READ_ROLES)
     subjects = Subject.objects.filter(project=project)
     votes = Vote.objects.filter(workflow__project=project)
     since = timezone.now() - timezone.timedelta(hours=24)
@@ -125,13 +124,8 @@ def project_dashboard(request, project):
         "n_participants": Participant.objects.filter(votes__workflow__project=project).distinct().count(),
         "per_hour": list(per_hour),
         "latest_votes": votes.select_related("subject", "workflow").order_by("-created_at")[:20],
-        "role": project.role_of(request.user),
+        "role": role,
     }
     if request.htmx:
         return render(request, "labeling/dashboard.html#stats", context)
     return render(request, "labeling/dashboard.html", context)
-
-
-def require_owner(request, project: Project) -> None:
-    if project.role_of(request.user) != "owner":
-        raise PermissionDenied

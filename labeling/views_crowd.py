@@ -16,38 +16,18 @@ import json
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core.models import Subject, Workflow
+from core.permissions import EXPERT_ROLES, MEMBER_ROLES, OWNER_ROLES, READ_ROLES, workflow_for
 from labeling import gold, retirement
 from labeling.jobs import request_aggregation, request_retirement_check
 from labeling.models import ParticipantSkill
 
-MEMBER_ROLES = frozenset({"owner", "collaborator", "viewer", "expert"})
-SCIENTIST_ROLES = frozenset({"owner", "collaborator", "viewer"})
-EXPERT_ROLES = frozenset(gold.EXPERT_ROLES)
-OWNER_ROLES = frozenset({"owner"})
 SKIPPED_KEEP = 500  # subjects an expert skipped, remembered in the session per workflow
-
-
-def crowd_workflow(request, project_slug: str, workflow_slug: str, roles) -> tuple[Workflow, str]:
-    """(workflow, role) if the user's role in the project is in `roles`; 404 / 403 otherwise."""
-    workflow = (
-        Workflow.objects.select_related("project")
-        .filter(project__slug=project_slug, slug=workflow_slug, kind=Workflow.REAL_BOGUS)
-        .first()
-    )
-    role = workflow.project.role_of(request.user) if workflow else None
-    if role not in MEMBER_ROLES:
-        raise Http404("No such workflow.")
-    if role not in roles:
-        raise PermissionDenied(f"Your role in this project ({role}) does not allow this page.")
-    return workflow, role
 
 
 # --- Gold labeling ------------------------------------------------------------------------------------
@@ -79,14 +59,14 @@ def _gold_context(request, workflow, error=None, last=None):
 
 @login_required
 def gold_labeling(request, project, workflow):
-    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, EXPERT_ROLES, kind=Workflow.REAL_BOGUS)
     return render(request, "labeling/crowd/gold.html", _gold_context(request, workflow))
 
 
 @login_required
 @require_POST
 def gold_label_submit(request, project, workflow):
-    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, EXPERT_ROLES, kind=Workflow.REAL_BOGUS)
     error = last = None
     subject = Subject.objects.filter(pk=request.POST.get("subject") or 0, workflow=workflow).first()
     label = (request.POST.get("label") or "").strip().lower()
@@ -112,7 +92,7 @@ def gold_label_submit(request, project, workflow):
 @login_required
 @require_POST
 def gold_skips_reset(request, project, workflow):
-    workflow, _ = crowd_workflow(request, project, workflow, EXPERT_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, EXPERT_ROLES, kind=Workflow.REAL_BOGUS)
     request.session.pop(f"gold-skipped-{workflow.pk}", None)
     return redirect("labeling:crowd_gold", workflow.project.slug, workflow.slug)
 
@@ -156,7 +136,7 @@ def volunteer_rows(workflow: Workflow, skills) -> list[dict]:
 
 @login_required
 def volunteers(request, project, workflow):
-    workflow, role = crowd_workflow(request, project, workflow, SCIENTIST_ROLES)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     skills = ParticipantSkill.objects.filter(workflow=workflow, n_votes__gt=0).order_by("-n_votes", "pk")
     page = Paginator(skills, 100).get_page(request.GET.get("page"))
     context = {
@@ -173,7 +153,7 @@ def volunteers(request, project, workflow):
 @login_required
 @require_POST
 def recompute_now(request, project, workflow):
-    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
     request_aggregation(workflow, user=request.user)
     messages.success(request, "A full Dawid–Skene recompute is queued; the table updates when it finishes.")
     return redirect("labeling:crowd_volunteers", workflow.project.slug, workflow.slug)
@@ -184,7 +164,7 @@ def recompute_now(request, project, workflow):
 
 @login_required
 def review_queue(request, project, workflow):
-    workflow, role = crowd_workflow(request, project, workflow, MEMBER_ROLES)
+    workflow, role = workflow_for(request, project, workflow, MEMBER_ROLES, kind=Workflow.REAL_BOGUS)
     queue = Subject.objects.filter(workflow=workflow, needs_review=True).order_by("retired_at", "pk")
     recently_retired = (
         Subject.objects.filter(workflow=workflow, status=Subject.RETIRED, needs_review=False)
@@ -204,7 +184,7 @@ def review_queue(request, project, workflow):
 
 
 def _subject_for_owner(request, project, workflow, subject_id=None):
-    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
     if subject_id is None:
         external_id = (request.POST.get("external_id") or "").strip()
         subject = Subject.objects.filter(workflow=workflow, external_id=external_id).first()
@@ -333,7 +313,7 @@ class RetirementForm(forms.ModelForm):
 
 @login_required
 def retirement_settings(request, project, workflow):
-    workflow, _ = crowd_workflow(request, project, workflow, OWNER_ROLES)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
     form = RetirementForm(request.POST or None, instance=workflow)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():

@@ -6,5 +6,6 @@ class LoopConfig(AppConfig):
     verbose_name = "Learning loop"
 
     def ready(self):
-        # Job kinds (training rounds, scoring) and the sweep's trigger check register on import.
-        from loop import services  # noqa: F401
+        # Job kinds (training rounds, scoring), the sweep's trigger check and the training bundle
+        # exporter register on import.
+        from loop import exporters, services  # noqa: F401

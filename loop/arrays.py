@@ -39,8 +39,7 @@ MAX_SEGMENTS = 24
 
 
 def cache_root() -> Path:
-    loop_settings = getattr(settings, "SKYVOTE_LOOP", {}) or {}
-    return Path(loop_settings.get("cache_dir") or Path(settings.VAR_DIR) / "cache")
+    return Path(settings.SKYVOTE_LOOP.get("cache_dir") or Path(settings.VAR_DIR) / "cache")
 
 
 class ArrayCache:

@@ -62,14 +62,10 @@ DEFAULTS = {
     "cache_dir": None,
 }
 
-DIVERSITY_SUFFIX = "+diversity"
-# With batch diversity, this many of the top-ranked subjects are re-ordered by greedy k-center.
-DIVERSE_HEAD = 1000
 
 
 def loop_setting(name: str):
-    configured = getattr(settings, "SKYVOTE_LOOP", None) or {}
-    return configured.get(name, DEFAULTS[name])
+    return settings.SKYVOTE_LOOP.get(name, DEFAULTS[name])
 
 
 class LoopError(RuntimeError):
@@ -650,58 +646,23 @@ def score_precision(device_type: str = "cpu") -> str:
     return "bfloat16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "float32"
 
 
-def parse_strategy(name: str) -> tuple[str, bool]:
-    """'entropy', 'bald', 'bald+diversity' … → (base strategy, diversity)."""
-    from mlcore.acquisition import STRATEGIES
-
-    name = (name or "entropy").strip().lower()
-    diversity = name.endswith(DIVERSITY_SUFFIX)
-    base = name[: -len(DIVERSITY_SUFFIX)] if diversity else name
-    if base not in STRATEGIES:
-        raise LoopError(
-            f"Unknown acquisition strategy {name!r}; use one of {', '.join(STRATEGIES)} (optionally +diversity)."
-        )
-    return base, diversity
-
-
-def rank_pool(strategy: str, p_real, mc_bald=None, features=None, *, seed: int = 0):
-    """The acquisition ranking of the whole pool (mlcore.acquisition) → (order, score per item)."""
-    from mlcore import acquisition
-
-    base, diversity = parse_strategy(strategy)
-    n = len(p_real)
-    if base == "random":
-        ranking = acquisition.random_sampling(n, rng=seed)
-    elif base == "bald":
-        if mc_bald is None:
-            raise LoopError("BALD needs MC-dropout samples (SKYVOTE_MC_SAMPLES > 0).")
-        # mc_bald already holds the per-item mutual information: rank it directly.
-        order = np.argsort(-np.asarray(mc_bald), kind="stable")
-        ranking = acquisition.Ranking(order, np.asarray(mc_bald)[order])
-    else:
-        ranking = getattr(acquisition, base)(p_real)
-    scores = np.empty(n, dtype=np.float64)
-    scores[ranking.indices] = ranking.scores
-    order = ranking.indices
-    if diversity and features is not None and n > 1:
-        head = min(n, DIVERSE_HEAD)
-        picked = acquisition.diverse_top(ranking, features, head, top_m=min(n, 10 * head))
-        rest = order[~np.isin(order, picked.indices)]
-        order = np.concatenate([picked.indices, rest])
-    return order, scores
-
-
 def _score_and_rank(
     workflow, version, model, cache_, pool_ids: np.ndarray, run: JobRun | None, start: float, end: float
 ) -> dict:
     """Score every given subject in chunks, rank by the workflow's strategy, write the ranking."""
+    from mlcore.acquisition import parse_strategy, rank_pool
     from mlcore.data import TripletArrayDataset
     from mlcore.score import score
 
     timings = {}
     began = time.perf_counter()
-    base, diversity = parse_strategy(workflow.acquisition_strategy)
+    try:
+        base, diversity = parse_strategy(workflow.acquisition_strategy)
+    except ValueError as exc:
+        raise LoopError(str(exc)) from None
     mc = int(loop_setting("mc_samples")) if base == "bald" else 0
+    if base == "bald" and not mc:
+        raise LoopError("BALD needs MC-dropout samples (SKYVOTE_MC_SAMPLES > 0).")
     n = len(pool_ids)
     chunk = int(loop_setting("score_chunk"))
     ids_out = np.empty(n, dtype=np.int64)
@@ -734,7 +695,12 @@ def _score_and_rank(
         report(done / max(n, 1), f"scored {done}/{n} subjects")
     if n and not np.all(np.isfinite(p_real)):
         raise LoopError("The model produced NaN scores for the pool; the ranking was not changed.")
-    order, acq = rank_pool(workflow.acquisition_strategy, p_real, bald, features, seed=version.version)
+    try:
+        order, acq = rank_pool(
+            workflow.acquisition_strategy, p_real, bald_scores=bald, features=features, seed=version.version
+        )
+    except ValueError as exc:
+        raise LoopError(f"The pool could not be ranked ({exc}); the ranking was not changed.") from None
     priority = np.empty(n, dtype=np.float64)
     priority[order] = 1.0 - np.arange(n) / max(n, 1)  # 1 for the most informative, → 0 for the least
     timings["score"] = time.perf_counter() - began

@@ -1,8 +1,9 @@
 """The owner's learning-loop pages: model versions, plots, the running round, saliency. Thin: see loop.py.
 
 Owners, collaborators and viewers of a project see these pages; only owners press "train now" and
-"promote". Nobody else learns that the project exists (404). Volunteers never reach the model's
-opinion: the classify page does not show it, and these pages need a project role.
+"promote" (other members get 403). Nobody without a role learns that the project exists (404).
+Volunteers never reach the model's opinion: the classify page does not show it, and these pages need a
+project role.
 """
 
 import io
@@ -10,7 +11,6 @@ import io
 import numpy as np
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db.models import Count
@@ -18,31 +18,12 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from core.models import ModelVersion, Project, Subject, Workflow
+from core.models import ModelVersion, Subject, Workflow
+from core.permissions import OWNER_ROLES, READ_ROLES, workflow_for
 from jobs.models import Job
 from loop import services as loop
 
-READ_ROLES = ("owner", "collaborator", "viewer")
 LOG_TAIL_LINES = 15
-
-
-def _workflow_for(request, project_slug: str, workflow_slug: str) -> tuple[Workflow, str]:
-    project = get_object_or_404(Project, slug=project_slug)
-    role = project.role_of(request.user)
-    if role not in READ_ROLES:
-        raise Http404("No such project.")
-    workflow = get_object_or_404(
-        Workflow.objects.select_related("project", "active_model"),
-        project=project,
-        slug=workflow_slug,
-        kind=Workflow.REAL_BOGUS,
-    )
-    return workflow, role
-
-
-def _require_owner(role: str) -> None:
-    if role != "owner":
-        raise PermissionDenied("Only the project's owners can start training or promote models.")
 
 
 def _media_url(name: str | None) -> str | None:
@@ -72,7 +53,7 @@ def _uncertainty_bars(version: ModelVersion | None) -> list[dict]:
 @login_required
 @require_GET
 def workflow_models(request, project, workflow):
-    workflow, role = _workflow_for(request, project, workflow)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     active = workflow.active_model
     versions = list(
         ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.CLASSIFIER).order_by("-version")
@@ -118,7 +99,7 @@ def workflow_models(request, project, workflow):
 @require_GET
 def job_status(request, project, workflow):
     """The running-job panel, polled by htmx every second while a job is open."""
-    workflow, role = _workflow_for(request, project, workflow)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     watching = request.GET.get("job")
     context = {"project": workflow.project, "workflow": workflow, "role": role}
     context.update(_job_context(workflow, int(watching) if watching and watching.isdigit() else None))
@@ -133,8 +114,7 @@ def job_status(request, project, workflow):
 @login_required
 @require_POST
 def train_now(request, project, workflow):
-    workflow, role = _workflow_for(request, project, workflow)
-    _require_owner(role)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
     try:
         job, created = loop.request_training(
             workflow, user=request.user, force_promote=request.POST.get("force") == "1", reason="owner"
@@ -152,8 +132,7 @@ def train_now(request, project, workflow):
 @login_required
 @require_POST
 def promote(request, project, workflow, version):
-    workflow, role = _workflow_for(request, project, workflow)
-    _require_owner(role)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
     model_version = get_object_or_404(
         ModelVersion, workflow=workflow, kind=ModelVersion.CLASSIFIER, version=version
     )
@@ -173,7 +152,7 @@ def _subject(workflow: Workflow, subject_id: int) -> Subject:
 @login_required
 @require_GET
 def subject_model(request, project, workflow, subject):
-    workflow, role = _workflow_for(request, project, workflow)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     subject = _subject(workflow, subject)
     rank = None
     if workflow.active_model_id and subject.status == Subject.ACTIVE:
@@ -216,7 +195,7 @@ def _saliency_png(maps: np.ndarray, scale: int = 4) -> bytes:
 @require_GET
 def subject_saliency(request, project, workflow, subject):
     """Input-gradient saliency of the active model for one subject, as PNG (cached in media storage)."""
-    workflow, role = _workflow_for(request, project, workflow)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     subject = _subject(workflow, subject)
     version = workflow.active_model
     if version is None:

@@ -11,7 +11,12 @@ Batch diversity: ``diverse_top`` takes the top M of any ranking and chooses k am
 k-center on the features (Sener & Savarese 2018), so a batch is not 100 near-copies of one
 confusing artefact. Exploration: ``with_exploration`` replaces a share of each batch with random
 pool items, which keeps the labelled set representative and catches what the model is wrongly
-confident about. ``select_batch`` combines the three by name.
+confident about.
+
+``rank_pool(strategy, p_real, ...)`` is the one ranking both the web learning loop and the
+simulation use: a strategy name ("entropy", "bald+diversity", … see ``parse_strategy``) → the order
+of the whole pool and every item's score. ``select_batch`` takes the first k of that order, with an
+optional exploration share.
 """
 
 from __future__ import annotations
@@ -32,10 +37,21 @@ __all__ = [
     "k_center_greedy",
     "diverse_top",
     "with_exploration",
+    "DIVERSITY_SUFFIX",
+    "DIVERSE_HEAD",
+    "STRATEGY_NAMES",
+    "parse_strategy",
+    "rank_pool",
     "select_batch",
 ]
 
 STRATEGIES = ("random", "least_confidence", "margin", "entropy", "bald")
+DIVERSITY_SUFFIX = "+diversity"
+# Every name parse_strategy accepts, in canonical spelling.
+STRATEGY_NAMES = STRATEGIES + tuple(base + DIVERSITY_SUFFIX for base in STRATEGIES)
+# With "+diversity", rank_pool re-orders this many of the top-ranked items by greedy k-center. The web
+# loop ranks its whole pool, and k-center over all of it would cost O(n²) distances; only the head is spread.
+DIVERSE_HEAD = 1000
 _EPS = 1e-12
 
 
@@ -213,6 +229,93 @@ def with_exploration(
     )
 
 
+def parse_strategy(name: str | None) -> tuple[str, bool]:
+    """'entropy', 'bald', 'bald+diversity' … → (base strategy, diversity). Case and surrounding
+    spaces do not matter; an empty name means "entropy", the workflows' default."""
+    name = (name or "entropy").strip().lower()
+    diversity = name.endswith(DIVERSITY_SUFFIX)
+    base = name[: -len(DIVERSITY_SUFFIX)] if diversity else name
+    if base not in STRATEGIES:
+        raise ValueError(
+            f"unknown acquisition strategy {name!r}; use one of {', '.join(STRATEGIES)} "
+            f"(optionally {DIVERSITY_SUFFIX})"
+        )
+    return base, diversity
+
+
+def _pool_size(n_pool, *, p_real=None, mc_probs=None, bald_scores=None, features=None) -> int:
+    """The pool size all given model outputs agree on (or n_pool when nothing else tells it)."""
+    sizes = []
+    if p_real is not None:
+        sizes.append(len(np.atleast_1d(np.asarray(p_real))))  # (N,) or (N, 2)
+    if mc_probs is not None:
+        sizes.append(np.asarray(mc_probs).shape[-1])
+    if bald_scores is not None:
+        sizes.append(len(bald_scores))
+    if features is not None:
+        sizes.append(len(features))
+    if n_pool is None:
+        if not sizes:
+            raise ValueError("pass n_pool (or model outputs) so the pool size is known")
+        n_pool = sizes[0]
+    if any(s != n_pool for s in sizes):
+        raise ValueError(f"model outputs disagree on the pool size: {sorted(set(sizes + [n_pool]))}")
+    return int(n_pool)
+
+
+_UNCERTAINTY = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
+
+
+def rank_pool(
+    strategy: str,
+    p_real=None,
+    *,
+    bald_scores=None,
+    mc_probs=None,
+    features=None,
+    labeled_features=None,
+    n_pool: int | None = None,
+    seed: np.random.Generator | int | None = 0,
+    diverse_head: int = DIVERSE_HEAD,
+    top_m: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The acquisition ranking of a whole pool → (order, scores).
+
+    order: a permutation of range(n), most worth labelling first. scores: per item, in pool order,
+    the score the strategy ranked by (higher = more informative; for "random" the random key).
+
+    strategy: a name ``parse_strategy`` accepts. Uncertainty strategies need p_real (N,); "bald"
+    needs bald_scores (N,) (ScoreResult.bald) or mc_probs (T, N); "random" draws from seed (an int,
+    or a numpy Generator whose stream it continues). With "+diversity" the first
+    min(n, diverse_head) places are chosen among the top top_m (default 10·diverse_head) by greedy
+    k-center on features (N, D), starting from labeled_features (L, D) when given, so they are not
+    near-copies of one confusing artefact; the rest follow in the strategy's order.
+    """
+    base, diversity = parse_strategy(strategy)
+    n = _pool_size(n_pool, p_real=p_real, mc_probs=mc_probs, bald_scores=bald_scores, features=features)
+    if base == "random":
+        ranking = random_sampling(n, rng=seed)
+    elif base == "bald":
+        if mc_probs is None and bald_scores is None:
+            raise ValueError("strategy 'bald' needs mc_probs or bald_scores (score with mc_samples > 0)")
+        ranking = bald(mc_probs) if mc_probs is not None else rank_scores(bald_scores)
+    else:
+        if p_real is None:
+            raise ValueError(f"strategy {base!r} needs p_real")
+        ranking = _UNCERTAINTY[base](p_real)
+    scores = np.empty(n, dtype=np.float64)
+    scores[ranking.indices] = ranking.scores
+    order = ranking.indices
+    if diversity:
+        if features is None:
+            raise ValueError("diversity needs penultimate features (score with features=True)")
+        picked = diverse_top(
+            ranking, features, min(n, diverse_head), top_m=top_m, labeled_features=labeled_features
+        )
+        order = np.concatenate([picked.indices, order[~np.isin(order, picked.indices)]])
+    return order, scores
+
+
 def select_batch(
     strategy: str,
     k: int,
@@ -228,40 +331,26 @@ def select_batch(
     exploration: float = 0.0,
     rng: np.random.Generator | int | None = 0,
 ) -> Ranking:
-    """Choose k pool items: base strategy → optional k-center diversity → optional exploration share.
+    """Choose k pool items: the first of ``rank_pool``'s order, then ``with_exploration`` replaces
+    the ``exploration`` share of them by random pool items.
 
-    strategy is one of STRATEGIES; bald needs mc_probs (T, N) or precomputed bald_scores (N,)
-    (ScoreResult.bald), diversity needs features (N, D).
+    strategy is a name ``parse_strategy`` accepts (``diversity=True`` is the same as a
+    "+diversity" suffix); diversity then spreads exactly the exploited part of the batch.
     """
     rng = np.random.default_rng(rng)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    sizes = [len(np.asarray(a).reshape(-1)) for a in (p_real,) if a is not None]
-    if mc_probs is not None:
-        sizes.append(np.asarray(mc_probs).shape[-1])
-    if bald_scores is not None:
-        sizes.append(len(bald_scores))
-    if features is not None:
-        sizes.append(len(features))
-    if n_pool is None:
-        if not sizes:
-            raise ValueError("pass n_pool (or model outputs) so the pool size is known")
-        n_pool = sizes[0]
-    if any(s != n_pool for s in sizes):
-        raise ValueError(f"model outputs disagree on the pool size: {sorted(set(sizes + [n_pool]))}")
+    base, suffixed = parse_strategy(strategy)
+    n_pool = _pool_size(n_pool, p_real=p_real, mc_probs=mc_probs, bald_scores=bald_scores, features=features)
     n_exploit = k - int(round(exploration * min(k, n_pool)))
-    if strategy == "random":
-        base = random_sampling(n_pool, None, rng=rng)
-    elif strategy == "bald":
-        if mc_probs is None and bald_scores is None:
-            raise ValueError("strategy 'bald' needs mc_probs or bald_scores (score with mc_samples > 0)")
-        base = bald(mc_probs) if mc_probs is not None else rank_scores(bald_scores)
-    else:
-        if p_real is None:
-            raise ValueError(f"strategy {strategy!r} needs p_real")
-        base = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}[strategy](p_real)
-    if diversity:
-        if features is None:
-            raise ValueError("diversity needs penultimate features (score with features=True)")
-        base = diverse_top(base, features, n_exploit, top_m=top_m, labeled_features=labeled_features)
-    return with_exploration(base, k, n_pool, exploration, rng=rng)
+    order, scores = rank_pool(
+        base + (DIVERSITY_SUFFIX if diversity or suffixed else ""),
+        p_real,
+        bald_scores=bald_scores,
+        mc_probs=mc_probs,
+        features=features,
+        labeled_features=labeled_features,
+        n_pool=n_pool,
+        seed=rng,
+        diverse_head=n_exploit,
+        top_m=top_m,
+    )
+    return with_exploration(Ranking(order, scores[order]), k, n_pool, exploration, rng=rng)

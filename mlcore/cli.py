@@ -345,7 +345,8 @@ def cmd_evaluate(args) -> int:
 
 def simulation_configs(args) -> list:
     """SimulationConfig per label source from parsed 'simulate' arguments (shared with bench/active_learning.py)."""
-    from mlcore.simulation import STRATEGY_NAMES, SimulationConfig
+    from mlcore.acquisition import STRATEGY_NAMES
+    from mlcore.simulation import SimulationConfig
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     unknown = [s for s in strategies if s not in STRATEGY_NAMES]

@@ -8,7 +8,8 @@ unlabelled pool and acquire ``batch_size`` more labels with the strategy; stop a
 P(real) aggregated by Dawid–Skene from simulated volunteers (mlcore.crowd).
 
 The training, scoring and acquisition calls are exactly the library's (train_classifier, score,
-select_batch), so the simulation measures what the web learning loop will do.
+and select_batch, i.e. the first k of mlcore.acquisition.rank_pool's order, which is the web
+learning loop's ranking), so the simulation measures what the web learning loop does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mlcore.acquisition import STRATEGY_NAMES, parse_strategy, select_batch
 
 __all__ = [
     "SimulationConfig",
@@ -34,16 +37,6 @@ __all__ = [
     "report",
     "load_results",
 ]
-
-STRATEGY_NAMES = (
-    "random",
-    "entropy",
-    "margin",
-    "least_confidence",
-    "bald",
-    "bald+diversity",
-    "entropy+diversity",
-)
 
 
 @dataclass(frozen=True)
@@ -157,7 +150,6 @@ def _train_round(images, targets, init_model, steps: int, config: SimulationConf
 
 def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed: int, config: SimulationConfig,
              progress: Callable[[str], None] | None) -> RunResult:  # fmt: skip
-    from mlcore.acquisition import select_batch
     from mlcore.data import TripletArrayDataset
     from mlcore.metrics import roc_auc
     from mlcore.score import score
@@ -168,7 +160,7 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
     labeled = rng.choice(n_pool, size=config.initial_labels, replace=False)
     is_labeled = np.zeros(n_pool, dtype=bool)
     is_labeled[labeled] = True
-    base, diversity = strategy.split("+")[0], strategy.endswith("+diversity")
+    base, diversity = parse_strategy(strategy)
     test_ds = TripletArrayDataset(data.test, preprocessed=True)
     run = RunResult(strategy=strategy, seed=seed, label_source=config.label_source)
     model = None
@@ -196,7 +188,7 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
         else:
             candidates = unlabeled
         k = min(config.batch_size, config.max_labels - len(labeled), len(candidates))
-        if base == "random":
+        if base == "random" and not diversity:  # nothing to score
             picked = select_batch(
                 "random", k, n_pool=len(candidates), exploration=config.exploration, rng=rng
             )
@@ -209,7 +201,6 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
                 features=diversity,
                 seed=int(rng.integers(2**31)),
                 precision=config.precision,
-                keep_mc=base == "bald",
             )
             labeled_features = None
             if diversity:
@@ -220,13 +211,12 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
                     precision=config.precision,
                 ).features
             picked = select_batch(
-                base,
+                strategy,
                 k,
                 p_real=result.p_real,
-                mc_probs=result.mc_probs,
+                bald_scores=result.bald,
                 features=result.features,
                 labeled_features=labeled_features,
-                diversity=diversity,
                 top_m=config.diversity_top_m,
                 exploration=config.exploration,
                 rng=rng,

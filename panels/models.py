@@ -8,7 +8,7 @@ from core.models import Participant, Workflow
 
 
 class Batch(models.Model):
-    """A paid-panel batch (issue 7): N assignments of M tasks each, reached by task links."""
+    """A paid-panel batch: N assignments of M tasks each, reached by task links."""
 
     OPEN, CLOSED = "open", "closed"
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="batches")

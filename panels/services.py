@@ -1,4 +1,4 @@
-"""Paid panels (issue 7): batches, task links, assignments, completion codes, worker quality, payments.
+"""Paid panels: batches, task links, assignments, completion codes, worker quality, payments.
 
 A project owner creates a Batch for a workflow. The panel (Prolific or any panel that sends people to a
 URL and takes a completion code back) gets one signed link per batch; a worker id in the query string

@@ -1,4 +1,4 @@
-"""Paid-panel pages (issue 7): owners' batch pages and the annotators' task-link pages. Logic: tasklinks."""
+"""Paid-panel pages: owners' batch pages and the annotators' task-link pages. Logic: tasklinks."""
 
 import io
 import random
@@ -17,6 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from core.formats import parse_client_time
 from core.models import Project, Subject, Workflow
+from core.permissions import OWNER_ROLES, project_for_request
 from labeling.services import VoteError
 from panels import services as tasklinks
 from panels.models import Assignment, Batch
@@ -25,16 +26,9 @@ from panels.services import BatchError, TaskLinkError
 # --- owners ------------------------------------------------------------------------------------
 
 
-def _owned_project(request, slug: str) -> Project:
-    """Batches show panel worker ids and payments: owners only; anyone else gets a 404 (no existence leak)."""
-    project = get_object_or_404(Project, slug=slug)
-    if project.role_of(request.user) != "owner":
-        raise Http404("No such project.")
-    return project
-
-
 def _owned_batch(request, project_slug: str, batch_id: int) -> tuple[Project, Batch]:
-    project = _owned_project(request, project_slug)
+    """Batches show panel worker ids and payments: owners only (other members 403, anyone else 404)."""
+    project, _ = project_for_request(request, project_slug, OWNER_ROLES)
     batch = get_object_or_404(
         Batch.objects.select_related("workflow__project"), pk=batch_id, workflow__project=project
     )
@@ -96,7 +90,7 @@ class BatchForm(forms.Form):
 
 @login_required
 def batch_list(request, project):
-    project = _owned_project(request, project)
+    project, _ = project_for_request(request, project, OWNER_ROLES)
     batches = (
         Batch.objects.filter(workflow__project=project).select_related("workflow").order_by("-created_at")
     )
@@ -105,7 +99,7 @@ def batch_list(request, project):
 
 @login_required
 def batch_create(request, project):
-    project = _owned_project(request, project)
+    project, _ = project_for_request(request, project, OWNER_ROLES)
     form = BatchForm(request.POST or None, project=project, initial={"expires_at": _default_expiry()})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -139,9 +133,7 @@ def batch_create(request, project):
 
 
 def _batch_context(request, project, batch):
-    landing = request.build_absolute_uri(
-        reverse("panels:landing", args=[tasklinks.batch_token(batch)])
-    )
+    landing = request.build_absolute_uri(reverse("panels:landing", args=[tasklinks.batch_token(batch)]))
     qualities = tasklinks.batch_quality(batch)
     return {
         "project": project,

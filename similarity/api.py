@@ -1,6 +1,8 @@
-"""Search by image over the REST API: POST /similarity/api/search/.
+"""The similarity app's REST API: its votes under /api/projects/<project>/similarity-votes/
+(skyvote/api_urls.py, on core.api's project-scoped machinery), and search by image at
+POST /similarity/api/search/.
 
-Multipart or JSON body: ``project`` (slug, required), ``workflow`` (slug; optional when the
+Search: multipart or JSON body: ``project`` (slug, required), ``workflow`` (slug; optional when the
 project has one similarity workflow), and either ``file`` (FITS, PNG or JPEG upload) or
 ``subject`` (subject id or external id), plus ``top_k`` (1–100, default 10).
 Owners, collaborators and viewers of the project may search; anyone else gets 404.
@@ -8,15 +10,20 @@ Owners, collaborators and viewers of the project may search; anyone else gets 40
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params
 from core.models import Workflow
 from core.permissions import project_for
 from similarity import services
+from similarity.models import SimilarityVote
+from similarity.serializers import SimilarityVoteSerializer
 from similarity.upload import QueryImageError, read_query_image
 from similarity.views import resolve_query_subject
 
@@ -93,3 +100,33 @@ class SimilaritySearchView(APIView):
         return Response(
             {"workflow": workflow.slug, "model_version": version.version, "query": query, "results": results}
         )
+
+
+@extend_schema(
+    tags=["similarity"],
+    parameters=[
+        WORKFLOW_PARAM,
+        OpenApiParameter("task", OpenApiTypes.INT),
+        *date_range_params("created", "Stored"),
+    ],
+)
+class SimilarityVoteList(ProjectScopedMixin, generics.ListAPIView):
+    """Similarity votes: per task the candidates shown and the ones chosen."""
+
+    serializer_class = SimilarityVoteSerializer
+    ordering_fields = ["id", "created_at"]
+    ordering = ["id"]
+
+    def get_queryset(self):
+        if self.fake():
+            return SimilarityVote.objects.none()
+        qs = SimilarityVote.objects.filter(workflow__project=self.project).select_related(
+            "task", "participant"
+        )
+        qs = self.filter_workflow(qs)
+        task = self.request.query_params.get("task", "")
+        if task:
+            if not task.isdigit():
+                raise ValidationError({"task": "A task id is a number."})
+            qs = qs.filter(task_id=int(task))
+        return self.filter_dates(qs, "created", "created_at")

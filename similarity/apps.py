@@ -7,4 +7,4 @@ class SimilarityConfig(AppConfig):
 
     def ready(self):
         # Job kinds (embedding rounds) and exporters register themselves on import.
-        from similarity import training  # noqa: F401
+        from similarity import exporters, training  # noqa: F401

@@ -1,4 +1,4 @@
-"""Similarity tasks ("which of these 15 images are similar?"), their votes, and per-pair tallies (issue 6).
+"""Similarity tasks ("which of these 15 images are similar?"), their votes, and per-pair tallies.
 
 Invariants are database constraints: one vote per (task, participant); a vote is either
 "none similar" with nothing chosen or has 1–15 chosen; a pair is never chosen more often
@@ -85,7 +85,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
 
 class PairStat(models.Model):
-    """How often `candidate` was shown next to `comparison` and chosen as similar (issue 6 §6)."""
+    """How often `candidate` was shown next to `comparison` and chosen as similar."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="pair_stats")
     comparison = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="+")

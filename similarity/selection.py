@@ -1,4 +1,4 @@
-"""Choosing what a volunteer sees next: a comparison and 15 candidates (issue 6 §4).
+"""Choosing what a volunteer sees next: a comparison and 15 candidates.
 
 Tasks are made on demand. `next_task` gives the participant an open task they have not answered
 (the one with most answers first, so tasks complete and pairs collect several opinions), else

@@ -1,34 +1,34 @@
-"""Similarity votes, pair tallies, embedding rounds and search (issue 6). Views and tasks call these.
+"""Similarity votes, pair tallies, embedding rounds and search. Views and tasks call these.
 
 `record_similarity_vote` is the only way a similarity answer is stored: idempotent on the
 client's key (a retried request returns the stored vote), one vote per (task, participant)
-enforced by the database, and the task's vote count and every PairStat of the task updated in
-the same transaction with F-expressions, so concurrent voters never lose an increment.
+enforced by the database (core.votes.store_vote_once, shared with real/bogus votes), and the
+task's vote count and every PairStat of the task updated in the same transaction with
+F-expressions, so concurrent voters never lose an increment.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from core.models import ModelVersion, Participant, Subject, Workflow
+from core.votes import VoteError, parse_idempotency_key, store_vote_once
 from jobs.models import Job
 from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
 
 log = logging.getLogger(__name__)
 
 
-
-class SimilarityVoteError(ValueError):
+class SimilarityVoteError(VoteError):
     """The answer cannot be accepted; the message says why, in words for the volunteer."""
 
 
@@ -37,15 +37,6 @@ class SimilarityVoteResult:
     vote: SimilarityVote
     created: bool
     task_retired_now: bool = False
-
-
-def _parse_key(key) -> uuid.UUID:
-    if isinstance(key, uuid.UUID):
-        return key
-    try:
-        return uuid.UUID(str(key))
-    except (ValueError, TypeError, AttributeError):
-        raise SimilarityVoteError("The idempotency key must be a UUID.") from None
 
 
 def parse_chosen(values) -> list[int]:
@@ -81,7 +72,7 @@ def record_similarity_vote(
     source: str = "web",
 ) -> SimilarityVoteResult:
     """Store one answer exactly once. Raises SimilarityVoteError for an answer that makes no sense."""
-    key = _parse_key(idempotency_key)
+    key = parse_idempotency_key(idempotency_key, SimilarityVoteError)
     chosen_ids = sorted(set(parse_chosen(chosen)))
     none_similar = bool(none_similar)
     if none_similar and chosen_ids:
@@ -97,13 +88,10 @@ def record_similarity_vote(
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
-    existing = SimilarityVote.objects.filter(idempotency_key=key).first()
-    if existing:
-        return _same_key(existing, task, participant)
-
-    with transaction.atomic():
+    def build() -> SimilarityVote:
         locked = SimilarityTask.objects.select_for_update().get(pk=task.pk)
-        vote = SimilarityVote(
+        # A task that retired meanwhile still takes the answer (_apply_vote counts it, never un-retires).
+        return SimilarityVote(
             workflow_id=locked.workflow_id,
             task=locked,
             participant=participant,
@@ -117,30 +105,26 @@ def record_similarity_vote(
             viewport=(viewport or "")[:40],
             source=source,
         )
-        try:
-            with transaction.atomic():
-                vote.save(force_insert=True)
-        except IntegrityError:
-            pass
-        else:
-            retired_now = _apply_vote(locked, vote)
-            workflow_id = locked.workflow_id
-            transaction.on_commit(lambda: on_similarity_votes_committed(workflow_id))
-            return SimilarityVoteResult(vote, created=True, task_retired_now=retired_now)
 
-    existing = SimilarityVote.objects.filter(idempotency_key=key).first()
-    if existing:
-        return _same_key(existing, task, participant)
-    first = SimilarityVote.objects.get(task=task, participant=participant)
-    return SimilarityVoteResult(first, created=False)
+    def created(vote: SimilarityVote) -> SimilarityVoteResult:
+        retired_now = _apply_vote(vote.task, vote)
+        workflow_id = vote.task.workflow_id
+        transaction.on_commit(lambda: on_similarity_votes_committed(workflow_id))
+        return SimilarityVoteResult(vote, created=True, task_retired_now=retired_now)
 
-
-def _same_key(
-    existing: SimilarityVote, task: SimilarityTask, participant: Participant
-) -> SimilarityVoteResult:
-    if existing.task_id != task.pk or existing.participant_id != participant.pk:
-        raise SimilarityVoteError("This idempotency key was already used for another answer.")
-    return SimilarityVoteResult(existing, created=False)
+    return store_vote_once(
+        SimilarityVote,
+        key,
+        build=build,
+        created=created,
+        same_vote=lambda stored: stored.task_id == task.pk and stored.participant_id == participant.pk,
+        replay=lambda stored: SimilarityVoteResult(stored, created=False),
+        earlier=lambda: SimilarityVoteResult(
+            SimilarityVote.objects.get(task=task, participant=participant), created=False
+        ),
+        conflict_message="This idempotency key was already used for another answer.",
+        error=SimilarityVoteError,
+    )
 
 
 def _apply_vote(task: SimilarityTask, vote: SimilarityVote) -> bool:
@@ -263,7 +247,7 @@ def load_embedding_model(version: ModelVersion):
     """The version's network, verified against its recorded SHA-256 (mlcore refuses foreign files)."""
     import hashlib
 
-    from mlcore.embedding import EmbeddingCheckpointError, load_embedding_checkpoint
+    from mlcore.checkpoint import CheckpointError, load_checkpoint
 
     def build():
         if not version.artifact or not version.artifact_sha256:
@@ -275,8 +259,8 @@ def load_embedding_model(version: ModelVersion):
                 f"Embedding v{version.version}: the checkpoint changed since it was registered."
             )
         try:
-            return load_embedding_checkpoint(data).model
-        except EmbeddingCheckpointError as exc:
+            return load_checkpoint(data, kind="embedding", device="cpu").model
+        except CheckpointError as exc:
             raise EmbeddingUnavailable(f"Embedding v{version.version}: {exc}") from None
 
     return _cached(_models, (version.pk, version.artifact_sha256), build)
@@ -307,7 +291,7 @@ def load_index(version: ModelVersion):
 
 def embed_arrays(version: ModelVersion, arrays: list[np.ndarray]) -> np.ndarray:
     """Embed raw images (H, W) / (H, W, 3) with a version's network → (N, D) unit vectors."""
-    from mlcore.embedding import embed, prepare_images
+    from mlcore.embedding_model import embed, prepare_images
 
     model = load_embedding_model(version)
     return embed(model, prepare_images(arrays, model.config.input_size), device="cpu")

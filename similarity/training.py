@@ -1,6 +1,6 @@
 """An embedding round: a job of kind embed on the gpu queue, run by the job system (jobs.services).
 
-answers → train/held-out split by task → images of every subject of the workflow → mlcore.embedding
+answers → train/held-out split by task → images of every subject of the workflow → mlcore.embedding_train
 (SimCLR pretraining, warm-started from the active version when there is one; triplet fine-tuning)
 → evaluation on held-out answers (pairwise agreement, recall@5; random baselines 0.5 and 5/15) →
 a ModelVersion(kind="embedding") with checkpoint, metrics and training curve → the embeddings of
@@ -67,7 +67,7 @@ def is_heldout(workflow_id: int, task_id: int) -> bool:
 
 def workflow_answers(workflow: Workflow):
     """(train answers, held-out answers) as mlcore Answer objects."""
-    from mlcore.embedding import Answer
+    from mlcore.embedding_train import Answer
 
     train, heldout = [], []
     rows = (
@@ -106,7 +106,7 @@ def decision_boundary(embeddings: np.ndarray, row_of: dict[int, int], answers) -
 
 def _load_images(workflow: Workflow, input_size: int, run):
     from core.ingest import load_subject_array
-    from mlcore.embedding import prepare_image
+    from mlcore.embedding_model import prepare_image
 
     subjects = list(
         Subject.objects.filter(workflow=workflow).exclude(data="").order_by("pk").only("pk", "data")
@@ -154,13 +154,9 @@ def embedding_round_job(run: JobRun) -> None:
 def _embedding_round(job: Job, run) -> ModelVersion:
     from core.formats import json_safe
     from core.rounds import count_as_trained_on
-    from mlcore.embedding import (
-        EmbeddingConfig,
-        TrainSettings,
-        evaluate,
-        save_embedding_checkpoint,
-        train_embedding,
-    )
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.embedding_model import EmbeddingConfig
+    from mlcore.embedding_train import TrainSettings, evaluate, train_embedding
 
     workflow = job.workflow
     input_size = int(train_setting("input_size", job))
@@ -227,7 +223,7 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     ) + 1
     run.progress(0.92, "saving model and index", force=True)
     buffer = io.BytesIO()
-    save_embedding_checkpoint(buffer, result.model, metadata={"workflow": workflow.pk, "version": number})
+    save_checkpoint(buffer, result.model, metadata={"workflow": workflow.pk, "version": number})
     checkpoint = buffer.getvalue()
     prefix = f"models/{workflow.pk}/embedding-v{number}"
     artifact = _save(f"{prefix}.pt", checkpoint)

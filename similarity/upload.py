@@ -12,9 +12,11 @@ import warnings
 import zlib
 
 import numpy as np
+from django.conf import settings
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_DECOMPRESSED_BYTES = 200 * 1024 * 1024
+# Whole frames (ingest_tiles cuts them into subjects) and query images (resized before embedding),
+# so larger than one subject's plane (core.ingest.MAX_IMAGE_PIXELS); checked before decoding.
 MAX_PIXELS = 40_000_000
 
 
@@ -69,13 +71,14 @@ def read_query_image(upload) -> np.ndarray:
     if not raw:
         raise QueryImageError("the file is empty")
     if raw[:2] == b"\x1f\x8b":
+        limit = settings.SKYVOTE_MAX_DECOMPRESSED_BYTES
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(raw)) as handle:
-                raw = handle.read(MAX_DECOMPRESSED_BYTES + 1)
+                raw = handle.read(limit + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise QueryImageError(f"corrupt gzip data ({exc})") from None
-        if len(raw) > MAX_DECOMPRESSED_BYTES:
-            raise QueryImageError("the gzipped file decompresses to more than 200 MB")
+        if len(raw) > limit:
+            raise QueryImageError(f"the gzipped file decompresses to more than {limit // (1024 * 1024)} MB")
     if raw.startswith(b"SIMPLE  ="):
         array = _fits_image(raw)
     elif raw.startswith(b"\x89PNG") or raw.startswith(b"\xff\xd8"):

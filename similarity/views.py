@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,7 +18,7 @@ from django.views.decorators.http import require_POST
 from core.formats import parse_client_time
 from core.models import ModelVersion, Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import owner_project
+from core.permissions import OWNER_ROLES, READ_ROLES, project_for_request, workflow_for
 from jobs.models import Job
 from similarity import selection, services
 from similarity.models import SimilarityTask, SimilarityVote
@@ -201,8 +200,8 @@ def _job_context(workflow):
 
 @login_required
 def models_page(request, project, workflow):
-    project_obj = owner_project(request, project)
-    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
+    workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.SIMILARITY)
+    project_obj = workflow.project
     versions = list(
         ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).order_by("-version")
     )
@@ -226,7 +225,7 @@ def models_page(request, project, workflow):
         "learning_curve": learning,
         "epoch_curve": epochs,
         "latest": latest,
-        "role": project_obj.role_of(request.user),
+        "role": role,
         "n_answers": SimilarityVote.objects.filter(workflow=workflow).count(),
         "n_tasks": SimilarityTask.objects.filter(workflow=workflow).count(),
         "answers_until_round": max(0, workflow.train_every - services.answers_since_last_round(workflow)),
@@ -238,19 +237,16 @@ def models_page(request, project, workflow):
 
 @login_required
 def job_status(request, project, workflow):
-    project_obj = owner_project(request, project)
-    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
-    context = {"project": project_obj, "workflow": workflow, **_job_context(workflow)}
+    workflow, _ = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.SIMILARITY)
+    context = {"project": workflow.project, "workflow": workflow, **_job_context(workflow)}
     return render(request, "similarity/models.html#job", context)
 
 
 @login_required
 @require_POST
 def train_now(request, project, workflow):
-    project_obj = owner_project(request, project)
-    if project_obj.role_of(request.user) != "owner":
-        raise PermissionDenied
-    workflow = get_object_or_404(Workflow, project=project_obj, slug=workflow, kind=Workflow.SIMILARITY)
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.SIMILARITY)
+    project_obj = workflow.project
     services.request_embedding_round(workflow, user=request.user, reason="owner")
     if request.htmx:
         return render(
@@ -279,7 +275,7 @@ def resolve_query_subject(project, workflow, value: str) -> Subject:
 
 @login_required
 def search_page(request, project):
-    project_obj = owner_project(request, project)
+    project_obj, _ = project_for_request(request, project, READ_ROLES)
     workflows = list(Workflow.objects.filter(project=project_obj, kind=Workflow.SIMILARITY).order_by("pk"))
     if not workflows:
         raise Http404("This project has no similarity workflow.")

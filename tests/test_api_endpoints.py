@@ -1,5 +1,6 @@
 """The read endpoints (projects, workflows, subject sets, subjects, votes, similarity votes,
-skills, model versions), their filters, ordering and pagination, and the ingestion upload."""
+skills, model versions), their filters, ordering and pagination, and the ingestion upload (an
+ingest job whose report is read at its URL)."""
 
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from core.authentication import create_token
 from core.models import ModelVersion, Subject, SubjectSet, Workflow
+from jobs.models import Job
 from labeling.labels import training_labels
 from labeling.models import ParticipantSkill, Vote
 from tests.exports_support import populate
@@ -161,48 +163,95 @@ def test_similarity_votes(api, data, project, owner):
     assert row["participant"] == project.pseudonym(data.participants[0].pk)
 
 
-def test_upload_ingests_good_files_and_reports_bad_ones(api, data, ztf_dir):
+def _upload(api, capture, slug, **body):
+    """POST an upload; the ingest job it queues runs when the request's transaction commits."""
+    with capture(execute=True):
+        return api.client.post(reverse("api_uploads", args=[slug]), body, headers=api.headers)
+
+
+def test_upload_queues_an_ingest_job_that_reports_bad_files(
+    api, data, ztf_dir, django_capture_on_commit_callbacks
+):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     alerts = sorted((ztf_dir / "avro").glob("*.avro"))[:2]
     files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in alerts]
     files.append(SimpleUploadedFile("broken.avro", b"this is not avro"))
     before = Subject.objects.count()
-    response = api.client.post(
-        reverse("api_uploads", args=[data.project.slug]),
-        {"workflow": data.workflow.pk, "subject_set": "api upload", "files": files},
-        headers=api.headers,
+    slug = data.project.slug
+    response = _upload(
+        api,
+        django_capture_on_commit_callbacks,
+        slug,
+        workflow=data.workflow.pk,
+        subject_set="api upload",
+        files=files,
     )
-    assert response.status_code == 201, response.content
-    body = response.json()
-    assert body["ingested"] == 2 and body["failed"] == 1
-    assert body["errors"][0]["file"] == "broken.avro" and body["errors"][0]["error"]
+    assert response.status_code == 202, response.content
+    queued = response.json()
+    # Answered before the job ran: the report is on the job, at its URL.
+    assert queued["status"] == "queued" and queued["ingested"] is None
+    assert response.headers["Location"] == queued["url"]
+    job = api.client.get(queued["url"], headers=api.headers).json()
+    assert job == api("api_ingest_job", slug, queued["id"])
+    assert job["status"] == "succeeded" and job["progress"] == 1.0
+    assert job["ingested"] == 2 and job["duplicates"] == 0 and job["failed"] == 1
+    assert job["errors"][0]["file"] == "broken.avro" and job["errors"][0]["error"]
     assert Subject.objects.count() == before + 2
     assert set(
-        Subject.objects.filter(pk__in=body["subject_ids"]).values_list("subject_set__name", flat=True)
+        Subject.objects.filter(pk__in=job["subject_ids"]).values_list("subject_set__name", flat=True)
     ) == {"api upload"}
 
-    again = api.client.post(
-        reverse("api_uploads", args=[data.project.slug]),
-        {"workflow": data.workflow.pk, "files": [SimpleUploadedFile(alerts[0].name, alerts[0].read_bytes())]},
-        headers=api.headers,
+    again = _upload(
+        api,
+        django_capture_on_commit_callbacks,
+        slug,
+        workflow=data.workflow.pk,
+        files=[SimpleUploadedFile(alerts[0].name, alerts[0].read_bytes())],
     )
-    assert again.status_code == 200 and again.json()["duplicates"] == 1
+    assert again.status_code == 202
+    report = api("api_ingest_job", slug, again.json()["id"])
+    assert report["duplicates"] == 1 and report["ingested"] == 0 and report["subject_ids"] == []
 
 
-def test_upload_with_nothing_usable_is_a_400(api, data):
+def test_upload_with_nothing_usable_reports_it_on_the_job(api, data, django_capture_on_commit_callbacks):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    slug = data.project.slug
+    bad = _upload(
+        api,
+        django_capture_on_commit_callbacks,
+        slug,
+        workflow=data.workflow.pk,
+        files=[SimpleUploadedFile("x.avro", b"nope")],
+    )
+    assert bad.status_code == 202, bad.content
+    job = api("api_ingest_job", slug, bad.json()["id"])
+    assert job["ingested"] == 0 and job["failed"] == 1 and job["errors"][0]["file"] == "x.avro"
+
+
+def test_upload_requests_that_cannot_become_a_job_are_a_400(api, data, settings):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     url = reverse("api_uploads", args=[data.project.slug])
-    bad = api.client.post(
-        url,
-        {"workflow": data.workflow.pk, "files": [SimpleUploadedFile("x.avro", b"nope")]},
-        headers=api.headers,
-    )
-    assert bad.status_code == 400 and bad.json()["failed"] == 1
     missing = api.client.post(url, {"workflow": data.workflow.pk}, headers=api.headers)
     assert missing.status_code == 400 and "files" in missing.json()
     wrong_wf = api.client.post(
         url, {"workflow": 999999, "files": [SimpleUploadedFile("x.npy", b"x")]}, headers=api.headers
     )
     assert wrong_wf.status_code == 400 and "workflow" in wrong_wf.json()
+    settings.SKYVOTE_MAX_UPLOAD_BYTES = 4
+    too_big = api.client.post(
+        url,
+        {"workflow": data.workflow.pk, "files": [SimpleUploadedFile("x.npy", b"0123456789")]},
+        headers=api.headers,
+    )
+    assert too_big.status_code == 400 and "limit" in too_big.json()["files"][0]
+    assert not Job.objects.filter(kind=Job.INGEST).exists()
+
+
+def test_ingest_job_url_shows_ingest_jobs_only(api, data):
+    export = Job.objects.create(
+        project=data.project, kind=Job.EXPORT, params={"kind": "votes", "format": "csv"}
+    )
+    api("api_ingest_job", data.project.slug, export.pk, status=404)

@@ -6,10 +6,10 @@ import pytest
 from django.urls import URLPattern, reverse
 
 from core.authentication import create_token
+from core.exporters import start_export
 from core.models import ModelVersion, Project, ProjectMembership, Workflow
 from jobs.models import Job
 from jobs.services import run_job
-from labeling import exports
 from skyvote import api_urls
 from tests.exports_support import populate
 
@@ -44,7 +44,7 @@ def outsider(django_user_model, owner):
 
 @pytest.fixture
 def finished_export(data, owner):
-    job = exports.start_export(project=data.project, user=owner, role="owner", kind="labels", fmt="csv")
+    job = start_export(project=data.project, user=owner, role="owner", kind="labels", fmt="csv")
     run_job(job.pk)
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED
@@ -61,6 +61,9 @@ def _project_urls(data, job) -> list[tuple[str, str]]:
         "api_model_version_artifact": model.pk,
         "api_export_detail": job.pk,
         "api_export_download": job.pk,
+        "api_ingest_job": Job.objects.create(
+            project=data.project, workflow=data.workflow, kind=Job.INGEST
+        ).pk,
     }
     urls = []
     for pattern in api_urls.urlpatterns:
@@ -128,6 +131,8 @@ def test_viewer_reads_but_cannot_export_or_upload(client, data, finished_export,
     assert started.status_code == 403
     upload = client.post(reverse("api_uploads", args=[slug]), {"workflow": data.workflow.pk}, headers=headers)
     assert upload.status_code == 403
+    ingest = Job.objects.create(project=data.project, workflow=data.workflow, kind=Job.INGEST)
+    assert client.get(reverse("api_ingest_job", args=[slug, ingest.pk]), headers=headers).status_code == 403
     client.force_login(viewer)
     assert client.get(reverse("core:exports", args=[slug])).status_code == 403
     assert Job.objects.filter(project=data.project, kind=Job.EXPORT).count() == 1
@@ -152,7 +157,7 @@ def test_worker_ids_reach_owners_only(client, data, owner, django_user_model):
 
     # Exports started by a collaborator leave worker ids out; an owner's include them.
     for user, role in ((collaborator, "collaborator"), (owner, "owner")):
-        job = exports.start_export(project=data.project, user=user, role=role, kind="votes", fmt="csv")
+        job = start_export(project=data.project, user=user, role=role, kind="votes", fmt="csv")
         run_job(job.pk)
         job.refresh_from_db()
         content = b"".join(job.result.open("rb"))

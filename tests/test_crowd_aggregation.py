@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.models import Participant, Subject, Workflow
+from jobs.models import Job
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
 from labeling.models import ParticipantSkill, Vote
 from labeling.recompute import recompute_workflow, vote_arrays
@@ -212,14 +213,27 @@ def test_unknown_method_is_a_clear_error(workflow):
         recompute_workflow(workflow.pk, method="median")
 
 
-def test_celery_tasks_run_the_services(workflow, subjects):
-    from labeling.tasks import recompute_aggregation, recompute_all_aggregations, reevaluate_retirement
+def test_aggregation_and_retirement_run_as_jobs_on_the_short_queue(
+    workflow, subjects, django_capture_on_commit_callbacks
+):
+    from jobs.services import SHORT, kind_of
+    from labeling.jobs import recompute_all_aggregations, request_aggregation, request_retirement_check
 
     (s,) = subjects(1)
     vote(workflow, s, Participant.objects.create(kind=Participant.ANONYMOUS), "real")
-    assert recompute_aggregation.name == "skyvote.default.recompute_aggregation"
-    assert recompute_all_aggregations.delay().get() == 1  # eager in tests: it ran the per-workflow task
+    assert kind_of(Job.AGGREGATE).queue == SHORT and kind_of(Job.RETIREMENT).queue == SHORT
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recompute_all_aggregations.delay().get() == 1  # eager in tests: the job ran on commit
+    job = Job.objects.get(workflow=workflow, kind=Job.AGGREGATE)
+    assert job.status == Job.SUCCEEDED, job.error
+    assert job.params["result"]["n_votes"] == 1
     s.refresh_from_db()
     assert s.aggregation_method == "dawid_skene"
-    assert reevaluate_retirement.delay(workflow.pk).get()["examined"] == 1
-    assert recompute_aggregation.delay(10**9).get() == {}
+    with django_capture_on_commit_callbacks(execute=True):
+        job = request_retirement_check(workflow)
+    job.refresh_from_db()
+    assert job.status == Job.SUCCEEDED and job.params["result"]["examined"] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        again = request_aggregation(workflow)
+    again.refresh_from_db()
+    assert again.pk != job.pk and again.status == Job.SUCCEEDED  # idempotent: a second run is harmless

@@ -10,10 +10,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from core.exporters import ExportError
 from core.ingest import load_subject_array
 from core.models import Subject
-from labeling import exports
 from labeling.labels import training_labels
+from loop.exporters import export_bundle, split_of, verify_bundle
 from tests.exports_support import add_subjects, populate
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,7 @@ def _read(path):
 
 def test_bundle_contents_match_the_database_and_the_manifest_verifies(data, tmp_path):
     path = tmp_path / "bundle.zip"
-    info = exports.export_bundle(data.project, path, workflow=data.workflow)
+    info = export_bundle(data.project, path, workflow=data.workflow)
     manifest, images, labels, members = _read(path)
 
     # Every file's SHA-256, computed independently, matches the manifest.
@@ -43,7 +44,7 @@ def test_bundle_contents_match_the_database_and_the_manifest_verifies(data, tmp_
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(members[name]).hexdigest() == entry["sha256"]
         assert len(members[name]) == entry["bytes"]
-    assert exports.verify_bundle(path)["counts"] == manifest["counts"]
+    assert verify_bundle(path)["counts"] == manifest["counts"]
 
     # Exactly the training labels, in id order; images[i] is the subject of labels row i.
     expected = training_labels(data.workflow)
@@ -58,7 +59,7 @@ def test_bundle_contents_match_the_database_and_the_manifest_verifies(data, tmp_
         assert int(row["target"]) == int(row["label"] == "real")
         assert row["label_source"] == ("gold" if t.is_gold else "crowd")
         assert float(row["weight"]) == pytest.approx(t.weight)
-        assert row["split"] == exports.split_of(subject.external_id)
+        assert row["split"] == split_of(subject.external_id)
 
     counts = manifest["counts"]
     assert counts["train"] + counts["validation"] + counts["test"] == counts["subjects"]
@@ -76,7 +77,7 @@ def test_bundle_contents_match_the_database_and_the_manifest_verifies(data, tmp_
 
 def test_tampering_is_detected(data, tmp_path):
     path = tmp_path / "bundle.zip"
-    exports.export_bundle(data.project, path, workflow=data.workflow)
+    export_bundle(data.project, path, workflow=data.workflow)
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():
@@ -84,29 +85,29 @@ def test_tampering_is_detected(data, tmp_path):
             if item.filename == "labels.csv":
                 content = content.replace(b"bogus", b"real!", 1) if b"bogus" in content else content + b"\n"
             dst.writestr(item, content)
-    with pytest.raises(exports.ExportError, match="labels.csv"):
-        exports.verify_bundle(tampered)
+    with pytest.raises(ExportError, match="labels.csv"):
+        verify_bundle(tampered)
 
 
 def test_split_is_stable_and_follows_the_fractions():
     ids = [f"ZTF{i:06d}" for i in range(4000)]
-    first = [exports.split_of(x) for x in ids]
-    assert first == [exports.split_of(x) for x in reversed(ids)][::-1]
+    first = [split_of(x) for x in ids]
+    assert first == [split_of(x) for x in reversed(ids)][::-1]
     shares = {name: first.count(name) / len(ids) for name in ("train", "validation", "test")}
     assert shares["train"] == pytest.approx(0.8, abs=0.03)
     assert shares["validation"] == pytest.approx(0.1, abs=0.02)
     everything_test = {"train": 0.0, "validation": 0.0, "test": 1.0}
-    assert {exports.split_of(x, everything_test) for x in ids[:50]} == {"test"}
+    assert {split_of(x, everything_test) for x in ids[:50]} == {"test"}
 
 
 def test_the_same_subject_lands_in_the_same_split_in_a_regenerated_bundle(data, tmp_path):
     first = tmp_path / "first.zip"
-    exports.export_bundle(data.project, first, workflow=data.workflow)
+    export_bundle(data.project, first, workflow=data.workflow)
     # More labelled subjects arrive; the earlier ones keep their split.
     extra = add_subjects(data.project, data.workflow, 3, seed=4, prefix="late")
     Subject.objects.filter(pk__in=[s.pk for s in extra]).update(gold_label="bogus")
     second = tmp_path / "second.zip"
-    exports.export_bundle(data.project, second, workflow=data.workflow)
+    export_bundle(data.project, second, workflow=data.workflow)
     _, _, before, _ = _read(first)
     _, _, after, _ = _read(second)
     split_after = {r["external_id"]: r["split"] for r in after}
@@ -124,7 +125,7 @@ def test_arrays_of_other_sizes_are_nan_padded_to_the_common_shape(data, tmp_path
     small.data.save("small.npy", ContentFile(buffer.getvalue()), save=True)
     Subject.objects.filter(pk=small.pk).update(gold_label="bogus")
     path = tmp_path / "bundle.zip"
-    exports.export_bundle(data.project, path, workflow=data.workflow)
+    export_bundle(data.project, path, workflow=data.workflow)
     manifest, images, labels, _ = _read(path)
     row = next(i for i, r in enumerate(labels) if int(r["subject_id"]) == small.pk)
     assert labels[row]["original_shape"] == "3x41x63"
@@ -135,8 +136,8 @@ def test_arrays_of_other_sizes_are_nan_padded_to_the_common_shape(data, tmp_path
 
 
 def test_bad_split_is_refused(data, tmp_path):
-    with pytest.raises(exports.ExportError, match="add up to 1"):
-        exports.export_bundle(
+    with pytest.raises(ExportError, match="add up to 1"):
+        export_bundle(
             data.project,
             tmp_path / "x.zip",
             workflow=data.workflow,

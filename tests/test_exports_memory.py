@@ -10,7 +10,7 @@ from astropy.io import fits  # noqa: F401  imported up front: module imports are
 from django.utils import timezone
 
 from core.models import Participant, Project, Subject
-from labeling import exports
+from labeling.exporters import export_labels, export_votes
 from labeling.models import Vote
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -70,11 +70,9 @@ def _peak(fn) -> int:
 
 def test_votes_export_memory_is_bounded_where_naive_is_not(big, tmp_path, owner):
     empty = Project.objects.create(slug="empty", name="Empty", owner=owner)
-    exports.export_votes(empty, tmp_path / "warm.csv", "csv")  # lazy imports happen here
+    export_votes(empty, tmp_path / "warm.csv", "csv")  # lazy imports happen here
     path = tmp_path / "votes.csv"
-    streamed = _peak(
-        lambda: exports.export_votes(big, path, "csv", include_worker_ids=True, chunk_size=CHUNK)
-    )
+    streamed = _peak(lambda: export_votes(big, path, "csv", include_worker_ids=True, chunk_size=CHUNK))
     with open(path, newline="") as handle:
         assert sum(1 for _ in csv.reader(handle)) == N_VOTES + 1
 
@@ -91,9 +89,9 @@ def test_votes_export_memory_is_bounded_where_naive_is_not(big, tmp_path, owner)
 def test_labels_parquet_and_fits_memory_is_bounded(big, tmp_path, owner):
     empty = Project.objects.create(slug="empty", name="Empty", owner=owner)
     for fmt in ("parquet", "fits"):
-        exports.export_labels(empty, tmp_path / f"warm.{fmt}", fmt)  # lazy imports happen here
+        export_labels(empty, tmp_path / f"warm.{fmt}", fmt)  # lazy imports happen here
         path = tmp_path / f"labels.{fmt}"
-        peak = _peak(lambda path=path, fmt=fmt: exports.export_labels(big, path, fmt, chunk_size=CHUNK))
+        peak = _peak(lambda path=path, fmt=fmt: export_labels(big, path, fmt, chunk_size=CHUNK))
         assert peak < BOUND, (fmt, peak)
     import pyarrow.parquet as pq
 

@@ -11,8 +11,9 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from core.exporters import ExportError, validate_request
 from core.models import Participant, Project, Subject, Workflow
-from labeling import exports
+from labeling.exporters import export_labels, export_votes
 from labeling.labels import training_labels
 from labeling.models import Vote
 from tests.exports_support import add_subjects, populate
@@ -58,7 +59,7 @@ def _check_vote_rows(rows: list[dict], project, with_worker: bool):
 
 def test_votes_csv_round_trip_without_personal_data(data, tmp_path, django_user_model):
     path = tmp_path / "votes.csv"
-    info = exports.export_votes(data.project, path, "csv")
+    info = export_votes(data.project, path, "csv")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert info["rows"] == len(rows)
@@ -74,13 +75,13 @@ def test_votes_csv_round_trip_without_personal_data(data, tmp_path, django_user_
 
 def test_votes_jsonl_and_parquet_round_trip_with_worker_ids(data, tmp_path):
     jsonl = tmp_path / "votes.jsonl"
-    exports.export_votes(data.project, jsonl, "jsonl", include_worker_ids=True)
+    export_votes(data.project, jsonl, "jsonl", include_worker_ids=True)
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     _check_vote_rows(rows, data.project, with_worker=True)
     assert isinstance(rows[0]["gold"], bool) and isinstance(rows[0]["vote_id"], int)
 
     parquet = tmp_path / "votes.parquet"
-    exports.export_votes(data.project, parquet, "parquet", include_worker_ids=True)
+    export_votes(data.project, parquet, "parquet", include_worker_ids=True)
     table = pq.read_table(parquet)
     as_rows = table.to_pylist()
     for row in as_rows:
@@ -101,7 +102,7 @@ def test_late_votes_are_flagged(data, tmp_path):
         idempotency_key="6b1f1c32-8d4e-4a53-9c60-1c1a6c7f0a11",
     ).vote  # fmt: skip
     path = tmp_path / "votes.csv"
-    exports.export_votes(data.project, path, "csv")
+    export_votes(data.project, path, "csv")
     rows = {int(r["vote_id"]): r for r in csv.DictReader(open(path, newline=""))}
     assert rows[late.pk]["late"] == "true"
     late_ids = {pk for pk, r in rows.items() if r["late"] == "true"}
@@ -121,8 +122,8 @@ def test_pseudonyms_stable_within_a_project_and_different_between_projects(
     record_vote(workflow=other_wf, subject_id=subject.pk, participant=volunteer, answer="real",
                 idempotency_key="0b5f4f7e-7a86-4b39-9f0a-6fd3f1a1b001")  # fmt: skip
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
-    exports.export_votes(data.project, first, "csv")
-    exports.export_votes(other, second, "csv")
+    export_votes(data.project, first, "csv")
+    export_votes(other, second, "csv")
     mine = {r["participant"] for r in csv.DictReader(open(first)) if r["participant_kind"] == "user"}
     theirs = [r["participant"] for r in csv.DictReader(open(second))]
     assert data.project.pseudonym(volunteer.pk) in mine
@@ -202,14 +203,14 @@ def labelled(data):
 
 def test_labels_csv_round_trip(labelled, tmp_path):
     path = tmp_path / "labels.csv"
-    exports.export_labels(labelled.project, path, "csv")
+    export_labels(labelled.project, path, "csv")
     rows = list(csv.DictReader(open(path, newline="")))
     _check_label_rows(rows, labelled.workflow)
 
 
 def test_labels_parquet_round_trip(labelled, tmp_path):
     path = tmp_path / "labels.parquet"
-    exports.export_labels(labelled.project, path, "parquet", chunk_size=2)  # several row groups
+    export_labels(labelled.project, path, "parquet", chunk_size=2)  # several row groups
     parquet = pq.ParquetFile(path)
     assert parquet.metadata.num_row_groups >= 3
     table = parquet.read()
@@ -219,7 +220,7 @@ def test_labels_parquet_round_trip(labelled, tmp_path):
 
 def test_labels_fits_round_trip(labelled, tmp_path):
     path = tmp_path / "labels.fits"
-    exports.export_labels(labelled.project, path, "fits", chunk_size=4)
+    export_labels(labelled.project, path, "fits", chunk_size=4)
     with fits.open(path) as hdul:
         hdul.verify("exception")
         assert hdul["LABELS"].header["PROJECT"] == labelled.project.slug
@@ -232,7 +233,7 @@ def test_labels_fits_round_trip(labelled, tmp_path):
 
 def test_labels_ecsv_round_trip(labelled, tmp_path):
     path = tmp_path / "labels.ecsv"
-    exports.export_labels(labelled.project, path, "ecsv")
+    export_labels(labelled.project, path, "ecsv")
     table = Table.read(path, format="ascii.ecsv")
     assert table.meta["project"] == labelled.project.slug
     assert str(table["dec"].unit) == "deg"
@@ -243,19 +244,19 @@ def test_labels_ecsv_round_trip(labelled, tmp_path):
 def test_an_empty_project_exports_empty_tables(project, workflow, tmp_path):
     for fmt in ("csv", "parquet", "fits", "ecsv"):
         path = tmp_path / f"labels.{fmt}"
-        info = exports.export_labels(project, path, fmt)
+        info = export_labels(project, path, fmt)
         assert info["rows"] == 0 and path.exists()
     assert len(Table.read(tmp_path / "labels.fits", hdu=1)) == 0
     assert pq.read_table(tmp_path / "labels.parquet").num_rows == 0
 
 
 def test_bad_formats_are_refused_with_clear_messages(project, workflow):
-    with pytest.raises(exports.ExportError, match="csv, jsonl, parquet"):
-        exports.validate_request(project, "votes", "fits")
-    with pytest.raises(exports.ExportError, match="Unknown export"):
-        exports.validate_request(project, "everything", "csv")
-    with pytest.raises(exports.ExportError, match="No such workflow"):
-        exports.validate_request(project, "labels", "csv", workflow_id=987654)
+    with pytest.raises(ExportError, match="csv, jsonl, parquet"):
+        validate_request(project, "votes", "fits")
+    with pytest.raises(ExportError, match="Unknown export"):
+        validate_request(project, "everything", "csv")
+    with pytest.raises(ExportError, match="No such workflow"):
+        validate_request(project, "labels", "csv", workflow_id=987654)
 
 
 def test_participants_of_other_projects_are_not_exported(data, tmp_path, owner):
@@ -268,7 +269,7 @@ def test_participants_of_other_projects_are_not_exported(data, tmp_path, owner):
     record_vote(workflow=other_wf, subject_id=subject.pk, participant=stranger, answer="bogus",
                 idempotency_key="1c2d3e4f-0000-4000-8000-000000000001")  # fmt: skip
     path = tmp_path / "votes.csv"
-    exports.export_votes(data.project, path, "csv")
+    export_votes(data.project, path, "csv")
     rows = list(csv.DictReader(open(path)))
     assert data.project.pseudonym(stranger.pk) not in {r["participant"] for r in rows}
     assert len(rows) == Vote.objects.filter(workflow=data.workflow).count()

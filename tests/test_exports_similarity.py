@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 
+from core.exporters import ExportError, validate_request, verify_manifest
 from core.models import Participant, Workflow
-from labeling import exports
+from similarity.exporters import export_similarity
 from tests.exports_support import add_subjects
 
 pytestmark = pytest.mark.django_db
@@ -59,9 +60,9 @@ def _read(path):
 def test_similarity_export_round_trip(project, similarity_data, tmp_path):
     workflow, subjects, task, votes, worker = similarity_data
     path = tmp_path / "similarity.zip"
-    exports.export_similarity(project, path)
+    export_similarity(project, path)
     tables, manifest, _members = _read(path)
-    assert exports.verify_bundle(path)["counts"]["votes"] == 2
+    assert verify_manifest(path)["counts"]["votes"] == 2
 
     choices = tables["choices.csv"]
     assert len(choices) == 2 * len(task.candidates)
@@ -95,12 +96,12 @@ def test_similarity_export_round_trip(project, similarity_data, tmp_path):
 def test_owners_similarity_export_has_worker_ids(project, similarity_data, tmp_path):
     _workflow, _subjects, _task, _votes, worker = similarity_data
     path = tmp_path / "similarity.zip"
-    exports.export_similarity(project, path, include_worker_ids=True)
+    export_similarity(project, path, include_worker_ids=True)
     tables, _manifest, _members = _read(path)
     assert {r["worker_id"] for r in tables["choices.csv"]} == {worker.external_id, ""}
 
 
 def test_similarity_requests_need_a_similarity_workflow(project, workflow, similarity_data):
-    with pytest.raises(exports.ExportError, match="similarity workflows"):
-        exports.validate_request(project, "similarity", "zip", workflow_id=workflow.pk)
-    assert exports.validate_request(project, "similarity", "zip", workflow_id=similarity_data[0].pk)
+    with pytest.raises(ExportError, match="similarity workflows"):
+        validate_request(project, "similarity", "zip", workflow_id=workflow.pk)
+    assert validate_request(project, "similarity", "zip", workflow_id=similarity_data[0].pk)

@@ -1,4 +1,4 @@
-"""Ingestion (issue 2 part 3): real ZTF alerts, Parquet, FITS, NumPy, images, bad files, the command."""
+"""Ingestion: real ZTF alerts, Parquet, FITS, NumPy, images, bad files, the command."""
 
 import gzip
 import io
@@ -314,9 +314,9 @@ def test_every_kind_of_bad_file_fails_with_a_clear_reason_and_the_run_goes_on(
     assert len(stored_files(media)) == 2 * 4  # two .npy + three PNGs each
 
 
-def test_fits_gzip_bomb_is_capped(project, workflow, tmp_path, monkeypatch):
+def test_fits_gzip_bomb_is_capped(project, workflow, tmp_path, settings):
     # Lower the cap so the test stays small; the same code path guards the 256 MiB default.
-    monkeypatch.setattr(ingest, "MAX_DECOMPRESSED_BYTES", 1024 * 1024)
+    settings.SKYVOTE_MAX_DECOMPRESSED_BYTES = 1024 * 1024
     bomb = tmp_path / "bomb_sci.fits.gz"
     bomb.write_bytes(gzip.compress(b"SIMPLE  =" + bytes(4 * 1024 * 1024)))
     result = ingest_file(bomb, project=project, workflow=workflow)

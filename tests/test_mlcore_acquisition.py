@@ -2,8 +2,13 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from mlcore.acquisition import (
+    STRATEGIES,
+    STRATEGY_NAMES,
     Ranking,
     bald,
     diverse_top,
@@ -11,7 +16,9 @@ from mlcore.acquisition import (
     k_center_greedy,
     least_confidence,
     margin,
+    parse_strategy,
     random_sampling,
+    rank_pool,
     select_batch,
     with_exploration,
 )
@@ -137,7 +144,7 @@ def test_select_batch_combines_strategy_diversity_and_exploration():
     assert len(select_batch("random", 5, n_pool=30, rng=1)) == 5
     with pytest.raises(ValueError, match="mc_probs"):
         select_batch("bald", 3, p_real=p_real)
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(ValueError, match="unknown acquisition strategy"):
         select_batch("coin_flip", 3, p_real=p_real)
     with pytest.raises(ValueError, match="features"):
         select_batch("entropy", 3, p_real=p_real, diversity=True)
@@ -162,3 +169,93 @@ def test_bald_from_precomputed_scores_matches_bald_from_samples():
     np.testing.assert_array_equal(from_samples.indices, from_scores.indices)
     with pytest.raises(ValueError, match="finite"):
         select_batch("bald", 3, bald_scores=np.array([0.1, np.nan]))
+
+
+def test_parse_strategy_names():
+    assert parse_strategy("entropy") == ("entropy", False)
+    assert parse_strategy(" BALD+diversity ") == ("bald", True)
+    assert parse_strategy("") == ("entropy", False)  # the workflows' default
+    assert parse_strategy(None) == ("entropy", False)
+    assert {parse_strategy(name) for name in STRATEGY_NAMES} == {
+        (base, diversity) for base in STRATEGIES for diversity in (False, True)
+    }
+    for bad in ("coin_flip", "entropy+", "+diversity", "bald+diversity+diversity"):
+        with pytest.raises(ValueError, match="unknown acquisition strategy"):
+            parse_strategy(bad)
+
+
+def test_rank_pool_orders_the_whole_pool_and_scores_every_item():
+    order, scores = rank_pool("entropy", P_REAL)
+    assert order.tolist() == MOST_UNCERTAIN_FIRST
+    np.testing.assert_allclose(scores, entropy(P_REAL).scores[np.argsort(entropy(P_REAL).indices)])
+    bald_scores = np.array([0.0, 0.3, 0.1, 0.2, 0.0, 0.05])
+    order, scores = rank_pool("bald", P_REAL, bald_scores=bald_scores)
+    assert order.tolist() == [1, 3, 2, 5, 0, 4] and np.array_equal(scores, bald_scores)
+    a, _ = rank_pool("random", P_REAL, seed=7)
+    b, _ = rank_pool("random", n_pool=len(P_REAL), seed=7)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="mc_probs or bald_scores"):
+        rank_pool("bald", P_REAL)
+    with pytest.raises(ValueError, match="features"):
+        rank_pool("entropy+diversity", P_REAL)
+    with pytest.raises(ValueError, match="disagree"):
+        rank_pool("margin", P_REAL, bald_scores=bald_scores[:3])
+    assert [len(part) for part in rank_pool("entropy", np.zeros(0))] == [0, 0]
+
+
+def test_rank_pool_diversity_spreads_the_head_and_keeps_the_rest_in_order():
+    points, cluster = _clusters()
+    p_real = np.where(cluster == 1, 0.5, np.where(cluster == 2, 0.6, 0.95))
+    plain, scores = rank_pool("entropy", p_real)
+    order, diverse_scores = rank_pool("entropy+diversity", p_real, features=points, diverse_head=3, top_m=20)
+    np.testing.assert_array_equal(scores, diverse_scores)  # diversity re-orders, it does not re-score
+    assert set(cluster[plain[:3]]) == {1}
+    assert set(cluster[order[:3]]) == {1, 2}  # only the top 20 (clusters 1 and 2) are eligible
+    rest = plain[~np.isin(plain, order[:3])]
+    np.testing.assert_array_equal(order[3:], rest)
+
+
+def test_select_batch_is_the_head_of_rank_pool():
+    points, cluster = _clusters()
+    p_real = np.where(cluster == 1, 0.5, np.linspace(0.7, 0.95, 30))
+    for strategy in ("entropy", "margin", "entropy+diversity", "random", "random+diversity"):
+        order, _ = rank_pool(strategy, p_real, features=points, diverse_head=5, seed=3)
+        batch = select_batch(strategy, 5, p_real=p_real, features=points, rng=3)
+        np.testing.assert_array_equal(batch.indices, order[:5])
+
+
+_FAST = settings(max_examples=60, deadline=None)
+_P_REAL = arrays(np.float64, st.integers(0, 60), elements=st.floats(0.0, 1.0))
+
+
+@st.composite
+def _pool(draw):
+    p_real = draw(_P_REAL)
+    n = len(p_real)
+    bald_scores = draw(arrays(np.float64, n, elements=st.floats(0.0, 1.0)))
+    features = draw(arrays(np.float64, (n, 3), elements=st.floats(-10.0, 10.0)))
+    return p_real, bald_scores, features
+
+
+@_FAST
+@given(_pool(), st.sampled_from(STRATEGY_NAMES), st.integers(1, 80), st.integers(0, 2**32 - 1))
+def test_rank_pool_is_a_permutation_with_finite_scores(pool, strategy, head, seed):
+    p_real, bald_scores, features = pool
+    order, scores = rank_pool(
+        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head
+    )
+    assert sorted(order.tolist()) == list(range(len(p_real)))
+    assert scores.shape == (len(p_real),) and np.all(np.isfinite(scores))
+    again, _ = rank_pool(
+        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head
+    )
+    np.testing.assert_array_equal(order, again)  # deterministic for a seed
+
+
+@_FAST
+@given(_P_REAL.filter(len))
+def test_rank_pool_entropy_puts_the_most_uncertain_first(p_real):
+    order, scores = rank_pool("entropy", p_real)
+    closest = np.abs(p_real - 0.5).min()
+    assert abs(p_real[order[0]] - 0.5) == pytest.approx(closest, abs=1e-12)
+    assert np.all(np.diff(scores[order]) <= 0)

@@ -1,4 +1,4 @@
-"""Rendering cutouts to PNG (issue 2 part 4): size, NaN mask, diverging difference, caching."""
+"""Rendering cutouts to PNG: size, NaN mask, diverging difference, caching."""
 
 import io
 from pathlib import Path

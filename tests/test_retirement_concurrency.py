@@ -1,14 +1,14 @@
 """20 volunteers vote on the same subject at the same moment: count and retirement stay exact.
 
-Runs against PostgreSQL (set DATABASE_URL=postgres://...); SQLite serialises writers anyway
-(IMMEDIATE transactions), so there it checks the same invariant with less real concurrency.
+Runs against PostgreSQL only (marked `postgres`: DATABASE_URL=postgres://..., as .ci/run does). The
+in-memory SQLite test database cannot be shared between threads, and SQLite serialises writers anyway.
 """
 
 import threading
 import uuid
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from core.models import Participant, Subject
 from labeling.models import Vote
@@ -17,14 +17,9 @@ from labeling.services import record_vote
 N_THREADS = 20
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
-    if (
-        connection.vendor == "sqlite"
-        and connection.settings_dict["NAME"] in ("", ":memory:")
-        or (connection.vendor == "sqlite" and "mode=memory" in str(connection.settings_dict["NAME"]))
-    ):
-        pytest.skip("in-memory SQLite cannot be shared between threads; run with PostgreSQL (DATABASE_URL)")
     workflow.retirement_limit = 7
     workflow.save()
     (subject,) = make_subjects(1)

@@ -14,16 +14,10 @@ from rest_framework.test import APIClient
 from core.ingest import load_subject_array
 from core.models import ModelVersion, Subject
 from jobs.models import Job
-from mlcore.embedding import (
-    Answer,
-    EmbeddingCheckpointError,
-    EmbeddingConfig,
-    TrainSettings,
-    load_embedding_checkpoint,
-    prepare_images,
-    save_embedding_checkpoint,
-    train_embedding,
-)
+from jobs.services import GPU, kind_of
+from mlcore.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mlcore.embedding_model import EmbeddingConfig, prepare_images
+from mlcore.embedding_train import Answer, TrainSettings, train_embedding
 from mlcore.galaxies import generate_cutouts, simulate_answer
 from similarity.models import SimilarityTask
 from similarity.selection import create_task, next_task
@@ -66,12 +60,12 @@ def test_tiny_training_agrees_with_volunteers_above_chance():
 
 
 def test_checkpoint_round_trip_and_tampering_is_refused():
-    from mlcore.embedding import EmbeddingNet
+    from mlcore.embedding_model import EmbeddingNet
 
     model = EmbeddingNet(TINY_CONFIG)
     buffer = io.BytesIO()
-    save_embedding_checkpoint(buffer, model, metadata={"note": "test"})
-    loaded = load_embedding_checkpoint(buffer.getvalue())
+    save_checkpoint(buffer, model, metadata={"note": "test"})
+    loaded = load_checkpoint(buffer.getvalue(), kind="embedding", device="cpu")
     assert loaded.config == TINY_CONFIG and loaded.metadata == {"note": "test"}
     x = np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32)
     import torch
@@ -82,10 +76,10 @@ def test_checkpoint_round_trip_and_tampering_is_refused():
     payload["state_dict"]["embedding.bias"] += 1.0
     tampered = io.BytesIO()
     torch.save(payload, tampered)
-    with pytest.raises(EmbeddingCheckpointError, match="SHA-256"):
-        load_embedding_checkpoint(tampered.getvalue())
-    with pytest.raises(EmbeddingCheckpointError, match="not a readable"):
-        load_embedding_checkpoint(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(tampered.getvalue(), kind="embedding")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(b"not a checkpoint", kind="embedding")
 
 
 def _scorable_heldout_answer(workflow) -> bool:
@@ -173,7 +167,7 @@ def test_k_new_answers_trigger_a_round(project, settings, django_capture_on_comm
             assert not Job.objects.filter(workflow=workflow, kind=Job.EMBED).exists()
     # The 4th answer queued a round; its dispatch ran it (eager Celery in tests).
     job = Job.objects.get(workflow=workflow, kind=Job.EMBED)
-    assert job.params["answers_at_request"] == 4 and job.params["task"] == "skyvote.gpu.train_embedding"
+    assert job.params["answers_at_request"] == 4 and kind_of(Job.EMBED).queue == GPU
     assert job.status == Job.SUCCEEDED, job.error
     assert (
         ModelVersion.objects.get(workflow=workflow).n_train

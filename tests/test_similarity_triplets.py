@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mlcore.embedding import Answer, evaluate, extract_triplets, pairwise_agreement, recall_at_k
+from mlcore.embedding_train import Answer, evaluate, extract_triplets, pairwise_agreement, recall_at_k
 from mlcore.galaxies import CLASSES, generate_cutouts, near_duplicate, simulate_answer
 
 

@@ -169,10 +169,9 @@ def test_never_the_same_task_twice_for_one_participant(sim_workflow):
     assert SimilarityTask.objects.filter(strategy=SimilarityTask.RANDOM).count() == 6
 
 
+@pytest.mark.postgres  # concurrent writers on separate connections: the in-memory SQLite test DB has one
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_answers_count_every_pair(project):
-    if connection.vendor == "sqlite" and "memory" in str(connection.settings_dict["NAME"]):
-        pytest.skip("concurrent writers need a file database")
     workflow = similarity_workflow(project, n_subjects=20)
     task = create_task(workflow)
     volunteers = [participant(str(i)) for i in range(6)]

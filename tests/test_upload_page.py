@@ -1,4 +1,4 @@
-"""The upload page: owners only, multiple files, same ingestion service, progress via the Job row."""
+"""The upload page: owners and collaborators, multiple files, same ingestion service, progress via the Job row."""
 
 import io
 from pathlib import Path
@@ -44,31 +44,50 @@ def npy_upload(name="stack.npy", n=2) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, buffer.getvalue(), content_type="application/octet-stream")
 
 
-@pytest.mark.parametrize("who", [None, "collab", "viewer", "stranger"])
-def test_only_owners_see_the_upload_page(client, users, project, workflow, who):
+@pytest.mark.parametrize("who, status", [(None, 302), ("viewer", 403), ("stranger", 404)])
+def test_only_owners_and_collaborators_upload(client, users, project, workflow, who, status):
+    """As the uploads API (WRITE_ROLES): a viewer is refused (403), someone without a role learns nothing
+    (404), and an anonymous visitor is sent to log in (302)."""
     if who:
         client.force_login(users[who])
     url = reverse("core:upload", args=[project.slug])
-    if who is None:
-        assert client.get(url).status_code == 302  # to the login page
-    else:
-        assert client.get(url).status_code == 404
-        response = client.post(url, {"workflow": workflow.pk, "files": [npy_upload()]})
-        assert response.status_code == 404
+    assert client.get(url).status_code == status
+    response = client.post(url, {"workflow": workflow.pk, "files": [npy_upload()]})
+    assert response.status_code == status
     assert Subject.objects.count() == 0 and Job.objects.count() == 0
 
 
-def test_owner_uploads_several_files_and_sees_the_result(client, users, project, workflow, media):
+def test_a_collaborator_uploads(client, users, project, workflow):
+    client.force_login(users["collab"])
+    page = client.get(reverse("core:upload", args=[project.slug]))
+    assert page.status_code == 200 and b'name="files" multiple' in page.content
+    assert b"Upload data" in client.get(reverse("labeling:project_dashboard", args=[project.slug])).content
+    response = client.post(
+        reverse("core:upload", args=[project.slug]), {"workflow": workflow.pk, "files": [npy_upload()]}
+    )
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("core:upload_progress", args=[project.slug, job.pk])
+    assert job.kind == Job.INGEST and job.project == project
+    assert client.get(response["Location"]).status_code == 200
+
+
+def test_owner_uploads_several_files_and_sees_the_result(
+    client, users, project, workflow, media, settings, django_capture_on_commit_callbacks
+):
     client.force_login(users["owner"])
     page = client.get(reverse("core:upload", args=[project.slug]))
     assert page.status_code == 200 and b'name="files" multiple' in page.content
     assert b"Upload data" in client.get(reverse("labeling:project_dashboard", args=[project.slug])).content
 
     bad = SimpleUploadedFile("broken.fits", b"not a fits file at all")
-    response = client.post(
-        reverse("core:upload", args=[project.slug]),
-        {"workflow": workflow.pk, "subject_set": "night 1", "files": [npy_upload(), bad]},
-    )
+    # The request only stores the files and queues the job; the job runs once the request's
+    # transaction commits (at once here: Celery is eager in tests).
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("core:upload", args=[project.slug]),
+            {"workflow": workflow.pk, "subject_set": "night 1", "files": [npy_upload(), bad]},
+        )
     job = Job.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("core:upload_progress", args=[project.slug, job.pk])
@@ -77,8 +96,9 @@ def test_owner_uploads_several_files_and_sees_the_result(client, users, project,
     assert job.log.startswith("broken.fits: not a FITS file")
     assert set(Subject.objects.values_list("external_id", flat=True)) == {"stack.npy:0", "stack.npy:1"}
     assert SubjectSet.objects.get(name="night 1").subjects.count() == 2
-    # The uploads themselves are not kept once ingested.
-    assert not list((Path(media) / "jobs").rglob("*.npy"))
+    # The uploads themselves are not kept once ingested, and were never in public media.
+    assert not list(Path(settings.PRIVATE_ROOT).rglob("*.npy"))
+    assert not list(Path(media).rglob("stack.npy"))
 
     page = client.get(response["Location"])
     assert b"ingested 2, duplicates 0, failed 1" in page.content

@@ -1,328 +1,17 @@
-"""Import the votes of an earlier campaign into a workflow.
+"""Import the votes of an earlier campaign into a workflow: simple CSV or Zooniverse classification export.
 
-Two formats, told apart by the header:
+    python manage.py import_votes --workflow [PROJECT/]SLUG FILE.csv [--answer-map 'Yes=real,No=bogus']
 
-* simple CSV: ``subject_external_id,participant,answer[,created_at]`` (header optional);
-* Zooniverse classification export: ``classification_id, user_name, user_id, workflow_id,
-  created_at, annotations (JSON), subject_data (JSON), subject_ids`` and more. The answer is
-  the value of the first task's annotation (or --task), mapped case-insensitively to our
-  answers ("Real"/"Yes" → real, "Bogus"/"No" → bogus; change it with --answer-map).
-
-Every vote goes through labeling.services.record_vote with an idempotency key derived from
-its source row (uuid5), so importing the same file twice adds nothing. Importers become
-participants keyed by external_id "import:<name>". Subjects are matched by external_id; a
-Zooniverse row is matched through --subject-key in its subject_data (default: the first of
-external_id, candid, #candid, !candid found there) or else its Zooniverse subject id.
-Unknown subjects, unmapped answers and bad rows are reported with examples, never invented.
+Parsing, matching and storing are labeling.imports (formats and rules described there); this
+command reads the file and prints the report.
 """
 
-import csv
-import io
-import json
-import sys
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from core.models import Participant, Subject, Workflow
+from labeling.imports import VoteImportError, import_votes
 from labeling.management.commands._crowd_common import find_workflow
-from labeling.models import Vote
-from labeling.services import VoteError, record_vote
-
-IMPORT_NAMESPACE = uuid.UUID("6f1d8c3e-2b7a-5c4e-9d61-0a4f3e2b7c19")
-SIMPLE_COLUMNS = ("subject_external_id", "participant", "answer")
-ZOONIVERSE_COLUMNS = ("classification_id", "user_name", "annotations", "subject_ids")
-DEFAULT_SUBJECT_KEYS = ("external_id", "subject_external_id", "candid", "#candid", "!candid")
-DEFAULT_ANSWER_MAP = {"real": "real", "bogus": "bogus", "yes": "real", "no": "bogus", "skip": "skip"}
-EXAMPLES = 5
-
-
-@dataclass
-class SourceRow:
-    line: int
-    key: str  # identifies the source row; the vote's idempotency key derives from it
-    subject_refs: list[str]  # candidate external ids, best first
-    participant: str
-    raw_answer: object
-    created_at: datetime | None
-
-
-@dataclass
-class ImportReport:
-    rows: int = 0
-    imported: int = 0
-    already_present: int = 0
-    late: int = 0
-    other_workflow: int = 0
-    unknown_subjects: Counter = field(default_factory=Counter)
-    unmapped_answers: Counter = field(default_factory=Counter)
-    bad_rows: list[tuple[int, str]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [
-            f"rows read: {self.rows}",
-            f"votes imported: {self.imported} ({self.late} on subjects already retired)",
-            f"already present (re-import): {self.already_present}",
-        ]
-        if self.other_workflow:
-            out.append(f"rows of other Zooniverse workflows skipped: {self.other_workflow}")
-        if self.unknown_subjects:
-            n_rows = sum(self.unknown_subjects.values())
-            first = ", ".join(list(self.unknown_subjects)[:EXAMPLES])
-            out.append(
-                f"unknown subjects: {len(self.unknown_subjects)} ({n_rows} rows not imported), e.g. {first}"
-            )
-        if self.unmapped_answers:
-            first = ", ".join(repr(a) for a in list(self.unmapped_answers)[:EXAMPLES])
-            out.append(
-                f"answers not mapped: {sum(self.unmapped_answers.values())} rows, e.g. {first} (use --answer-map)"
-            )
-        if self.bad_rows:
-            first = "; ".join(f"line {n}: {msg}" for n, msg in self.bad_rows[:EXAMPLES])
-            out.append(f"bad rows: {len(self.bad_rows)} not imported, e.g. {first}")
-        return out
-
-    @property
-    def n_problems(self) -> int:
-        return sum(self.unknown_subjects.values()) + sum(self.unmapped_answers.values()) + len(self.bad_rows)
-
-
-def parse_answer_map(text: str | None, workflow: Workflow) -> dict[str, str]:
-    """'Yes=real,No=bogus' → {'yes': 'real', 'no': 'bogus'} on top of the defaults."""
-    allowed = set(workflow.answers) | {Vote.SKIP}
-    mapping = {a.lower(): a for a in workflow.answers}
-    mapping.update({k: v for k, v in DEFAULT_ANSWER_MAP.items() if v in allowed})
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        source, sep, target = part.partition("=")
-        target = target.strip().lower()
-        if not sep or not source.strip():
-            raise CommandError(f"--answer-map entries look like 'Yes=real', got '{part.strip()}'.")
-        if target not in allowed:
-            raise CommandError(
-                f"--answer-map maps '{source.strip()}' to '{target}', which is not an answer of this workflow "
-                f"({', '.join(sorted(allowed))})."
-            )
-        mapping[source.strip().lower()] = target
-    return mapping
-
-
-def parse_created_at(value: str) -> datetime | None:
-    """Zooniverse's '2019-03-01 12:34:56 UTC' or ISO 8601; naive times are UTC. ValueError if unreadable."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    if value.endswith(" UTC"):
-        value = value[:-4]
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise ValueError(f"unreadable created_at '{value}'")
-    if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
-
-
-def _simple_rows(reader, header: list[str] | None, report: ImportReport) -> list[SourceRow]:
-    rows = []
-    index = {name: header.index(name) for name in header} if header else None
-    for n, record in enumerate(reader, start=2 if header else 1):
-        if not record or not any(cell.strip() for cell in record):
-            continue
-        if index:
-            cells = {name: (record[i] if i < len(record) else "") for name, i in index.items()}
-        else:
-            names = SIMPLE_COLUMNS + ("created_at",)
-            cells = dict(zip(names, record, strict=False))
-        subject_ref = cells.get("subject_external_id", "").strip()
-        participant = cells.get("participant", "").strip()
-        try:
-            created_at = parse_created_at(cells.get("created_at", ""))
-        except ValueError as exc:
-            report.bad_rows.append((n, str(exc)))
-            continue
-        rows.append(
-            SourceRow(
-                line=n,
-                key=f"simple:{subject_ref}:{participant}",
-                subject_refs=[subject_ref] if subject_ref else [],
-                participant=participant,
-                raw_answer=cells.get("answer", ""),
-                created_at=created_at,
-            )
-        )
-    return rows
-
-
-def _annotation_value(annotations_json: str, task: str | None):
-    annotations = json.loads(annotations_json or "[]")
-    if isinstance(annotations, dict):  # some exports hold one annotation object
-        annotations = [annotations]
-    if not isinstance(annotations, list) or not annotations:
-        raise ValueError("no annotation")
-    chosen = annotations[0]
-    if task:
-        chosen = next((a for a in annotations if isinstance(a, dict) and a.get("task") == task), None)
-        if chosen is None:
-            raise ValueError(f"no annotation for task {task}")
-    if not isinstance(chosen, dict) or "value" not in chosen:
-        raise ValueError("annotation without a value")
-    value = chosen["value"]
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    return value
-
-
-def _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, report) -> list[SourceRow]:
-    index = {name: i for i, name in enumerate(header)}
-
-    def cell(record, name):
-        i = index.get(name)
-        return record[i] if i is not None and i < len(record) else ""
-
-    rows = []
-    for n, record in enumerate(reader, start=2):
-        if not record or not any(c.strip() for c in record):
-            continue
-        if zooniverse_workflow and cell(record, "workflow_id").strip() != zooniverse_workflow:
-            report.other_workflow += 1
-            continue
-        try:
-            zooniverse_subject = cell(record, "subject_ids").strip().split(";")[0].strip()
-            refs = []
-            subject_data = json.loads(cell(record, "subject_data") or "{}")
-            meta = subject_data.get(zooniverse_subject) if isinstance(subject_data, dict) else None
-            if isinstance(meta, dict):
-                for key in (subject_key,) if subject_key else DEFAULT_SUBJECT_KEYS:
-                    if meta.get(key) not in (None, ""):
-                        refs.append(str(meta[key]).strip())
-            if not subject_key and zooniverse_subject:
-                refs.append(zooniverse_subject)
-            value = _annotation_value(cell(record, "annotations"), task)
-            created_at = parse_created_at(cell(record, "created_at"))
-        except (ValueError, json.JSONDecodeError) as exc:
-            report.bad_rows.append((n, str(exc)))
-            continue
-        classification_id = cell(record, "classification_id").strip()
-        participant = cell(record, "user_name").strip() or cell(record, "user_id").strip()
-        rows.append(
-            SourceRow(
-                line=n,
-                key=f"zooniverse:{classification_id}" if classification_id else f"zooniverse-row:{record}",
-                subject_refs=refs,
-                participant=participant,
-                raw_answer=value,
-                created_at=created_at,
-            )
-        )
-    return rows
-
-
-def read_rows(text: str, task=None, zooniverse_workflow=None, subject_key=None, report=None):
-    """Parse a file's text into source rows; returns (format name, rows)."""
-    csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, None)
-    if first is None:
-        raise CommandError("The file is empty.")
-    header = [c.strip().lower() for c in first]
-    if all(c in header for c in ZOONIVERSE_COLUMNS):
-        return "zooniverse", _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, report)
-    if all(c in header for c in SIMPLE_COLUMNS):
-        return "simple", _simple_rows(reader, header, report)
-    if "annotations" in header or "classification_id" in header:
-        missing = [c for c in ZOONIVERSE_COLUMNS if c not in header]
-        raise CommandError(
-            f"This looks like a Zooniverse export but lacks the columns: {', '.join(missing)}."
-        )
-    if len(first) in (3, 4) and not any(c in header for c in ("answer", "participant")):
-        return "simple", _simple_rows(csv.reader(io.StringIO(text)), None, report)
-    raise CommandError(
-        "Unrecognised header. Expected subject_external_id,participant,answer[,created_at] or a Zooniverse "
-        f"classification export ({', '.join(ZOONIVERSE_COLUMNS)}, ...); got: {', '.join(header)}."
-    )
-
-
-def map_answer(raw, mapping: dict[str, str]) -> str | None:
-    if isinstance(raw, bool) or raw is None or isinstance(raw, dict | list):
-        return None
-    return mapping.get(str(raw).strip().lower())
-
-
-def import_votes(
-    workflow: Workflow,
-    text: str,
-    answer_map: str | None = None,
-    task: str | None = None,
-    zooniverse_workflow: str | None = None,
-    subject_key: str | None = None,
-    dry_run: bool = False,
-) -> tuple[str, ImportReport]:
-    mapping = parse_answer_map(answer_map, workflow)
-    report = ImportReport()
-    fmt, rows = read_rows(text, task, zooniverse_workflow, subject_key, report)
-    report.rows = len(rows) + len(report.bad_rows) + report.other_workflow
-    # Earlier votes first, so the incremental belief sees them in the order they were cast.
-    rows.sort(key=lambda r: (r.created_at is None, r.created_at or datetime.min.replace(tzinfo=UTC), r.line))
-    subject_of = dict(Subject.objects.filter(project=workflow.project).values_list("external_id", "pk"))
-    participants: dict[str, Participant] = {}
-    for row in rows:
-        if not row.participant:
-            report.bad_rows.append((row.line, "no participant"))
-            continue
-        if not row.subject_refs:
-            report.bad_rows.append((row.line, "no subject id"))
-            continue
-        subject_id = next((subject_of[r] for r in row.subject_refs if r in subject_of), None)
-        if subject_id is None:
-            report.unknown_subjects[row.subject_refs[0]] += 1
-            continue
-        answer = map_answer(row.raw_answer, mapping)
-        if answer is None:
-            report.unmapped_answers[str(row.raw_answer)] += 1
-            continue
-        if dry_run:
-            report.imported += 1
-            continue
-        participant = participants.get(row.participant)
-        if participant is None:
-            external_id = f"import:{row.participant}"[:200]
-            participant = (
-                Participant.objects.filter(kind=Participant.WORKER, external_id=external_id)
-                .order_by("pk")
-                .first()
-            ) or Participant.objects.create(kind=Participant.WORKER, external_id=external_id)
-            participants[row.participant] = participant
-        key = uuid.uuid5(IMPORT_NAMESPACE, f"{workflow.pk}:{row.key}")
-        try:
-            result = record_vote(
-                workflow=workflow,
-                subject_id=subject_id,
-                participant=participant,
-                answer=answer,
-                idempotency_key=key,
-                created_at=row.created_at,
-                finished_at=row.created_at,
-                source="import",
-            )
-        except VoteError as exc:
-            report.bad_rows.append((row.line, str(exc)))
-            continue
-        if result.created:
-            report.imported += 1
-            report.late += int(result.vote.subject_was_retired)
-        else:
-            report.already_present += 1
-    return fmt, report
 
 
 class Command(BaseCommand):
@@ -350,15 +39,18 @@ class Command(BaseCommand):
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise CommandError(f"{path} is not UTF-8 text: {exc}")
-        fmt, report = import_votes(
-            workflow,
-            text,
-            answer_map=options.get("answer_map"),
-            task=options.get("task"),
-            zooniverse_workflow=options.get("zooniverse_workflow"),
-            subject_key=options.get("subject_key"),
-            dry_run=options["dry_run"],
-        )
+        try:
+            fmt, report = import_votes(
+                workflow,
+                text,
+                answer_map=options.get("answer_map"),
+                task=options.get("task"),
+                zooniverse_workflow=options.get("zooniverse_workflow"),
+                subject_key=options.get("subject_key"),
+                dry_run=options["dry_run"],
+            )
+        except VoteImportError as exc:
+            raise CommandError(str(exc)) from None
         verb = "Would import" if options["dry_run"] else "Imported"
         self.stdout.write(f"{verb} {fmt} file {path.name} into {workflow}:")
         for line in report.lines():

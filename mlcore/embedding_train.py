@@ -1,11 +1,10 @@
-"""The similarity embedding: a small CNN encoder, SimCLR pretraining, triplet fine-tuning from
-volunteers' answers, and evaluation on held-out answers. No Django, no database.
+"""Learning the similarity embedding: SimCLR pretraining, triplet fine-tuning from volunteers'
+answers, and evaluation on held-out answers. No Django, no database, no I/O (checkpoints:
+mlcore.checkpoint; the network and its input preparation: mlcore.embedding_model).
 
 Pipeline (docs/similarity.md has the reasoning and the settings):
 
-1. ``prepare_images`` — grey (colour images are averaged over channels), NaN → sky, robust
-   normalisation (median sky → 0, 99.5th percentile → 1), asinh stretch (faint outskirts matter
-   for "similar"), resized to ``input_size`` (64 px).
+1. ``prepare_images`` (mlcore.embedding_model) — every cutout to a normalised (1, 64, 64) array.
 2. ``pretrain_simclr`` — self-supervised on every cutout: two random views of each image must be
    each other's nearest neighbour in the batch (NT-Xent). Views use augmentations that do not change
    what a sky object *is*: any rotation, flips, crops/zoom and shifts, stretch (gamma and gain)
@@ -20,20 +19,12 @@ Pipeline (docs/similarity.md has the reasoning and the settings):
 4. ``pairwise_agreement`` / ``recall_at_k`` — on held-out answers: the share of (chosen, not chosen)
    pairs the model orders correctly (random = 0.5), and the share of chosen candidates found among
    the model's top k of the 15 (random = k/15).
-
-Embeddings are L2-normalised, so the dot product is the cosine similarity.
-Checkpoints are plain dicts loaded with ``torch.load(weights_only=True)`` and verified by SHA-256.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import io
-import json
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,175 +32,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mlcore.checkpoint import save_atomically
 from mlcore.device import describe_device, pick_device
+from mlcore.embedding_model import EmbeddingConfig, EmbeddingNet, embed
 
 __all__ = [
-    "PREPROCESSING_VERSION",
-    "EmbeddingConfig",
     "TrainSettings",
-    "EmbeddingNet",
     "Answer",
     "TripletSet",
     "EmbeddingResult",
-    "EmbeddingCheckpointError",
-    "prepare_image",
-    "prepare_images",
     "augment",
     "nt_xent_loss",
     "extract_triplets",
     "pretrain_simclr",
     "finetune_triplets",
-    "embed",
     "pairwise_agreement",
     "recall_at_k",
     "evaluate",
     "train_embedding",
-    "save_embedding_checkpoint",
-    "load_embedding_checkpoint",
 ]
 
-PREPROCESSING_VERSION = "sim-asinh64-v1"
-ASINH_SOFTENING = 8.0
-FORMAT_MARKER = "skyvote.mlcore.embedding"
-FORMAT_VERSION = 1
-
 ProgressFn = Callable[[float, str], None]
-
-
-# --------------------------------------------------------------------------------------------
-# preprocessing
-
-
-def _to_grey(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image, dtype=np.float32)
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        a = a[:, :, :3].mean(axis=2)
-    elif a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 2:
-        raise ValueError(f"an image must have shape (H, W) or (H, W, 3), got {np.shape(image)}")
-    if min(a.shape) < 4:
-        raise ValueError(f"image is too small ({a.shape[0]}×{a.shape[1]} px)")
-    return a
-
-
-def _square(a: np.ndarray) -> np.ndarray:
-    """Centre-crop the long side so objects keep their shape."""
-    h, w = a.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return a[top : top + side, left : left + side]
-
-
-def prepare_image(image: np.ndarray, size: int = 64) -> np.ndarray:
-    """(H, W) or (H, W, 3) → (size, size) float32, sky ≈ 0, bright parts ≈ 1 after an asinh stretch."""
-    a = _square(_to_grey(image))
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros((size, size), dtype=np.float32)
-    values = a[finite]
-    sky = float(np.median(values))
-    scale = float(np.percentile(values, 99.5)) - sky
-    if not math.isfinite(scale) or scale <= 0:
-        scale = float(values.std()) or 1.0
-    x = np.where(finite, (a - sky) / scale, 0.0).astype(np.float32)
-    x = np.arcsinh(ASINH_SOFTENING * x) / np.arcsinh(ASINH_SOFTENING)
-    if x.shape != (size, size):
-        t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
-        mode = "area" if x.shape[0] > size else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        x = F.interpolate(t, size=(size, size), mode=mode, **kwargs)[0, 0].numpy()
-    return np.clip(x, -2.0, 3.0).astype(np.float32)
-
-
-def prepare_images(images: Iterable[np.ndarray], size: int = 64) -> np.ndarray:
-    """Many images (any sizes) → (N, 1, size, size) float32."""
-    prepared = [prepare_image(image, size) for image in images]
-    if not prepared:
-        return np.zeros((0, 1, size, size), dtype=np.float32)
-    return np.stack(prepared)[:, None]
-
-
-# --------------------------------------------------------------------------------------------
-# model
-
-
-@dataclass(frozen=True)
-class EmbeddingConfig:
-    """Architecture; saved inside every checkpoint and used to rebuild the network."""
-
-    architecture: str = "skyvote-simcnn"
-    input_size: int = 64
-    channels: tuple[int, ...] = (16, 32, 64, 128)
-    embedding_dim: int = 128
-    projection_dim: int = 64
-
-    def __post_init__(self):
-        if self.architecture != "skyvote-simcnn":
-            raise ValueError(f"unknown architecture {self.architecture!r}")
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError("channels must be positive integers")
-        if self.input_size < 2 ** len(self.channels):
-            raise ValueError(f"input_size {self.input_size} is too small for {len(self.channels)} blocks")
-        if self.embedding_dim < 2 or self.projection_dim < 2:
-            raise ValueError("embedding_dim and projection_dim must be at least 2")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EmbeddingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown embedding config keys {unknown}")
-        return cls(**data)
-
-
-class EmbeddingNet(nn.Module):
-    """Conv(3×3)–BN–ReLU–MaxPool blocks, global average pooling, a linear embedding layer.
-
-    Average pooling over positions makes the embedding nearly invariant to where the object sits
-    and (with rotation augmentations) to its orientation. The projection head is used only by the
-    SimCLR loss (as in Chen et al. 2020); searches and triplets use the embedding before it.
-    """
-
-    def __init__(self, config: EmbeddingConfig | None = None):
-        super().__init__()
-        self.config = config or EmbeddingConfig()
-        layers: list[nn.Module] = []
-        in_channels = 1
-        for channels in self.config.channels:
-            layers += [
-                nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            in_channels = channels
-        self.features = nn.Sequential(*layers)
-        self.embedding = nn.Linear(in_channels, self.config.embedding_dim)
-        self.projector = nn.Sequential(
-            nn.Linear(self.config.embedding_dim, self.config.embedding_dim),
-            nn.ReLU(inplace=True),
-            nn.Linear(self.config.embedding_dim, self.config.projection_dim),
-        )
-
-    def raw_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.features(x).mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, S, S) → (N, embedding_dim), unit length."""
-        return F.normalize(self.raw_embedding(x), dim=1)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.raw_embedding(x)), dim=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,38 +443,6 @@ def finetune_triplets(
     return history
 
 
-def _dihedral_views(x: torch.Tensor):
-    """The 8 rotations/reflections of a batch by multiples of 90° (exact: no interpolation)."""
-    for flipped in (x, torch.flip(x, dims=(3,))):
-        for k in range(4):
-            yield torch.rot90(flipped, k, dims=(2, 3))
-
-
-@torch.inference_mode()
-def embed(
-    model: EmbeddingNet, images: np.ndarray, batch_size: int = 512, device=None, symmetrize: bool = True
-) -> np.ndarray:
-    """(N, 1, S, S) prepared images → (N, D) float32 unit vectors.
-
-    symmetrize: average the embedding over the 8 right-angle rotations and flips, then
-    re-normalise. The sky has no preferred orientation, so an object and its rotated or mirrored
-    copy get exactly the same vector; search and agreement metrics use this form.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
-    out = np.zeros((len(images), model.config.embedding_dim), dtype=np.float32)
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).to(
-            device
-        )
-        if symmetrize:
-            z = F.normalize(sum(model(view) for view in _dihedral_views(x)), dim=1)
-        else:
-            z = model(x)
-        out[start : start + len(x)] = z.float().cpu().numpy()
-    return out
-
-
 def _curve_epoch(epoch: int, epochs: int, points: int = 5) -> bool:
     """Held-out agreement is measured at about `points` epochs (and the last): embedding every image
     in 8 orientations each epoch would cost as much as the training itself."""
@@ -748,100 +559,4 @@ def train_embedding(
         n_triplets=len(triplet_set.triplets),
         n_none_pairs=len(triplet_set.none_pairs),
         settings=settings.to_dict(),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoints
-
-
-class EmbeddingCheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says why."""
-
-
-@dataclass
-class LoadedEmbedding:
-    model: EmbeddingNet
-    config: EmbeddingConfig
-    preprocessing_version: str
-    state_sha256: str
-    metadata: dict
-
-
-def _state_sha256(header: dict, state: dict) -> str:
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
-    for name in sorted(state):
-        tensor = state[name]
-        if not isinstance(tensor, torch.Tensor):
-            raise EmbeddingCheckpointError(f"state_dict entry {name!r} is not a tensor")
-        tensor = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _header(payload: dict) -> dict:
-    return {
-        k: payload[k]
-        for k in ("format", "format_version", "config", "preprocessing_version", "metadata", "created_at")
-    }
-
-
-def save_embedding_checkpoint(target, model: EmbeddingNet, *, metadata: dict | None = None) -> str:
-    """Write config + weights (+ plain metadata) to a path (atomically) or a binary file; return the SHA-256."""
-    payload = {
-        "format": FORMAT_MARKER,
-        "format_version": FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "metadata": json.loads(json.dumps(metadata or {})),  # plain values only
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
-    }
-    payload["state_sha256"] = _state_sha256(_header(payload), payload["state_dict"])
-    save_atomically(payload, target)
-    return payload["state_sha256"]
-
-
-def load_embedding_checkpoint(source) -> LoadedEmbedding:
-    """Load and verify (path, bytes or binary file). Refuses foreign, edited or pickled-object files."""
-    if isinstance(source, bytes | bytearray):
-        source = io.BytesIO(source)
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise EmbeddingCheckpointError(
-            "refused: not a readable plain-data checkpoint (not a PyTorch file, or it holds Python objects)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise EmbeddingCheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_MARKER:
-        raise EmbeddingCheckpointError(
-            f"not a Skyvote embedding checkpoint (format marker {FORMAT_MARKER!r} missing)"
-        )
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise EmbeddingCheckpointError(f"unsupported format_version {payload.get('format_version')!r}")
-    if payload.get("preprocessing_version") != PREPROCESSING_VERSION:
-        raise EmbeddingCheckpointError(
-            f"preprocessing {payload.get('preprocessing_version')!r} is not {PREPROCESSING_VERSION!r}"
-        )
-    try:
-        expected = _state_sha256(_header(payload), payload["state_dict"])
-    except KeyError as exc:
-        raise EmbeddingCheckpointError(f"checkpoint is missing {exc}") from None
-    if expected != payload.get("state_sha256"):
-        raise EmbeddingCheckpointError("SHA-256 mismatch: the checkpoint was modified after it was saved")
-    try:
-        config = EmbeddingConfig.from_dict(payload["config"])
-        model = EmbeddingNet(config)
-        model.load_state_dict(payload["state_dict"])
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise EmbeddingCheckpointError(f"weights do not match the architecture: {str(exc)[:200]}") from None
-    model.eval()
-    return LoadedEmbedding(
-        model=model,
-        config=config,
-        preprocessing_version=payload["preprocessing_version"],
-        state_sha256=payload["state_sha256"],
-        metadata=payload["metadata"],
     )

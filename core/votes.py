@@ -1,0 +1,86 @@
+"""Storing a vote exactly once: the skeleton shared by real/bogus votes (labeling.services) and
+similarity answers (similarity.services).
+
+A client sends each vote with an idempotency key (a UUID) and retries with the same key when it
+does not know whether a request arrived, so a key seen before returns the stored vote instead of
+counting twice. The vote table's unique constraints (the key; one vote per participant and
+subject or task) are what make this hold under concurrency: the insert runs in a savepoint, and
+the loser of a race re-reads what the winner stored. What a vote is, which row it locks, what it
+updates and what the caller gets back are the apps' parts, passed in as callables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import IntegrityError, models, transaction
+
+V = TypeVar("V", bound=models.Model)
+R = TypeVar("R")
+
+
+class VoteError(ValueError):
+    """The vote cannot be accepted; the message says why, in words for the volunteer."""
+
+
+def parse_idempotency_key(key, error: type[VoteError] = VoteError) -> uuid.UUID:
+    """The client's key as a UUID, or `error` saying it must be one."""
+    if isinstance(key, uuid.UUID):
+        return key
+    try:
+        return uuid.UUID(str(key))
+    except (ValueError, TypeError, AttributeError):
+        raise error("The idempotency key must be a UUID.") from None
+
+
+def store_vote_once(
+    model: type[V],
+    key: uuid.UUID,
+    *,
+    build: Callable[[], V],
+    created: Callable[[V], R],
+    same_vote: Callable[[V], bool],
+    replay: Callable[[V], R],
+    earlier: Callable[[], R],
+    conflict_message: str,
+    error: type[VoteError] = VoteError,
+) -> R:
+    """Store the vote `build` makes at most once and return what the app's callables make of it.
+
+    * build(): inside the transaction: lock the row the vote counts towards, check it, and return
+      the unsaved vote (with `key` as its idempotency_key). It may raise `error`.
+    * created(vote): inside the same transaction, right after the insert: counts, retirement,
+      on-commit hooks; returns the result for a new vote.
+    * same_vote(stored): whether the vote stored under `key` is for the same subject or task and
+      participant as this request; if not, the key was reused and `error(conflict_message)` is raised.
+    * replay(stored): the result for a retried request (the vote stored under `key`).
+    * earlier(): the result when this participant had already voted here under another key.
+    """
+
+    def replay_stored(stored: V) -> R:
+        if not same_vote(stored):
+            raise error(conflict_message)
+        return replay(stored)
+
+    stored = model.objects.filter(idempotency_key=key).first()
+    if stored is not None:
+        return replay_stored(stored)
+
+    with transaction.atomic():
+        vote = build()
+        try:
+            # A savepoint, so that a unique-constraint violation leaves the outer transaction usable.
+            with transaction.atomic():
+                vote.save(force_insert=True)
+        except IntegrityError:
+            pass
+        else:
+            return created(vote)
+
+    # Lost a race to the same key, or this participant already voted here under another key.
+    stored = model.objects.filter(idempotency_key=key).first()
+    if stored is not None:
+        return replay_stored(stored)
+    return earlier()

@@ -1,0 +1,313 @@
+"""The volunteering app's exports: raw votes (one row per vote) and labels (one row per subject of a
+real/bogus workflow, with the crowd's P(real), the decided label and the active model's score).
+
+| export | formats | one row per |
+| --- | --- | --- |
+| votes | csv, jsonl, parquet | vote (flat columns, client metadata in columns of its own) |
+| labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow |
+
+The shared machinery (writers, keyset chunks, provenance, the export job) is core.exporters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from django.db.models import BooleanField, ExpressionWrapper
+
+from core.exporters import (
+    DEFAULT_CHUNK,
+    Column,
+    Exporter,
+    ExportError,
+    Progress,
+    base_meta,
+    datetime_text,
+    iso,
+    keyset_chunks,
+    model_info,
+    project_workflows,
+    pseudonymizer,
+    register_exporter,
+    write_table,
+)
+from core.models import Project, Subject, Workflow
+from labeling.labels import decided_filter, label_of
+from labeling.models import Vote
+
+VOTE_FORMATS = ("csv", "jsonl", "parquet")
+LABEL_FORMATS = ("csv", "parquet", "fits", "ecsv")
+
+
+def _vote_columns(include_worker_ids: bool) -> list[Column]:
+    cols = [
+        Column("vote_id", "int", "Vote id (stable within this server)"),
+        Column("participant", "str", "Participant pseudonym: stable within the project", 14),
+        Column("participant_kind", "str", "user, anonymous or worker", 10),
+    ]
+    if include_worker_ids:
+        cols.append(Column("worker_id", "str", "Panel worker id (owners only)", 200))
+    cols += [
+        Column("workflow", "str", "Workflow slug", 50),
+        Column("subject_id", "int", "Subject id (stable within this server)"),
+        Column("subject_external_id", "str", "Subject external id, e.g. the ZTF candid", 100),
+        Column("answer", "str", "The answer given (or skip)", 30),
+        Column("started_at", "datetime", "When the subject was shown (client clock, UTC)"),
+        Column("finished_at", "datetime", "When the answer was given (UTC)"),
+        Column("created_at", "datetime", "When the server stored the vote (UTC)"),
+        Column("gold", "bool", "The subject had an expert (gold) label when the vote was cast"),
+        Column("gold_correct", "bool", "The answer agreed with the gold label (empty if not gold)"),
+        Column("late", "bool", "The subject had already retired when the vote arrived"),
+        Column("source", "str", "web, api, import or panel", 20),
+        Column("user_agent", "str", "Browser user agent", 400),
+        Column("viewport", "str", "Browser viewport, e.g. 1280x800", 40),
+    ]
+    return cols
+
+
+LABEL_COLUMNS = [
+    Column("subject_id", "int", "Subject id (stable within this server)"),
+    Column("external_id", "str", "Subject external id, e.g. the ZTF candid", 100),
+    Column("object_id", "str", "ZTF objectId", 100),
+    Column("workflow", "str", "Workflow slug", 50),
+    Column("ra", "float", "Right ascension (J2000)", unit="deg"),
+    Column("dec", "float", "Declination (J2000)", unit="deg"),
+    Column("status", "str", "active or retired", 10),
+    Column("n_votes", "int", "Votes (skips not counted)"),
+    Column("n_real", "int", "Votes for real"),
+    Column("n_bogus", "int", "Votes for bogus"),
+    Column("p_real", "float", "Aggregated posterior P(real) from the crowd"),
+    Column("label", "str", "Label: gold label if any, else the crowd's when decided, else empty", 10),
+    Column("label_source", "str", "gold or crowd (empty: not decided)", 10),
+    Column("confidence", "float", "1 for gold, |2 P(real) - 1| for crowd labels"),
+    Column("aggregation_method", "str", "How P(real) was computed (e.g. swap, dawid_skene)", 30),
+    Column("aggregation_params", "str", "The workflow's aggregation/retirement parameters (JSON)", 400),
+    Column("retired_reason", "str", "Why the subject retired", 60),
+    Column("retired_at", "datetime", "When the subject retired (UTC)"),
+    Column("needs_review", "bool", "Reached the vote limit undecided"),
+    Column("gold_label", "str", "Expert (gold) label", 20),
+    Column("model_score", "float", "Active model's P(real)"),
+    Column("model_uncertainty", "float", "Active model's uncertainty"),
+    Column("model_version", "str", "Active model version that gave the score", 20),
+    Column("is_holdout", "bool", "Held out for model evaluation"),
+]
+
+
+def vote_queryset(project: Project, workflow: Workflow | None = None, upto_pk: int | None = None):
+    workflows = project_workflows(project, workflow)
+    qs = Vote.objects.filter(workflow_id__in=[w.pk for w in workflows])
+    if upto_pk is not None:
+        qs = qs.filter(pk__lte=upto_pk)
+    return qs
+
+
+def vote_rows(
+    project: Project,
+    *,
+    workflow: Workflow | None = None,
+    include_worker_ids: bool = False,
+    upto_pk: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[list[tuple]]:
+    """Chunks of flat vote rows in `_vote_columns(include_worker_ids)` order; date-times as ISO text."""
+    slugs = {w.pk: w.slug for w in project_workflows(project, workflow)}
+    pseudonym = pseudonymizer(project)
+    fields = [
+        "pk", "participant_id", "participant__kind", "participant__external_id", "workflow_id",
+        "subject_id", "subject__external_id", "answer", "was_gold", "gold_correct", "subject_was_retired",
+        "source", "user_agent", "viewport",
+    ]  # fmt: skip
+    qs, times = datetime_text(
+        vote_queryset(project, workflow, upto_pk), ["started_at", "finished_at", "created_at"]
+    )
+    for chunk in keyset_chunks(qs, fields + times, chunk_size, raw=True):
+        if include_worker_ids:
+            yield [
+                (pk, pseudonym(pid), kind, ext or None, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
+                 gold, correct, late, source, agent, viewport)
+                for pk, pid, kind, ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2
+                in chunk
+            ]  # fmt: skip
+        else:
+            yield [
+                (pk, pseudonym(pid), kind, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
+                 gold, correct, late, source, agent, viewport)
+                for pk, pid, kind, _ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2
+                in chunk
+            ]  # fmt: skip
+
+
+def aggregation_params(workflow: Workflow) -> dict:
+    """The parameters behind P(real) and retirement, as exported with every label."""
+    return {
+        "retirement_rule": workflow.retirement_rule,
+        "retirement_limit": workflow.retirement_limit,
+        "swap_prior": workflow.swap_prior,
+        "swap_p_low": workflow.swap_p_low,
+        "swap_p_high": workflow.swap_p_high,
+        "min_votes": workflow.min_votes,
+        "max_votes": workflow.max_votes,
+        "consensus_fraction": workflow.consensus_fraction,
+    }
+
+
+def _as_float(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def label_queryset(workflow: Workflow, upto_pk: int | None = None):
+    qs = Subject.objects.filter(workflow=workflow).annotate(
+        decided=ExpressionWrapper(decided_filter(workflow), output_field=BooleanField())
+    )
+    if upto_pk is not None:
+        qs = qs.filter(pk__lte=upto_pk)
+    return qs
+
+
+def label_rows(
+    project: Project,
+    *,
+    workflow: Workflow | None = None,
+    upto_pk: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[list[tuple]]:
+    """Chunks of label rows (LABEL_COLUMNS order) for the project's real/bogus workflows."""
+    fields = [
+        "pk", "external_id", "object_id", "metadata__ra", "metadata__dec", "status", "vote_count",
+        "answer_counts", "p_real", "aggregation_method", "retired_reason", "retired_at", "needs_review",
+        "gold_label", "model_score", "model_uncertainty", "is_holdout", "decided",
+    ]  # fmt: skip
+    for wf in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS]):
+        params = json.dumps(aggregation_params(wf), sort_keys=True)
+        model_version = f"v{wf.active_model.version}" if wf.active_model_id else None
+        for chunk in keyset_chunks(label_queryset(wf, upto_pk), fields, chunk_size):
+            rows = []
+            for (
+                pk, ext, obj, ra, dec, status, n, counts, p, method, reason, retired_at, review,
+                gold, score, unc, holdout, decided,
+            ) in chunk:  # fmt: skip
+                counts = counts or {}
+                label, source, confidence = label_of(gold, bool(decided), p)
+                rows.append(
+                    (
+                        pk,
+                        ext,
+                        obj or None,
+                        wf.slug,
+                        _as_float(ra),
+                        _as_float(dec),
+                        status,
+                        n,
+                        int(counts.get(Subject.REAL, 0)),
+                        int(counts.get(Subject.BOGUS, 0)),
+                        p,
+                        label or None,
+                        source or None,
+                        confidence,
+                        method or None,
+                        params,
+                        reason or None,
+                        retired_at,
+                        review,
+                        gold or None,
+                        score,
+                        unc,
+                        model_version if score is not None else None,
+                        holdout,
+                    )  # fmt: skip
+                )
+            yield rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole exports
+
+
+def export_votes(
+    project: Project,
+    path: Path,
+    fmt: str,
+    *,
+    workflow: Workflow | None = None,
+    include_worker_ids: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
+    if fmt not in VOTE_FORMATS:
+        raise ExportError(
+            f"Votes export as '{fmt}' is not possible; choose one of {', '.join(VOTE_FORMATS)}."
+        )
+    qs = vote_queryset(project, workflow)
+    upto = qs.order_by("-pk").values_list("pk", flat=True).first() or 0
+    total = qs.filter(pk__lte=upto).count()
+    meta = base_meta(project, "votes", workflow) | {"upto_vote_id": upto, "worker_ids": include_worker_ids}
+    columns = _vote_columns(include_worker_ids)
+    chunks = vote_rows(
+        project, workflow=workflow, include_worker_ids=include_worker_ids, upto_pk=upto, chunk_size=chunk_size
+    )
+    n = write_table(fmt, path, columns, chunks, meta, extname="VOTES", progress=Progress(total, progress))
+    return {"rows": n, **meta}
+
+
+def export_labels(
+    project: Project,
+    path: Path,
+    fmt: str,
+    *,
+    workflow: Workflow | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
+    if fmt not in LABEL_FORMATS:
+        raise ExportError(
+            f"Labels export as '{fmt}' is not possible; choose one of {', '.join(LABEL_FORMATS)}."
+        )
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    if workflow is not None and workflow.kind != Workflow.REAL_BOGUS:
+        raise ExportError("Labels exist for real/bogus workflows only; export this workflow's votes instead.")
+    upto = Subject.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True).first() or 0
+    total = Subject.objects.filter(workflow__in=workflows, pk__lte=upto).count()
+    meta = base_meta(project, "labels", workflow) | {
+        "aggregation": {wf.slug: aggregation_params(wf) for wf in workflows},
+        "models": {wf.slug: model_info(wf) for wf in workflows},
+        "label_rule": "gold label if any; else the crowd's (P(real) >= 0.5 → real) for subjects with "
+        "enough evidence (labeling.labels.training_labels); else empty",
+    }
+    # The parameters are known per workflow up front: size their FITS column to fit, not to a guess.
+    params_width = max([len(json.dumps(aggregation_params(wf), sort_keys=True)) for wf in workflows] + [1])
+    columns = [replace(c, width=params_width) if c.name == "aggregation_params" else c for c in LABEL_COLUMNS]
+    chunks = label_rows(project, workflow=workflow, upto_pk=upto, chunk_size=chunk_size)
+    n = write_table(fmt, path, columns, chunks, meta, extname="LABELS", progress=Progress(total, progress))
+    return {"rows": n, **meta}
+
+
+@register_exporter
+class VotesExporter(Exporter):
+    identifier = "votes"
+    verbose_name = "Raw votes"
+    formats = VOTE_FORMATS
+
+    def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
+        include_worker_ids = bool(params.get("include_worker_ids"))
+        return export_votes(
+            project, target, fmt, workflow=workflow, include_worker_ids=include_worker_ids, progress=progress
+        )
+
+
+@register_exporter
+class LabelsExporter(Exporter):
+    identifier = "labels"
+    verbose_name = "Labels"
+    formats = LABEL_FORMATS
+    workflow_kind = Workflow.REAL_BOGUS
+
+    def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
+        return export_labels(project, target, fmt, workflow=workflow, progress=progress)

@@ -1,0 +1,258 @@
+"""The learning loop's export: a training bundle of one real/bogus workflow.
+
+A zip with images.npy (N, ...) float32, labels.csv (row i ↔ images[i], with the label, target,
+weight and a fixed train/validation/test split) and manifest.json (counts, SHA-256 of every file,
+aggregation thresholds, the active model, the code version and the query), so a paper's dataset
+can be checked (`verify_bundle`) and regenerated. The image stack is written as a .npy the way the
+core writers write tables: rows to a scratch file, the header once the count is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from django.core.files.storage import default_storage
+
+from core.exporters import (
+    Column,
+    CsvWriter,
+    Exporter,
+    ExportError,
+    Progress,
+    base_meta,
+    keyset_chunks,
+    model_info,
+    only_workflow,
+    register_exporter,
+    verify_manifest,
+    zip_add_file,
+)
+from core.models import Project, Subject, Workflow
+from labeling.exporters import aggregation_params, label_queryset
+from labeling.labels import decided_filter, label_of
+
+DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+BUNDLE_LABEL_COLUMNS = [
+    Column("index", "int", "Row of images.npy"),
+    Column("subject_id", "int"),
+    Column("external_id", "str", width=100),
+    Column("object_id", "str", width=100),
+    Column("label", "str", "real or bogus", 10),
+    Column("target", "int", "1 = real, 0 = bogus"),
+    Column("p_real", "float", "Crowd posterior (1/0 for gold)"),
+    Column("weight", "float", "Confidence: 1 for gold, |2 P(real) - 1| otherwise"),
+    Column("label_source", "str", "gold or crowd", 10),
+    Column("n_votes", "int"),
+    Column("is_holdout", "bool"),
+    Column("split", "str", "train, validation or test", 10),
+    Column("original_shape", "str", "Array shape before NaN padding to the common shape", 30),
+]
+
+
+def split_of(external_id: str, fractions: dict[str, float] = DEFAULT_SPLIT) -> str:
+    """Fixed split from a hash of the subject's external id: the same subject always lands in the
+    same split, on any server, whatever else the dataset contains."""
+    u = int.from_bytes(hashlib.sha256(str(external_id).encode()).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name in ("train", "validation"):
+        edge += fractions[name]
+        if u < edge:
+            return name
+    return "test"
+
+
+def _validate_split(split: dict | None) -> dict[str, float]:
+    if not split:
+        return dict(DEFAULT_SPLIT)
+    try:
+        fractions = {name: float(split[name]) for name in ("train", "validation", "test")}
+    except (KeyError, TypeError, ValueError):
+        raise ExportError("The split needs numeric 'train', 'validation' and 'test' fractions.")
+    if any(f < 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ExportError("The split fractions must be non-negative and add up to 1.")
+    return fractions
+
+
+def _npy_shape(handle) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape), dtype
+
+
+def export_bundle(
+    project: Project,
+    path: Path,
+    *,
+    workflow: Workflow | None = None,
+    split: dict | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    chunk_size: int = 2_000,
+) -> dict:
+    """A zip with images.npy (N, ...) float32, labels.csv (row i ↔ images[i]) and manifest.json."""
+    workflow = workflow or only_workflow(project, Workflow.REAL_BOGUS, "training bundle")
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise ExportError("Training bundles are made for real/bogus workflows.")
+    fractions = _validate_split(split)
+    upto = Subject.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True).first() or 0
+    qs = label_queryset(workflow, upto).filter(decided_filter(workflow))
+    fields = ["pk", "external_id", "object_id", "data", "gold_label", "p_real", "vote_count", "is_holdout"]
+    total = qs.count()
+    tick = Progress(2 * total, progress)
+
+    # Pass 1: array shapes from the .npy headers only, to find one common shape.
+    shapes: dict[tuple[int, ...], int] = {}
+    skipped_no_data = 0
+    done = 0
+    for chunk in keyset_chunks(qs, ["pk", "data"], chunk_size):
+        for _pk, name in chunk:
+            if not name:
+                skipped_no_data += 1
+                continue
+            with default_storage.open(name, "rb") as handle:
+                shape, _ = _npy_shape(handle)
+            shapes[shape] = shapes.get(shape, 0) + 1
+        done += len(chunk)
+        tick(done, f"checking arrays: {done:,} of {total:,}")
+    ndims = {len(s) for s in shapes}
+    if len(ndims) > 1:
+        raise ExportError(
+            f"Subjects of this workflow have arrays of different dimensions ({sorted(shapes)})."
+        )
+    common = tuple(max(dims) for dims in zip(*shapes, strict=True)) if shapes else ()
+
+    # Pass 2: arrays (NaN-padded to the common shape) to a scratch file, labels to labels.csv.
+    tick.offset = total
+    workdir = Path(tempfile.mkdtemp(prefix="skyvote-bundle-", dir=path.parent))
+    counts = {"subjects": 0, "train": 0, "validation": 0, "test": 0, "real": 0, "bogus": 0, "gold": 0}
+    counts["holdout"] = counts["padded"] = 0
+    try:
+        raw_path = workdir / "images.raw"
+        labels_path = workdir / "labels.csv"
+        labels_writer = CsvWriter(labels_path, BUNDLE_LABEL_COLUMNS)
+        done = 0
+        with open(raw_path, "wb") as raw:
+            for chunk in keyset_chunks(qs, fields, chunk_size):
+                rows = []
+                for pk, ext, obj, name, gold, p, n_votes, holdout in chunk:
+                    done += 1
+                    if not name:
+                        continue
+                    with default_storage.open(name, "rb") as handle:
+                        array = np.load(handle, allow_pickle=False).astype("<f4", copy=False)
+                    original = array.shape
+                    if array.shape != common:
+                        padded = np.full(common, np.nan, dtype="<f4")
+                        padded[tuple(slice(0, d) for d in array.shape)] = array
+                        array = padded
+                        counts["padded"] += 1
+                    raw.write(np.ascontiguousarray(array).tobytes())
+                    label, source, weight = label_of(gold, True, p)
+                    p_out = (1.0 if label == Subject.REAL else 0.0) if source == "gold" else p
+                    which = split_of(ext, fractions)
+                    rows.append(
+                        (
+                            counts["subjects"],
+                            pk,
+                            ext,
+                            obj or None,
+                            label,
+                            int(label == Subject.REAL),
+                            p_out,
+                            weight,
+                            source,
+                            n_votes,
+                            holdout,
+                            which,
+                            "x".join(map(str, original)),
+                        )  # fmt: skip
+                    )
+                    counts["subjects"] += 1
+                    counts[which] += 1
+                    counts[label] += 1
+                    counts["gold"] += source == "gold"
+                    counts["holdout"] += bool(holdout)
+                labels_writer.write(rows)
+                tick(done, f"writing arrays: {done:,} of {total:,}")
+        labels_writer.close()
+        counts["skipped_no_data"] = skipped_no_data
+
+        npy_header = io.BytesIO()
+        np.lib.format.write_array_header_2_0(
+            npy_header,
+            {"descr": "<f4", "fortran_order": False, "shape": (counts["subjects"], *common)},
+        )
+        methods = sorted(
+            m for m in qs.order_by().values_list("aggregation_method", flat=True).distinct() if m
+        )
+        manifest = base_meta(project, "bundle", workflow) | {
+            "format": "skyvote-training-bundle/1",
+            "counts": counts,
+            "image_shape": list(common),
+            "image_dtype": "float32",
+            "image_layout": "images.npy[i] is labels.csv row i; NaN = masked or padded pixels",
+            "aggregation": {"methods": methods, "thresholds": aggregation_params(workflow)},
+            "label_rule": "gold label if any, else the crowd's P(real) >= 0.5 for subjects with enough "
+            "evidence (labeling.labels.training_labels)",
+            "split": {
+                "method": "sha256(external_id) as a number in [0, 1): train below the train fraction, "
+                "then validation, then test",
+                "fractions": fractions,
+            },
+            "model_version": model_info(workflow),
+            "query": {
+                "description": f"subjects of workflow '{workflow.slug}' (id {workflow.pk}) with a training "
+                f"label, id <= {upto}, ordered by id",
+                "sql": _sql(qs.order_by("pk").values_list(*fields)),
+            },
+            "files": {},
+        }
+        with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
+            manifest["files"]["images.npy"] = zip_add_file(
+                zf, "images.npy", raw_path, header=npy_header.getvalue(), deflate=False
+            )
+            manifest["files"]["labels.csv"] = zip_add_file(zf, "labels.csv", labels_path, deflate=True)
+            zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str), zipfile.ZIP_DEFLATED)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"rows": counts["subjects"], **{k: v for k, v in manifest.items() if k != "files"}}
+
+
+def _sql(queryset) -> str:
+    try:
+        return str(queryset.query)
+    except Exception:  # some backends cannot render every parameter; the description still says it
+        return ""
+
+
+def verify_bundle(path: Path) -> dict:
+    """Check a training bundle against its manifest; returns the manifest, raises ExportError if a
+    file is missing or its SHA-256 differs."""
+    return verify_manifest(path)
+
+
+@register_exporter
+class TrainingBundleExporter(Exporter):
+    identifier = "bundle"
+    verbose_name = "Training bundle"
+    contents = "images .npy, labels, split, manifest"
+    formats = ("zip",)
+    workflow_kind = Workflow.REAL_BOGUS
+    bundle = True
+
+    def clean_params(self, options: dict) -> dict:
+        return {"split": _validate_split(options.get("split"))}
+
+    def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
+        return export_bundle(project, target, workflow=workflow, split=params.get("split"), progress=progress)

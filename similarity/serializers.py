@@ -1,0 +1,27 @@
+"""REST API serializers of the similarity app."""
+
+from rest_framework import serializers
+
+from core.serializers import ParticipantFields
+
+
+class SimilarityVoteSerializer(ParticipantFields, serializers.Serializer):
+    id = serializers.IntegerField()
+    workflow = serializers.IntegerField(source="workflow_id")
+    task = serializers.IntegerField(source="task_id")
+    comparison = serializers.IntegerField(source="task.comparison_id", help_text="Comparison subject id.")
+    candidates = serializers.ListField(
+        child=serializers.IntegerField(),
+        source="task.candidates",
+        help_text="Subject ids shown, in tile order.",
+    )
+    chosen = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Subject ids chosen as similar."
+    )
+    none_similar = serializers.BooleanField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    source = serializers.CharField()
+    user_agent = serializers.CharField()
+    viewport = serializers.CharField()
