@@ -168,17 +168,17 @@ def run_case(db: Path, case: str, slug: str, out: Path) -> dict:
     import pyarrow.parquet  # noqa: F401
 
     from core.models import Project, Subject
-    from labeling import exports
+    from labeling.exporters import export_labels, export_votes
     from labeling.models import Vote
 
     project = Project.objects.get(slug=slug)
     before = rss_mb()
     started = time.perf_counter()
     if case.startswith("votes-"):
-        info = exports.export_votes(project, out, case.split("-", 1)[1], include_worker_ids=True)
+        info = export_votes(project, out, case.split("-", 1)[1], include_worker_ids=True)
         rows = info["rows"]
     elif case.startswith("labels-"):
-        rows = exports.export_labels(project, out, case.split("-", 1)[1])["rows"]
+        rows = export_labels(project, out, case.split("-", 1)[1])["rows"]
     elif case == "naive-votes-csv":
         rows = naive_votes_csv(project, out, Vote)
     elif case == "naive-labels-fits":

@@ -200,7 +200,7 @@ def only_workflow(project: Project, kind: str | None, what: str) -> Workflow:
         workflows = workflows.filter(kind=kind)
     found = list(workflows[:2])
     if len(found) != 1:
-        words = WORKFLOW_KIND_WORDS.get(kind, kind or "") + " " if kind else ""
+        words = f"{WORKFLOW_KIND_WORDS.get(kind, kind)} " if kind else ""
         raise ExportError(f"This project has several {words}workflows: choose one for the {what}.")
     return found[0]
 
