@@ -1,6 +1,7 @@
 """Per-project roles: one set of role names and one check for every page and API endpoint.
 
-Role sets (what each page needs is in tests/test_permissions_pages.py, the API's in labeling/api.py):
+Role sets (what each page needs is in tests/test_permissions_pages.py, the API's in core/api.py and
+the apps' api.py):
 
 | set | roles | for |
 | --- | --- | --- |
