@@ -1,4 +1,5 @@
-"""Ingestion: files → Subjects (float32 .npy array in media storage + PNGs rendered once).
+"""Ingestion: files → Subjects (float32 .npy array + PNGs rendered once, in media storage for public
+projects and private storage for private ones).
 
 Formats (see docs/ingestion.md): ZTF alert packets in Avro (2016 test alerts to schema 4.x),
 Fink-style Parquet (one alert per row), FITS triplets (three files, three HDUs or a 3-plane
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -24,6 +26,7 @@ import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import warnings
 import zipfile
@@ -35,24 +38,25 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils.text import get_valid_filename, slugify
 
 from core.formats import json_safe
-from core.models import Project, Subject, SubjectSet, Workflow
+from core.models import Project, Subject, SubjectSet, Workflow, subject_upload_path
 from core.rendering import RENDER_VERSION, is_triplet, write_subject_pngs
-from core.storage import private_storage
+from core.storage import delete_stored, open_stored, private_storage, subject_storage
 from jobs.models import Job
-from jobs.services import SHORT, JobRun, queue_job, register
+from jobs.services import SHORT, JobRun, on_sweep, queue_job, register
 
 CUTOUT_SIZE = 63
 # ZTF readout-channel (quadrant) images are 3072 × 3080 pixels; cutouts of sources within
 # 31 px of an edge are truncated on that side.
 ZTF_QUADRANT_SHAPE = (3080, 3072)  # (ny, nx)
-# Caps against decompression bombs and absurd inputs. A whole gzipped file may expand to
-# settings.SKYVOTE_MAX_DECOMPRESSED_BYTES (shared with search-by-image uploads); one alert cutout is a
-# few kB, so far less is plenty.
+# Caps against decompression bombs and absurd inputs. A whole gzipped file, and the arrays of an
+# .npz together, may expand to settings.SKYVOTE_MAX_DECOMPRESSED_BYTES (shared with search-by-image
+# uploads); one alert cutout is a few kB, so far less is plenty.
 MAX_CUTOUT_DECOMPRESSED_BYTES = 16 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096  # per plane
 MAX_ARRAY_ELEMENTS = 64 * 1024 * 1024  # per .npy array (256 MiB of float32)
@@ -76,15 +80,21 @@ class IngestError(ValueError):
     """A unit of input cannot be ingested; the message is the reason shown to the user."""
 
 
+class BrokenOff(IngestError):
+    """A file broke off after some good records (a truncated Avro container): the records read
+    before the break are kept and the rest of the file is this one error."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Arrays in storage
 
 
 def load_subject_array(subject) -> np.ndarray:
-    """The subject's float32 array from media storage (NaNs kept)."""
+    """The subject's float32 array from storage (NaNs kept): private storage (private projects),
+    else media."""
     if not subject.data:
         raise IngestError(f"subject {subject.external_id} has no stored array")
-    with subject.data.open("rb") as handle:
+    with open_stored(subject.data.name) as handle:
         raw = handle.read()
     return np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32, copy=False)
 
@@ -130,10 +140,7 @@ _written_files: contextvars.ContextVar[list[str] | None] = contextvars.ContextVa
 
 def _delete_files(names: Iterable[str]) -> None:
     for name in names:
-        try:
-            default_storage.delete(name)
-        except OSError:
-            pass
+        delete_stored(name)
 
 
 def add_subject(
@@ -178,7 +185,10 @@ def add_subject(
                 random_key=random.random(),
             )
             slug = slugify(external_id)[:60] or "subject"
-            subject.data.save(f"{subject.pk}-{slug}.npy", ContentFile(_npy_bytes(array)), save=False)
+            # A private project's array goes to private storage, never to public media.
+            subject.data.name = subject_storage(project).save(
+                subject_upload_path(subject, f"{subject.pk}-{slug}.npy"), ContentFile(_npy_bytes(array))
+            )
             written.append(subject.data.name)
             fields = ["data"]
             if render:
@@ -432,8 +442,10 @@ def read_avro(path: Path) -> Iterator[Record]:
             raise IngestError(
                 f"unknown Avro schema {name!r}: not a ZTF alert (missing {', '.join(sorted(needed - fields))})"
             )
+        read = 0
         try:
             for index, alert in enumerate(reader):
+                read = index + 1
                 try:
                     yield alert_record(alert, "avro")
                 except IngestError as exc:
@@ -441,7 +453,15 @@ def read_avro(path: Path) -> Iterator[Record]:
         except IngestError:
             raise
         except Exception as exc:
-            raise IngestError(f"corrupt Avro data ({type(exc).__name__}: {exc})")
+            # Every alert decoded before the break is whole (fastavro decodes one record at a time
+            # from its block), so a file cut short in transfer keeps what arrived.
+            reason = f"corrupt or truncated Avro data ({type(exc).__name__}: {exc})"
+            if read:
+                raise BrokenOff(
+                    f"the file breaks off after {read} alert{'s' if read != 1 else ''} (kept); "
+                    f"the rest could not be read: {reason}"
+                )
+            raise IngestError(reason)
 
 
 PARQUET_COLUMNS = ("objectId", "candid", "candidate", "schemavsn", "publisher", *CUTOUT_FIELDS)
@@ -544,29 +564,60 @@ def fits_triplet_array(files: dict[str, Path]) -> np.ndarray:
     return pad_planes(planes, size=size)[0]
 
 
-def _npy_header_check(handle) -> None:
-    """Refuse absurd .npy arrays before reading them (shape from the header)."""
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    if dtype.hasobject:
-        raise IngestError("object arrays are not accepted")
-    if math.prod(shape) > MAX_ARRAY_ELEMENTS:
-        raise IngestError(f"array of shape {shape} is over the {MAX_ARRAY_ELEMENTS}-element limit")
+@dataclass
+class _NpyHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _load_npy(raw: bytes) -> np.ndarray:
-    handle = io.BytesIO(raw)
+def _npy_header(handle, available: int) -> _NpyHeader:
+    """Shape and dtype from a .npy header, refusing absurd arrays before any data is read.
+
+    available: bytes from the start of the .npy to its end (file size or zip member size). A
+    header that declares more data than that is refused here: numpy would allocate the declared
+    array before finding the data missing.
+    """
     try:
-        _npy_header_check(handle)
-        handle.seek(0)
-        return np.load(handle, allow_pickle=False)
-    except IngestError:
-        raise
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        header_bytes = handle.tell()
     except Exception as exc:
         raise IngestError(f"not a readable .npy array ({type(exc).__name__}: {exc})")
+    header = _NpyHeader(tuple(int(n) for n in shape), dtype)
+    if dtype.hasobject:
+        raise IngestError("object arrays are not accepted")
+    if math.prod(header.shape) > MAX_ARRAY_ELEMENTS:
+        raise IngestError(f"array of shape {header.shape} is over the {MAX_ARRAY_ELEMENTS}-element limit")
+    if header.nbytes > available - header_bytes:
+        raise IngestError(
+            f"the header declares a {header.shape} {dtype} array ({header.nbytes} bytes) "
+            f"but the file holds {max(available - header_bytes, 0)} bytes of data"
+        )
+    return header
+
+
+def _read_npy(handle, available: int) -> np.ndarray:
+    """One .npy from an open file or zip member: header checked first, then only its data read."""
+    start = handle.tell()
+    _npy_header(handle, available)
+    handle.seek(start)
+    try:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+    except Exception as exc:
+        raise IngestError(f"not a readable .npy array ({type(exc).__name__}: {exc})")
+
+
+def _read_npy_file(path: Path) -> np.ndarray:
+    _read_limited_check(path)
+    with open(path, "rb") as handle:
+        return _read_npy(handle, path.stat().st_size)
 
 
 def _stack_items(stack: np.ndarray, workflow) -> list[np.ndarray]:
@@ -590,28 +641,69 @@ NPZ_ID_KEYS = ("ids", "external_ids", "candid", "candids")
 NPZ_LABEL_KEYS = ("labels", "truth_labels", "y")
 
 
-def _npz_arrays(raw: bytes) -> dict[str, np.ndarray]:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
-    except zipfile.BadZipFile as exc:
-        raise IngestError(f"not a readable .npz archive ({exc})")
-    arrays = {}
-    with archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            if info.file_size > MAX_ARRAY_ELEMENTS * 8:
-                raise IngestError(f"{info.filename} decompresses to {info.file_size} bytes, over the limit")
-            try:
-                # ZipExtFile never reads more than the declared file_size.
-                arrays[info.filename[:-4]] = _load_npy(archive.read(info))
-            except IngestError as exc:
-                raise IngestError(f"{info.filename}: {exc}")
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-                raise IngestError(f"{info.filename}: corrupt archive member ({exc})")
-    if not arrays:
+def _npz_headers(archive: zipfile.ZipFile) -> dict[str, tuple[zipfile.ZipInfo, _NpyHeader]]:
+    """Every .npy member's zip entry and header, refusing the archive before any array is read.
+
+    The sizes the zip directory declares are added up first (a few kB of zeros can declare
+    gigabytes), then each member's header is read (the decompressor inflates its first block only).
+    """
+    infos = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+    if not infos:
         raise IngestError(".npz archive holds no arrays")
-    return arrays
+    limit = settings.SKYVOTE_MAX_DECOMPRESSED_BYTES
+    total = sum(info.file_size for info in infos)
+    if total > limit:
+        raise IngestError(
+            f".npz arrays decompress to {total} bytes in all, over the {limit}-byte limit "
+            "(decompression bomb?)"
+        )
+    headers = {}
+    for info in infos:
+        try:
+            # ZipExtFile never reads more than the declared file_size.
+            with archive.open(info) as member:
+                headers[info.filename[:-4]] = (info, _npy_header(member, info.file_size))
+        except IngestError as exc:
+            raise IngestError(f"{info.filename}: {exc}")
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+            raise IngestError(f"{info.filename}: corrupt archive member ({exc})")
+    return headers
+
+
+def _npz_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    try:
+        with archive.open(info) as member:
+            return _read_npy(member, info.file_size)
+    except IngestError as exc:
+        raise IngestError(f"{info.filename}: {exc}")
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+        raise IngestError(f"{info.filename}: corrupt archive member ({exc})")
+
+
+def _npz_stack(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, ids or None, labels or None) of an .npz; no other member is read."""
+    _read_limited_check(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise IngestError(f"not a readable .npz archive ({exc})")
+    with archive:
+        headers = _npz_headers(archive)
+        key = next((k for k in NPZ_ARRAY_KEYS if k in headers), None)
+        if key is None:
+            candidates = [k for k, (_, h) in headers.items() if len(h.shape) >= 3 and h.dtype.kind in "fiu"]
+            if len(candidates) != 1:
+                raise IngestError(
+                    f"cannot tell which array holds the images (keys: {', '.join(sorted(headers))}); "
+                    f"name it one of {', '.join(NPZ_ARRAY_KEYS[:4])}"
+                )
+            key = candidates[0]
+        id_key = next((k for k in NPZ_ID_KEYS if k in headers), None)
+        label_key = next((k for k in NPZ_LABEL_KEYS if k in headers), None)
+        stack = _npz_member(archive, headers[key][0])
+        ids = _npz_member(archive, headers[id_key][0]) if id_key else None
+        labels = _npz_member(archive, headers[label_key][0]) if label_key else None
+    return stack, ids, labels
 
 
 def _label_text(value) -> str:
@@ -623,24 +715,11 @@ def _label_text(value) -> str:
 
 
 def read_numpy(path: Path, workflow) -> Iterator[Record]:
-    raw = _read_limited(path)
     ids = labels = None
     if path.suffix.lower() == ".npz":
-        arrays = _npz_arrays(raw)
-        key = next((k for k in NPZ_ARRAY_KEYS if k in arrays), None)
-        if key is None:
-            candidates = [k for k, a in arrays.items() if a.ndim >= 3 and a.dtype.kind in "fiu"]
-            if len(candidates) != 1:
-                raise IngestError(
-                    f"cannot tell which array holds the images (keys: {', '.join(sorted(arrays))}); "
-                    f"name it one of {', '.join(NPZ_ARRAY_KEYS[:4])}"
-                )
-            key = candidates[0]
-        stack = arrays[key]
-        ids = next((arrays[k] for k in NPZ_ID_KEYS if k in arrays), None)
-        labels = next((arrays[k] for k in NPZ_LABEL_KEYS if k in arrays), None)
+        stack, ids, labels = _npz_stack(path)
     else:
-        stack = _load_npy(raw)
+        stack = _read_npy_file(path)
     if stack.dtype.kind not in "fiub":
         raise IngestError(f"array dtype {stack.dtype} is not numeric")
     items = _stack_items(stack, workflow)
@@ -710,10 +789,11 @@ class IngestReport:
         if result.error:
             self.failed += 1
             self.errors.append((result.name, result.error))
-        else:
-            self.ingested += result.ingested
-            self.duplicates += result.duplicates
-            self.subject_ids.extend(result.subject_ids)
+        # A failed unit has nothing ingested, except a file that broke off (BrokenOff): it keeps
+        # what came before the break.
+        self.ingested += result.ingested
+        self.duplicates += result.duplicates
+        self.subject_ids.extend(result.subject_ids)
 
     @property
     def subjects(self):
@@ -775,26 +855,30 @@ def _ingest_records(
     token = _written_files.set([])
     try:
         with transaction.atomic():
-            for record in records():
-                subject, created = add_subject(
-                    project=project,
-                    workflow=workflow,
-                    subject_set=subject_set,
-                    external_id=record.external_id,
-                    array=record.array,
-                    metadata=record.metadata,
-                    source=record.source,
-                    object_id=record.object_id,
-                    truth_label=record.truth_label,
-                    truth_subtype=record.truth_subtype,
-                )
-                if created:
-                    result.ingested += 1
-                    result.subject_ids.append(subject.pk)
-                else:
-                    result.duplicates += 1
-                if on_item is not None:
-                    on_item()
+            try:
+                for record in records():
+                    subject, created = add_subject(
+                        project=project,
+                        workflow=workflow,
+                        subject_set=subject_set,
+                        external_id=record.external_id,
+                        array=record.array,
+                        metadata=record.metadata,
+                        source=record.source,
+                        object_id=record.object_id,
+                        truth_label=record.truth_label,
+                        truth_subtype=record.truth_subtype,
+                    )
+                    if created:
+                        result.ingested += 1
+                        result.subject_ids.append(subject.pk)
+                    else:
+                        result.duplicates += 1
+                    if on_item is not None:
+                        on_item()
+            except BrokenOff as exc:
+                # What was read before the break commits; the break is the unit's one error.
+                result.error = str(exc)
     except IngestError as exc:
         _delete_files(_written_files.get() or [])
         return FileResult(name=name, error=str(exc))
@@ -990,7 +1074,7 @@ def create_ingest_job(
                 project=project,
                 workflow=workflow,
                 user=user,
-                params={"subject_set": subject_set_name.strip()[:200], "files": files},
+                params={"subject_set": subject_set_name.strip()[:200], "files": files, "folder": folder},
                 message=f"{len(uploads)} file(s) uploaded; waiting for a worker",
             )
     except BaseException:
@@ -1009,7 +1093,10 @@ def _delete_private(names: Iterable[str]) -> None:
 
 
 def _workdir_prefix(job_id: int) -> str:
-    return f"skyvote-ingest-{job_id}-"
+    # The installation's private folder is part of the name: two installations (or test runs) on one
+    # host share the system's temporary folder and must not remove each other's work.
+    install = hashlib.sha256(str(settings.PRIVATE_ROOT).encode()).hexdigest()[:8]
+    return f"skyvote-ingest-{install}-{job_id}-"
 
 
 def _remove_workdirs(job: Job) -> None:
@@ -1037,7 +1124,6 @@ def ingest_job(run: JobRun) -> None:
         run.update(
             progress=done / total if total else 1.0,
             message=f"{done} / {total} files — {report.summary()}"[:300],
-            log="\n".join(report.error_lines()),
         )
 
     try:
@@ -1062,9 +1148,33 @@ def ingest_job(run: JobRun) -> None:
         run.finish(
             Job.SUCCEEDED,
             report.summary(),
-            log="\n".join(report.error_lines()),
+            # Appended: the log keeps what the sweep wrote about earlier attempts.
+            log=Concat(F("log"), Value("".join(f"{line}\n" for line in report.error_lines()))),
             params={**job.params, "result": result},
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _delete_private(item["storage"] for item in files)
+
+
+# An upload whose web process died while it was saving the files has no job to delete them: the sweep
+# removes upload folders that no open ingest job names once they are older than this.
+ORPHAN_UPLOAD_AGE_S = 3600
+
+
+@on_sweep
+def remove_orphan_uploads(report, now: float | None = None) -> None:
+    root = Path(settings.PRIVATE_ROOT) / "uploads"
+    if not root.is_dir():
+        return
+    cutoff = (now or time.time()) - ORPHAN_UPLOAD_AGE_S
+    for folder in root.glob("*/*"):
+        try:
+            if not folder.is_dir() or folder.stat().st_mtime > cutoff:
+                continue
+        except OSError:
+            continue
+        name = folder.relative_to(settings.PRIVATE_ROOT).as_posix()
+        # A finished job has deleted its files already; only an open one still needs its folder.
+        if not Job.objects.filter(kind=Job.INGEST, params__folder=name, status__in=Job.OPEN).exists():
+            shutil.rmtree(folder, ignore_errors=True)

@@ -37,6 +37,7 @@ class Job(models.Model):
     ]
     QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
     STATUSES = [(QUEUED, "Queued"), (RUNNING, "Running"), (SUCCEEDED, "Succeeded"), (FAILED, "Failed")]
+    OPEN = (QUEUED, RUNNING)
 
     project = models.ForeignKey("core.Project", on_delete=models.CASCADE, related_name="jobs")
     workflow = models.ForeignKey(

@@ -25,3 +25,17 @@ app.conf.task_queues = (
 app.conf.task_default_exchange = "skyvote"
 app.conf.task_default_routing_key = "short"
 app.autodiscover_tasks()
+
+
+def declare_queues() -> None:
+    """Declare both queues and their bindings on the broker; idempotent.
+
+    Workers declare them when they start, but on the filesystem transport two workers starting at the
+    same moment on a fresh broker folder race on the exchange's binding file (one reads it half
+    written and dies), and a job published before any worker started finds no binding. `seed_demo`
+    calls this before the demo's workers start.
+    """
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue.bind(channel).declare()

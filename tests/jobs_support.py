@@ -62,7 +62,11 @@ def _spawn(loop_env, command: list[str], name: str, env: dict | None = None) -> 
 
 def start_workers(loop_env, queues: dict[str, dict], timeout: float = 120) -> dict[str, subprocess.Popen]:
     """One `celery worker -Q <queue> -c 1` per entry {queue: extra environment}, as the Procfile runs
-    them; started together, returned once every one of them is ready."""
+    them, each returned ready.
+
+    One after the other: on a fresh filesystem broker, two workers declaring their queues at the same
+    moment race on kombu's exchange files (one creates the file empty, the other reads it and dies
+    with a JSONDecodeError)."""
     workers = {}
     for queue, env in queues.items():
         command = [
@@ -70,14 +74,9 @@ def start_workers(loop_env, queues: dict[str, dict], timeout: float = 120) -> di
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO",
         ]  # fmt: skip
-        workers[queue] = _spawn(loop_env, command, f"worker-{queue}", env)
-    for queue, worker in workers.items():
+        worker = workers[queue] = _spawn(loop_env, command, f"worker-{queue}", env)
         wait_for(
-            lambda w=worker: _ready(w, " ready."),
-            timeout,
-            loop_env,
-            f"the {queue} worker to start",
-            interval=0.3,
+            lambda w=worker: _ready(w, " ready."), timeout, loop_env, f"the {queue} worker", interval=0.3
         )
     return workers
 
@@ -119,21 +118,24 @@ def start_gunicorn(loop_env, port: int, timeout: float = 60) -> subprocess.Popen
 def live_server_on_shared_db(live_server, loop_env):
     """pytest-django's live server, answering from the database the worker processes use.
 
-    Its request threads normally share the test's in-memory SQLite connection (pytest-django passes it
-    to them as an override). loop_env has swapped this thread's connection for a database file; for
-    this test the request threads open their own connections to that file instead. PostgreSQL (and a
-    SQLite test database file) need nothing: every thread already opens the same database.
+    On the in-memory SQLite test database, loop_env has swapped this thread's connection for a
+    database file; the live server's request threads would use the in-memory database (pytest-django
+    hands them its connection, or they open it by name). For this test they open the file instead.
+    PostgreSQL (or a SQLite test database file) needs nothing: every thread opens the same database.
+    Take `live_server` before `loop_env` (an autouse fixture in the test module does), so that a live
+    server started by this test is set up like the one every other test gets.
     """
-    override = live_server.thread.connections_override
     shared = connections["default"]
-    if override.get("default") is None or override["default"] is shared:
+    saved_settings = connections.settings["default"]
+    if shared.settings_dict["NAME"] == saved_settings["NAME"]:
         yield live_server
         return
-    saved_override, saved_settings = override["default"], connections.settings["default"]
-    del override["default"]
+    override = live_server.thread.connections_override
+    saved_override = override.pop("default", None)
     connections.settings["default"] = shared.settings_dict
     try:
         yield live_server
     finally:
         connections.settings["default"] = saved_settings
-        override["default"] = saved_override
+        if saved_override is not None:
+            override["default"] = saved_override

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from core.models import Participant
+from core.models import Participant, Project, Workflow
 from jobs.models import Job
 from labeling.services import record_vote
 from loop import services as loop
@@ -31,6 +31,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
+
 REPO = Path(__file__).resolve().parent.parent
 # var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
 SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
@@ -39,30 +40,35 @@ LONG_TRAINING = {"SKYVOTE_TRAIN_TIME_BUDGET_S": "600", "SKYVOTE_TRAIN_MAX_EPOCHS
 N_VOTES = 12
 
 
+@pytest.fixture(autouse=True)
+def _live_server_before_the_shared_database(live_server):
+    """The live server is started (once per session) while the test database is the usual one."""
+
+
 def test_a_votes_export_finishes_while_a_training_round_runs(
     page,
     live_server_on_shared_db,  # noqa: F811
     loop_env,  # noqa: F811
     django_user_model,
 ):
-    from core.models import Project, Workflow
-
     owner = django_user_model.objects.create_user("owner", password="owner-pass-123")
     project = Project.objects.create(slug="ztf", name="ZTF transients", owner=owner)
     # No automatic rounds: the one round of this test is queued below.
     workflow = Workflow.objects.create(project=project, slug="rb", name="Real or bogus?", train_every=0)
     pool = make_pool(project, workflow, n=80, n_labeled=40, n_gold=20, seed=3)
     volunteer = Participant.objects.create(kind=Participant.ANONYMOUS, session_key=uuid.uuid4().hex)
-    for pk in pool.unlabeled[:N_VOTES]:
+    for pk in pool.unlabeled[:N_VOTES]:  # votes to export, recorded as an import would (no serving ticket)
         record_vote(
             workflow=workflow,
             subject_id=pk,
             participant=volunteer,
             answer="real",
             idempotency_key=uuid.uuid4(),
+            source="import",
+            trusted=True,
         )
 
-    workers = start_workers(loop_env, {"short": LONG_TRAINING, "gpu": LONG_TRAINING})
+    workers = start_workers(loop_env, {"short": {}, "gpu": LONG_TRAINING})
     # No early stopping: the round trains until its time budget runs out (or the worker is killed).
     train, created = loop.request_training(workflow, reason="owner", train_config={"patience": 1_000_000})
     assert created
@@ -80,7 +86,7 @@ def test_a_votes_export_finishes_while_a_training_round_runs(
     page.fill("input[name=username]", "owner")
     page.fill("input[name=password]", "owner-pass-123")
     page.click("button[type=submit].primary")
-    page.wait_for_url(f"**{reverse('core:exports', args=[project.slug])}")
+    page.wait_for_url(f"{base}{reverse('core:exports', args=[project.slug])}")
     page.select_option("#id_export", "votes:csv")
     page.click("text=Start export")
     # htmx puts the new export's card on top and polls it every second until it has finished.

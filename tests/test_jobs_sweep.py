@@ -177,3 +177,28 @@ def test_an_upload_outlives_its_killed_web_process(loop_env, django_user_model):
     assert job.params["result"]["ingested"] == len(ALL_IDS)
     assert sorted(Subject.objects.filter(project=project).values_list("external_id", flat=True)) == ALL_IDS
     assert _stored_uploads() == []
+
+
+def test_the_sweep_removes_uploads_whose_web_process_died_before_queueing_a_job(db, settings):
+    """Killed while saving the files: no job names the folder, so the sweep removes it once it is old
+    (an hour: a slow upload in progress is never touched); a folder an open job still needs stays."""
+    import os
+    import time
+
+    from core.ingest import ORPHAN_UPLOAD_AGE_S, remove_orphan_uploads
+    from jobs.services import SweepReport
+
+    root = Path(settings.PRIVATE_ROOT) / "uploads" / "1"
+    orphan, fresh, needed = root / "orphan", root / "fresh", root / "needed"
+    for folder in (orphan, fresh, needed):
+        folder.mkdir(parents=True)
+        (folder / "a.npy").write_bytes(b"half an upload")
+    old = time.time() - ORPHAN_UPLOAD_AGE_S - 60
+    os.utime(orphan, (old, old))
+    os.utime(needed, (old, old))
+    owner = Project._meta.get_field("owner").related_model.objects.create_user("o", password="pw-12345-xyz")
+    project = Project.objects.create(slug="p", name="P", owner=owner)
+    Job.objects.create(project=project, kind=Job.INGEST, params={"folder": "uploads/1/needed", "files": []})
+
+    remove_orphan_uploads(SweepReport())
+    assert not orphan.exists() and fresh.exists() and needed.exists()

@@ -12,6 +12,7 @@ from django.db import connections
 
 from core.models import Participant, Subject
 from labeling.models import Vote
+from labeling.selection import ticket_for
 from labeling.services import record_vote
 
 N_THREADS = 20
@@ -29,6 +30,7 @@ def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
 
     def cast(p):
         try:
+            ticket = ticket_for(workflow, subject, p)  # each volunteer was served the subject
             barrier.wait()
             result = record_vote(
                 workflow=workflow,
@@ -36,6 +38,7 @@ def test_twenty_concurrent_votes_count_exactly(workflow, make_subjects):
                 participant=p,
                 answer="real",
                 idempotency_key=uuid.uuid4(),
+                ticket=ticket,
             )
             if result.retired_now:
                 retired_now.append(p.pk)

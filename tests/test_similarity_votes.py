@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, transaction
 
 from similarity.models import PairStat, SimilarityTask, SimilarityVote, wilson_interval
 from similarity.selection import create_task, next_task
-from similarity.services import SimilarityVoteError, record_similarity_vote
+from similarity.services import SimilarityVoteError, record_similarity_vote, task_ticket
 from tests.similarity_support import participant, similarity_workflow
 
 pytestmark = pytest.mark.django_db
@@ -38,17 +38,33 @@ def test_vote_is_stored_once_per_key_and_once_per_participant(sim_workflow):
     volunteer = participant()
     key = uuid.uuid4()
     chosen = [task.candidates[4], task.candidates[0], task.candidates[9]]
+    ticket = task_ticket(task, volunteer)
     first = record_similarity_vote(
-        task=task, participant=volunteer, chosen=chosen, none_similar=False, idempotency_key=key
+        task=task,
+        participant=volunteer,
+        chosen=chosen,
+        none_similar=False,
+        idempotency_key=key,
+        ticket=ticket,
     )
     assert first.created and first.vote.chosen == sorted(chosen) and first.vote.n_chosen == 3
     retry = record_similarity_vote(
-        task=task, participant=volunteer, chosen=chosen, none_similar=False, idempotency_key=key
+        task=task,
+        participant=volunteer,
+        chosen=chosen,
+        none_similar=False,
+        idempotency_key=key,
+        ticket=ticket,
     )
     assert not retry.created and retry.vote.pk == first.vote.pk
     # A second answer (new key) by the same participant to the same task is not stored.
     other = record_similarity_vote(
-        task=task, participant=volunteer, chosen=[], none_similar=True, idempotency_key=uuid.uuid4()
+        task=task,
+        participant=volunteer,
+        chosen=[],
+        none_similar=True,
+        idempotency_key=uuid.uuid4(),
+        ticket=ticket,
     )
     assert not other.created and other.vote.pk == first.vote.pk
     assert SimilarityVote.objects.count() == 1
@@ -125,9 +141,15 @@ def test_pair_stats_count_shown_and_chosen_and_tasks_retire(sim_workflow):
         chosen=f"{a},{b}",
         none_similar=False,
         idempotency_key=uuid.uuid4(),
+        trusted=True,
     )
     result = record_similarity_vote(
-        task=task, participant=participant("2"), chosen=[], none_similar=True, idempotency_key=uuid.uuid4()
+        task=task,
+        participant=participant("2"),
+        chosen=[],
+        none_similar=True,
+        idempotency_key=uuid.uuid4(),
+        trusted=True,
     )
     assert result.task_retired_now
     stats = {p.candidate_id: p for p in PairStat.objects.filter(comparison=task.comparison)}
@@ -160,7 +182,12 @@ def test_never_the_same_task_twice_for_one_participant(sim_workflow):
         assert next_task(sim_workflow, volunteer).pk == task.pk  # a reload shows the same task
         seen.append(task.pk)
         record_similarity_vote(
-            task=task, participant=volunteer, chosen=[], none_similar=True, idempotency_key=uuid.uuid4()
+            task=task,
+            participant=volunteer,
+            chosen=[],
+            none_similar=True,
+            idempotency_key=uuid.uuid4(),
+            ticket=task_ticket(task, volunteer),
         )
     assert len(set(seen)) == 6
     # Another volunteer is first offered the open tasks the first one answered.
@@ -175,6 +202,7 @@ def test_concurrent_answers_count_every_pair(project):
     workflow = similarity_workflow(project, n_subjects=20)
     task = create_task(workflow)
     volunteers = [participant(str(i)) for i in range(6)]
+    tickets = {v.pk: task_ticket(task, v) for v in volunteers}  # each was served the task
     errors = []
 
     def answer(volunteer):
@@ -185,6 +213,7 @@ def test_concurrent_answers_count_every_pair(project):
                 chosen=[task.candidates[0]],
                 none_similar=False,
                 idempotency_key=uuid.uuid4(),
+                ticket=tickets[volunteer.pk],
             )
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)

@@ -45,11 +45,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        from skyvote.celery import declare_queues
+
+        # Before any job is queued, and before the demo's workers start side by side.
+        declare_queues()
         password = demo_password()
         User = get_user_model()
         owner, _ = User.objects.get_or_create(username=DEMO_USER, defaults={"email": ""})
         owner.set_password(password)
-        owner.is_staff = True
+        # An ordinary owner of the demo project: staff would mean an admin account with a published
+        # password (demos made before this are demoted on the next run).
+        owner.is_staff = owner.is_superuser = False
         owner.save()
 
         project, _ = Project.objects.get_or_create(
@@ -144,6 +150,7 @@ class Command(BaseCommand):
                 answer=answer,
                 idempotency_key=uuid.uuid5(namespace, f"{v}:{pk}"),
                 source="import",
+                trusted=True,  # a simulated history, as an import: no tickets
             )
 
     def _seed_gold(self, workflow, n):
