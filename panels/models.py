@@ -28,7 +28,6 @@ class Batch(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
 
-
     class Meta:
         db_table = "labeling_batch"
 
@@ -47,6 +46,16 @@ class Assignment(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     review = models.CharField(max_length=20, blank=True, help_text="approved / rejected by the owner")
+    # The public study link and a worker id are not secret: reopening the link resumes only in the browser
+    # that started (its cookie holds the key; only the hash is stored, so a database leak opens nothing).
+    resume_key_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the browser key that may resume from the study link"
+    )
+    released_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Abandoned: no answer for too long, so the place went back to the batch (votes are kept)",
+    )
 
     class Meta:
         db_table = "labeling_assignment"

@@ -7,17 +7,26 @@ subjects from the selector's unretired pool plus gold subjects. Answers are ordi
 `labeling.services.record_vote` (participant kind "worker", source "panel"), so they enter aggregation
 with the worker's learned skill like anyone else's.
 
-The worker id is the identity, as on the panels themselves: reopening the link with the same id resumes
-the assignment from any browser. Completion codes are an HMAC of the assignment under a key derived from
-SECRET_KEY, so they cannot be guessed and need no storage.
+The study link and a worker id are not secret (anyone may learn both), so they never open an existing
+assignment by themselves. The browser that starts gets a random resume key in a signed cookie (the
+assignment stores only its hash), and every task page carries the worker's own signed assignment link
+(`akey`). Reopening the study link resumes only with that cookie, and only with the same panel session id
+when the panel sends one; the personal link works from any browser. Completion codes are an HMAC of the
+assignment under a key derived from SECRET_KEY, so they cannot be guessed and need no storage.
+
+Places are guarded two ways against made-up worker ids: new starts are rate-limited per client address
+and per batch, and an unfinished assignment without an answer for `abandon_after()` is released (kept
+with its votes, marked `released_at`): its place goes back to the batch and it can no longer be resumed.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
+import hashlib
+import ipaddress
 import random
 import re
+import secrets
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,12 +34,13 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core import signing
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from core import ratelimit
+from core.formats import FormulaSafeCsvWriter
 from core.models import Participant, Subject, Workflow
 from labeling.models import Vote
 from labeling.services import VoteResult, record_vote
@@ -39,6 +49,9 @@ from panels.models import Assignment, Batch
 BATCH_TOKEN_SALT = "skyvote.tasklinks.batch"
 ASSIGNMENT_TOKEN_SALT = "skyvote.tasklinks.assignment"
 COMPLETION_CODE_SALT = "skyvote.tasklinks.completion-code"
+RESUME_COOKIE_SALT = "skyvote.tasklinks.resume"
+# Long enough to see the completion code again later; resuming stops far earlier (abandon_after()).
+RESUME_COOKIE_MAX_AGE = 30 * 24 * 3600
 
 MAX_TASKS_PER_ASSIGNMENT = 500
 MAX_ASSIGNMENTS = 10_000
@@ -52,6 +65,13 @@ TASKS_PER_ATTENTION_CHECK = 25
 OBVIOUS_SUBTYPES = frozenset({"satellite_streak", "masked_bright_star", "new_point_source"})
 # Default per-worker rate limit: at most this many answers per window (seconds).
 DEFAULT_RATE_LIMIT = (3, 1)
+# New assignments (requests, per seconds) from one client address (an IPv6 /64 counts as one address)
+# and per batch; SKYVOTE_RATE_LIMITS["panel_start"] overrides them. A real launch stays far below both:
+# each panel participant starts once, from their own connection, and panels fill places over minutes; a
+# script making up worker ids meets the address limit at once.
+DEFAULT_START_LIMITS = {"address": (10, 60), "batch": (120, 60)}
+# An unfinished assignment with no answer for this long gives its place back (see abandon_after()).
+DEFAULT_ABANDON_AFTER = timedelta(minutes=30)
 
 # Panel worker ids: letters and digits first (no spreadsheet formulas in the payment CSV), then a few
 # separators panels use. Prolific ids are 24 hex digits.
@@ -65,6 +85,8 @@ class TaskLinkError(Exception):
     """A task link cannot be used right now; `reason` picks the page, the message says why in words."""
 
     INVALID, EXPIRED, FULL, CLOSED, EXHAUSTED = "invalid", "expired", "full", "closed", "exhausted"
+    # Another browser or panel session holds this worker id's assignment; the place was given back.
+    ELSEWHERE, RELEASED = "elsewhere", "released"
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -265,7 +287,7 @@ def batch_problem_for_new_worker(batch: Batch, now: datetime | None = None) -> T
         return TaskLinkError(
             TaskLinkError.EXPIRED, "This study has expired and no longer takes new participants."
         )
-    if batch.assignments.count() >= batch.n_assignments:
+    if holding_places(batch, now).count() >= batch.n_assignments:
         return TaskLinkError(
             TaskLinkError.FULL,
             "This study is full: all places have been taken. Please return it on your panel.",
@@ -277,6 +299,8 @@ def assignment_problem(assignment: Assignment, now: datetime | None = None) -> T
     """Why a started, unfinished assignment cannot go on, or None."""
     batch = assignment.batch
     now = now or timezone.now()
+    if assignment.released_at is not None:
+        return released_error()
     if batch.status == Batch.CLOSED or not batch.workflow.is_active:
         return TaskLinkError(
             TaskLinkError.CLOSED,
@@ -406,13 +430,13 @@ def choose_subjects(batch: Batch, participant: Participant, rng: random.Random |
     # Spread workers over the pool: subjects in other unfinished assignments of this batch come last,
     # and never twice to the same worker across their own unfinished assignments.
     reserved: set[int] = set()
-    for ids in Assignment.objects.filter(batch=batch, completed_at__isnull=True).values_list(
-        "subject_ids", flat=True
-    ):
+    for ids in Assignment.objects.filter(
+        batch=batch, completed_at__isnull=True, released_at__isnull=True
+    ).values_list("subject_ids", flat=True):
         reserved.update(ids)
     own: set[int] = set()
     for ids in Assignment.objects.filter(
-        batch__workflow=workflow, participant=participant, completed_at__isnull=True
+        batch__workflow=workflow, participant=participant, completed_at__isnull=True, released_at__isnull=True
     ).values_list("subject_ids", flat=True):
         own.update(ids)
     if own:
@@ -428,9 +452,16 @@ def choose_subjects(batch: Batch, participant: Participant, rng: random.Random |
 
 
 def start_assignment(
-    batch: Batch, worker_id: str, study_id: str = "", session_id: str = "", rng: random.Random | None = None
+    batch: Batch,
+    worker_id: str,
+    study_id: str = "",
+    session_id: str = "",
+    rng: random.Random | None = None,
+    *,
+    resume_key: str = "",
 ) -> tuple[Assignment, bool]:
-    """The worker's assignment in this batch: the existing one (a second attempt resumes it) or a new one."""
+    """The worker id's assignment in this batch: the existing one or a new one (whose browser may resume
+    it with `resume_key`). Who may go on with an existing one is the caller's check (`may_resume`)."""
     existing = (
         Assignment.objects.select_related("participant").filter(batch=batch, worker_id=worker_id).first()
     )
@@ -441,6 +472,7 @@ def start_assignment(
         with transaction.atomic():
             # The batch row lock serialises starts, so a batch never hands out more than n_assignments.
             locked = Batch.objects.select_for_update().select_related("workflow__project").get(pk=batch.pk)
+            release_abandoned(locked)
             problem = batch_problem_for_new_worker(locked)
             if problem:
                 raise problem
@@ -458,6 +490,7 @@ def start_assignment(
                 study_id=study_id[:200],
                 session_id=session_id[:200],
                 subject_ids=subject_ids,
+                resume_key_hash=resume_key_hash(resume_key) if resume_key else "",
             )
     except IntegrityError:  # the same worker started twice at once: the first one wins
         assignment = Assignment.objects.select_related("participant").get(batch=batch, worker_id=worker_id)
@@ -465,6 +498,93 @@ def start_assignment(
         return assignment, False
     assignment.batch = batch
     return assignment, True
+
+
+# --- resuming and abandoned places ------------------------------------------------------------
+
+
+def resume_cookie_name(batch: Batch) -> str:
+    return f"skyvote_panel_{batch.pk}"
+
+
+def resume_cookie_salt(batch: Batch) -> str:
+    # Bound to this batch row: a cookie of another batch (or of a reused batch id) is not a key here.
+    return f"{RESUME_COOKIE_SALT}:{batch.pk}:{_created_stamp(batch)}"
+
+
+def new_resume_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def resume_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def may_resume(assignment: Assignment, resume_key: str | None, session_id: str = "") -> bool:
+    """Whether this browser (its resume key) and panel session may go on with the assignment from the
+    public study link. The personal assignment link (`akey`) needs no such check: it is the secret."""
+    if not resume_key or not assignment.resume_key_hash:
+        return False
+    if not constant_time_compare(assignment.resume_key_hash, resume_key_hash(resume_key)):
+        return False
+    # A panel session is one attempt at the study (Prolific's SESSION_ID): another one is someone else,
+    # or a new attempt after returning the study, and must not pick up this one.
+    return not assignment.session_id or constant_time_compare(assignment.session_id, session_id or "")
+
+
+def elsewhere_error() -> TaskLinkError:
+    return TaskLinkError(
+        TaskLinkError.ELSEWHERE,
+        "This participant id has already started this study in another browser or panel session, so we "
+        "cannot open it here. To continue, open the personal task link you saw on your task page (the "
+        "address of that page), or contact the researchers through your panel.",
+    )
+
+
+def released_error() -> TaskLinkError:
+    minutes = round(abandon_after().total_seconds() / 60)
+    return TaskLinkError(
+        TaskLinkError.RELEASED,
+        f"Your place in this study was given back because no answer arrived for {minutes} minutes. "
+        "Your answers so far are saved; please contact the researchers through your panel.",
+    )
+
+
+def abandon_after() -> timedelta:
+    """How long an unfinished assignment may go without an answer before its place goes back to the batch."""
+    value = getattr(settings, "SKYVOTE_PANEL_ABANDON_AFTER", DEFAULT_ABANDON_AFTER)
+    return value if isinstance(value, timedelta) else timedelta(minutes=float(value))
+
+
+def _stale(qs, now: datetime):
+    """Unfinished, unreleased assignments with no answer since the cutoff (nor a start after it)."""
+    cutoff = now - abandon_after()
+    recent = Vote.objects.filter(assignment=OuterRef("pk"), created_at__gte=cutoff)
+    return qs.filter(completed_at__isnull=True, released_at__isnull=True, started_at__lt=cutoff).exclude(
+        Exists(recent)
+    )
+
+
+def holding_places(batch: Batch, now: datetime | None = None):
+    """The assignments that count against n_assignments: neither released nor due to be."""
+    now = now or timezone.now()
+    live = Assignment.objects.filter(batch=batch, released_at__isnull=True)
+    return live.exclude(pk__in=_stale(Assignment.objects.filter(batch=batch), now).values("pk"))
+
+
+def release_abandoned(batch: Batch, now: datetime | None = None) -> int:
+    """Mark the batch's abandoned assignments released; the rows and their votes stay for the record."""
+    now = now or timezone.now()
+    return _stale(Assignment.objects.filter(batch=batch), now).update(released_at=now)
+
+
+def release_if_abandoned(assignment: Assignment, now: datetime | None = None) -> bool:
+    """Release this one assignment when it is abandoned (checked whenever it is reached); True if released."""
+    if assignment.released_at is None:
+        now = now or timezone.now()
+        if _stale(Assignment.objects.filter(pk=assignment.pk), now).update(released_at=now):
+            assignment.released_at = now
+    return assignment.released_at is not None
 
 
 @dataclass
@@ -546,6 +666,7 @@ def submit_answer(
         viewport=viewport,
         assignment=assignment,
         source="panel",
+        trusted=True,  # the assignment's subject list is the proof of serving: no tickets
     )
     return result, sync_progress(assignment)
 
@@ -553,26 +674,48 @@ def submit_answer(
 # --- rate limiting ---------------------------------------------------------------------------
 
 
-def allow_request(scope: str) -> bool:
-    """Fixed-window counter in Django's cache: at most N requests per window for one worker.
-
-    With a shared cache (Redis, Memcached) `incr` is atomic across processes; the default local-memory
-    cache limits per process, which is enough for one server.
-    """
-    limit, window = getattr(settings, "SKYVOTE_PANEL_RATE_LIMIT", DEFAULT_RATE_LIMIT)
-    slot = int(timezone.now().timestamp() // window)
-    key = f"tasklinks:rate:{scope}:{slot}"
-    cache.add(key, 0, timeout=int(window) + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=int(window) + 1)
-        count = 1
-    return count <= limit
+def allow_request(scope: str, rate: tuple[int, float] | None = None) -> bool:
+    """At most N requests per window for one scope; `rate` is (N, window seconds), by default the
+    per-worker SKYVOTE_PANEL_RATE_LIMIT. Counted by the site's one limiter (core.ratelimit), in the
+    shared cache when CACHE_URL is set."""
+    limit, window = rate or getattr(settings, "SKYVOTE_PANEL_RATE_LIMIT", DEFAULT_RATE_LIMIT)
+    allowed, _retry_after = ratelimit.hit(f"tasklinks:{scope}", "", int(limit), max(1, round(window)))
+    return allowed
 
 
 def worker_scope(batch: Batch, worker_id: str) -> str:
     return salted_hmac("skyvote.tasklinks.rate", f"{batch.pk}:{worker_id}").hexdigest()[:24]
+
+
+def _address_key(address: str | None) -> str:
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        # One IPv6 subscriber gets a whole /64: counting single addresses there would count nothing.
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def start_limits() -> dict[str, tuple[int, int]]:
+    return {**DEFAULT_START_LIMITS, **ratelimit.limits_for("panel_start")}
+
+
+def allow_start(batch: Batch, address: str | None) -> tuple[bool, int]:
+    """Whether a new assignment may start now, per client address (any batch) and per batch:
+    (allowed, seconds to wait when not)."""
+    limits = start_limits()
+    # In this order, and stopping at the first refusal: a script refused for its address does not
+    # also use up the batch's count and lock out real participants arriving from elsewhere.
+    for kind, who in (("address", _address_key(address)), ("batch", f"{batch.pk}:{_created_stamp(batch)}")):
+        count, per_s = limits[kind]
+        allowed, retry_after = ratelimit.hit(f"panel_start:{kind}", who, int(count), int(per_s))
+        if not allowed:
+            return False, retry_after
+    return True, 0
 
 
 # --- completion codes ------------------------------------------------------------------------
@@ -642,8 +785,12 @@ class WorkerQuality:
         return self.assignment.completed_at is not None
 
     @property
+    def is_abandoned(self) -> bool:
+        return self.assignment.released_at is not None and not self.is_complete
+
+    @property
     def status(self) -> str:
-        return "complete" if self.is_complete else "in progress"
+        return "complete" if self.is_complete else "abandoned" if self.is_abandoned else "in progress"
 
 
 def _median_seconds(votes: list[Vote]) -> float | None:
@@ -658,6 +805,11 @@ def _median_seconds(votes: list[Vote]) -> float | None:
 
 
 def _suggest(q: WorkerQuality) -> None:
+    if q.is_abandoned:
+        # Unfinished for good: whether partial work earns anything is the owner's call.
+        q.suggestion = "review"
+        q.reasons.append(f"abandoned after {q.done} of {q.total}: its place went back to the batch")
+        return
     if not q.is_complete:
         q.suggestion = "wait"
         q.reasons.append("not finished yet")
@@ -773,8 +925,9 @@ def _iso(value: datetime | None) -> str:
 
 
 def write_payment_csv(batch: Batch, out) -> None:
-    """One row per assignment; the completion code only for complete ones (to match what workers submit)."""
-    writer = csv.writer(out)
+    """One row per assignment; the completion code only for complete ones (to match what workers submit).
+    Worker ids may start with + - or @, which spreadsheets would run as formulas: cells are escaped."""
+    writer = FormulaSafeCsvWriter(out)
     writer.writerow(PAYMENT_COLUMNS)
     for q in batch_quality(batch):
         a = q.assignment

@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
@@ -18,6 +19,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from core.formats import parse_client_time
 from core.models import Project, Subject, Workflow
 from core.permissions import OWNER_ROLES, project_for_request
+from core.ratelimit import client_address
 from labeling.services import VoteError
 from panels import services as tasklinks
 from panels.models import Assignment, Batch
@@ -134,14 +136,17 @@ def batch_create(request, project):
 
 def _batch_context(request, project, batch):
     landing = request.build_absolute_uri(reverse("panels:landing", args=[tasklinks.batch_token(batch)]))
+    tasklinks.release_abandoned(batch)
     qualities = tasklinks.batch_quality(batch)
+    n_abandoned = sum(q.is_abandoned for q in qualities)
     return {
         "project": project,
         "batch": batch,
         "links": tasklinks.panel_links(batch, landing),
         "qualities": qualities,
-        "n_started": len(qualities),
+        "n_started": len(qualities) - n_abandoned,
         "n_complete": sum(q.is_complete for q in qualities),
+        "n_abandoned": n_abandoned,
         "problem": tasklinks.batch_problem_for_new_worker(batch),
     }
 
@@ -192,6 +197,7 @@ def batch_status(request, project, batch):
 @require_GET
 def batch_payments_csv(request, project, batch):
     project, batch = _owned_batch(request, project, batch)
+    tasklinks.release_abandoned(batch)
     out = io.StringIO()
     tasklinks.write_payment_csv(batch, out)
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
@@ -205,7 +211,7 @@ def batch_payments_csv(request, project, batch):
 
 def _unavailable(request, error: TaskLinkError, batch: Batch | None = None, status: int | None = None):
     if status is None:
-        status = 404 if error.reason == TaskLinkError.INVALID else 410
+        status = {TaskLinkError.INVALID: 404, TaskLinkError.ELSEWHERE: 403}.get(error.reason, 410)
     return render(
         request,
         "panels/unavailable.html",
@@ -214,13 +220,54 @@ def _unavailable(request, error: TaskLinkError, batch: Batch | None = None, stat
     )
 
 
-def _rate_limited(request, context=None):
-    message = "You are answering faster than we can accept. Please wait a moment and answer again."
+def _rate_limited(request, context=None, message=None, title=None):
+    message = message or "You are answering faster than we can accept. Please wait a moment and answer again."
     if context is not None:
         context["error"] = message
         template = "panels/task.html#panel_task" if request.htmx else "panels/task.html"
         return render(request, template, context, status=429)
-    return render(request, "panels/rate_limited.html", {"message": message}, status=429)
+    return render(request, "panels/rate_limited.html", {"message": message, "title": title}, status=429)
+
+
+START_RATE_LIMITED = (
+    "Too many people are starting this study from your network right now. Nothing was recorded: "
+    "please wait a minute, then go back and press Start again."
+)
+
+
+def _resume_key(request, batch: Batch) -> str | None:
+    """This browser's resume key for the batch, from its signed cookie (None when absent or tampered)."""
+    return request.get_signed_cookie(
+        tasklinks.resume_cookie_name(batch), default=None, salt=tasklinks.resume_cookie_salt(batch)
+    )
+
+
+def _set_resume_cookie(response, token: str, batch: Batch, key: str):
+    response.set_signed_cookie(
+        tasklinks.resume_cookie_name(batch),
+        key,
+        salt=tasklinks.resume_cookie_salt(batch),
+        max_age=tasklinks.RESUME_COOKIE_MAX_AGE,
+        # Sent only to this batch's task-link pages, never readable by scripts.
+        path=reverse("panels:landing", args=[token]),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+def _existing_assignment_page(request, token, batch, assignment, resume_key, session_id):
+    """A worker id that already has an assignment: go on only with this browser's key and panel session."""
+    assignment.batch = batch
+    released = tasklinks.release_if_abandoned(assignment)
+    # Strangers learn nothing about someone else's assignment, not even that its place went back.
+    if not tasklinks.may_resume(assignment, resume_key, session_id):
+        return _unavailable(request, tasklinks.elsewhere_error(), batch)
+    if released:
+        return _unavailable(request, tasklinks.released_error(), batch)
+    urls = _task_urls(token, assignment)
+    return redirect(urls["done_url"] if assignment.completed_at else urls["task_url"])
 
 
 def _batch_or_error(request, token):
@@ -271,15 +318,16 @@ def panel_landing(request, token):
         context["sample"] = _sample_subject(batch)
         return render(request, "panels/preview.html", context)
 
+    resume_key = _resume_key(request, batch)
     assignment = Assignment.objects.filter(batch=batch, worker_id=worker_id).first()
     if assignment:  # reopened link: resume where they left off, or show the code again
-        assignment.batch = batch
-        urls = _task_urls(token, assignment)
-        return redirect(urls["done_url"] if assignment.completed_at else urls["task_url"])
+        return _existing_assignment_page(request, token, batch, assignment, resume_key, context["session_id"])
     problem = tasklinks.batch_problem_for_new_worker(batch)
     if problem:
         return _unavailable(request, problem, batch)
-    return render(request, "panels/landing.html", context)
+    response = render(request, "panels/landing.html", context)
+    # The key exists before Start, so a double-submitted Start finds the same key in both requests.
+    return response if resume_key else _set_resume_cookie(response, token, batch, tasklinks.new_resume_key())
 
 
 @require_POST
@@ -304,8 +352,11 @@ def panel_start(request, token):
         return _rate_limited(request)
     study_id = tasklinks.clean_panel_field(request.POST.get("study_id"))
     session_id = tasklinks.clean_panel_field(request.POST.get("session_id"))
-    existing = Assignment.objects.filter(batch=batch, worker_id=worker_id).exists()
-    if not existing and request.POST.get("consent") != "yes":
+    resume_key = _resume_key(request, batch)
+    existing = Assignment.objects.filter(batch=batch, worker_id=worker_id).first()
+    if existing:
+        return _existing_assignment_page(request, token, batch, existing, resume_key, session_id)
+    if request.POST.get("consent") != "yes":
         context = {
             "batch": batch,
             "workflow": batch.workflow,
@@ -317,12 +368,24 @@ def panel_start(request, token):
             "error": "Please tick the consent box to take part.",
         }
         return render(request, "panels/landing.html", context, status=400)
+    allowed, retry_after = tasklinks.allow_start(batch, client_address(request))
+    if not allowed:
+        response = _rate_limited(request, message=START_RATE_LIMITED, title="Please wait a minute")
+        response["Retry-After"] = str(retry_after)
+        return response
+    new_key = None if resume_key else tasklinks.new_resume_key()
     try:
-        assignment, _ = tasklinks.start_assignment(batch, worker_id, study_id, session_id)
+        assignment, created = tasklinks.start_assignment(
+            batch, worker_id, study_id, session_id, resume_key=resume_key or new_key
+        )
     except TaskLinkError as exc:
         return _unavailable(request, exc, batch)
-    urls = _task_urls(token, assignment)
-    return redirect(urls["done_url"] if assignment.completed_at else urls["task_url"])
+    if created:
+        urls = _task_urls(token, assignment)
+        response = redirect(urls["task_url"])
+    else:  # another request started this worker id a moment earlier (a double click, or someone else)
+        response = _existing_assignment_page(request, token, batch, assignment, resume_key, session_id)
+    return _set_resume_cookie(response, token, batch, new_key) if new_key and created else response
 
 
 def _assignment_or_error(request, token, akey):
@@ -330,9 +393,12 @@ def _assignment_or_error(request, token, akey):
     if error_page:
         return None, error_page
     try:
-        return tasklinks.assignment_from_token(batch, akey), None
+        assignment = tasklinks.assignment_from_token(batch, akey)
     except TaskLinkError as exc:
         return None, _unavailable(request, exc, batch)
+    # An abandoned assignment is released when next reached; assignment_problem() then refuses it.
+    tasklinks.release_if_abandoned(assignment)
+    return assignment, None
 
 
 def _task_context(token, assignment, state, subject, feedback=None, error=None):

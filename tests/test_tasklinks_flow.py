@@ -154,10 +154,15 @@ def test_closing_the_tab_and_reopening_resumes(client, workflow):
         subject_id, key = task_form(client.get(urls["task"]).content.decode())
         answer(client, urls["vote"], subject_id, "real", key)
 
-    fresh = Client()  # a new browser: no cookies at all
-    reopened = fresh.get(landing_url(batch, PROLIFIC_PID="W42", STUDY_ID="s", SESSION_ID="x"))
+    # The same browser: the study link resumes.
+    reopened = client.get(landing_url(batch, worker_id="W42"))
     assert reopened.status_code == 302 and reopened.url == urls["task"]
-    page = fresh.get(reopened.url).content.decode()
+    # A new browser: the study link and the worker id alone are not enough (anyone may know both), the
+    # page says how to go on; the personal task link works there.
+    fresh = Client()
+    elsewhere = fresh.get(landing_url(batch, PROLIFIC_PID="W42", STUDY_ID="s", SESSION_ID="x"))
+    assert elsewhere.status_code == 403 and "personal task link" in elsewhere.content.decode()
+    page = fresh.get(urls["task"]).content.decode()
     assert "<strong>2 of 6</strong>" in page
     assert task_form(page)[0] == assignment.subject_ids[2]
     assert Assignment.objects.count() == 1
@@ -243,9 +248,7 @@ def test_completion_code_is_shown_only_after_the_last_task(client, workflow):
 def test_start_without_consent_is_refused_with_a_message(client, workflow):
     make_subjects(workflow, n_ordinary=4, n_gold=0)
     batch = make_batch(workflow, tasks_per_assignment=2, gold_share=0.0)
-    response = client.post(
-        reverse("panels:start", args=[tasklinks.batch_token(batch)]), {"worker_id": "W10"}
-    )
+    response = client.post(reverse("panels:start", args=[tasklinks.batch_token(batch)]), {"worker_id": "W10"})
     assert response.status_code == 400
     assert "Please tick the consent box" in response.content.decode()
     assert not Assignment.objects.exists()
