@@ -3,7 +3,9 @@
 A key looks like `sv_<43 url-safe characters>`. The database keeps its SHA-256 and its first
 characters (`prefix`) so a user can tell tokens apart in the list; the key itself is never
 stored, so a leaked database does not leak working keys. Revoking sets `revoked_at`: the row
-stays for the audit trail and the key stops working at once.
+stays for the audit trail and the key stops working at once. A token may expire (`expires_at`:
+refused with 401 from then on) and may be read-only (`scope`, on `request.auth`; the check is
+core.permissions.TokenScopeAllows).
 
 Clients send `Authorization: Token <key>` or `Authorization: Bearer <key>`.
 """
@@ -31,11 +33,25 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_token(user, name: str) -> tuple[ApiToken, str]:
-    """A new token for `user`. Returns (token, key): the key is shown to the user once, then lost."""
+def create_token(
+    user, name: str, scope: str = ApiToken.WRITE, expires_in_days: int | None = None
+) -> tuple[ApiToken, str]:
+    """A new token for `user`, read-only or not, expiring after `expires_in_days` (None: never).
+    Returns (token, key): the key is shown to the user once, then lost."""
+    if scope not in dict(ApiToken.SCOPES):
+        raise ValueError(f"Unknown token scope {scope!r}.")
     name = (name or "").strip()[:100] or "API token"
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, prefix=key[:PREFIX_LENGTH], key_hash=hash_key(key))
+    now = timezone.now()
+    token = ApiToken.objects.create(
+        user=user,
+        name=name,
+        prefix=key[:PREFIX_LENGTH],
+        key_hash=hash_key(key),
+        scope=scope,
+        created_at=now,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
     return token, key
 
 
@@ -46,7 +62,8 @@ def revoke_token(token: ApiToken) -> None:
 
 
 def user_for_key(key: str):
-    """The active user whose live token this is, or None."""
+    """(user, token) for a live token of an active user, or (None, None). An expired token raises
+    AuthenticationFailed: its owner should hear why it stopped working."""
     token = (
         ApiToken.objects.select_related("user")
         .filter(key_hash=hash_key(key), revoked_at__isnull=True)
@@ -55,6 +72,11 @@ def user_for_key(key: str):
     if token is None or not token.user.is_active:
         return None, None
     now = timezone.now()
+    if token.is_expired(now):
+        raise exceptions.AuthenticationFailed(
+            f"This API token expired on {token.expires_at:%Y-%m-%d %H:%M} UTC: "
+            "create a new one on the API tokens page."
+        )
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user, token

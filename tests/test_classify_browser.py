@@ -20,7 +20,7 @@ def test_classify_five_subjects_with_the_keyboard(page, live_server, workflow, m
         sid = page.get_attribute(".triplet", "data-subject")
         shown.append(sid)
         page.keyboard.press(key)
-        page.wait_for_function(f"document.getElementById('counter').textContent.trim() === '{i}'")
+        page.wait_for_function(f"() => document.getElementById('counter').textContent.trim() === '{i}'")
     assert page.inner_text("#counter").strip() == "5"
     assert navigations == []  # htmx swapped the subjects in; the page never reloaded
     assert len(set(shown)) == 5
@@ -39,6 +39,6 @@ def test_phone_width_keeps_buttons_usable(browser, live_server, workflow, make_s
     box = bogus.bounding_box()
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= 375
     bogus.tap()
-    page.wait_for_function("document.getElementById('counter').textContent.trim() === '1'")
+    page.wait_for_function("() => document.getElementById('counter').textContent.trim() === '1'")
     context.close()
     assert Vote.objects.get().answer == "bogus"

@@ -125,9 +125,20 @@ def test_experts_may_label_collaborators_may_not_strangers_see_nothing(client, w
 
 
 def vote_on(client, workflow, subject, answer):
+    """Answer `subject` as the client's volunteer who was served it (a ticket as the page would give)."""
+    from core.models import Participant
+    from labeling.selection import ticket_for
+
+    client.get(reverse("labeling:classify", args=[workflow.project.slug, workflow.slug]))
+    volunteer = Participant.objects.get(pk=client.session["participant_id"])
     return client.post(
         reverse("labeling:submit_vote", args=[workflow.project.slug, workflow.slug]),
-        {"subject": subject.pk, "key": str(uuid.uuid4()), "answer": answer},
+        {
+            "subject": subject.pk,
+            "key": str(uuid.uuid4()),
+            "answer": answer,
+            "ticket": ticket_for(workflow, subject, volunteer),
+        },
         HTTP_HX_REQUEST="true",
     ).content.decode()
 
@@ -189,7 +200,7 @@ def test_expert_labels_with_the_keyboard_in_a_browser(page, live_server, owner, 
         shown.append(page.get_attribute(".triplet", "data-subject"))
         page.keyboard.press(key)
         page.wait_for_function(
-            f"document.querySelector('.triplet') === null || document.querySelector('.triplet').dataset.subject !== '{shown[-1]}'"
+            f"() => document.querySelector('.triplet') === null || document.querySelector('.triplet').dataset.subject !== '{shown[-1]}'"
         )
     assert navigations == []
     labels = dict(Subject.objects.values_list("pk", "gold_label"))

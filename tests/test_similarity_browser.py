@@ -40,13 +40,13 @@ def test_select_three_then_none_similar(page, live_server, project):
     assert page.inner_text("#sim-selected-count") == "3 selected"
 
     page.keyboard.press("Enter")
-    page.wait_for_function("document.getElementById('counter').textContent.trim() === '1'")
+    page.wait_for_function("() => document.getElementById('counter').textContent.trim() === '1'")
     second_task = page.get_attribute("#sim-form", "data-task")
     assert second_task != first_task
     assert page.locator('.sim-candidate[aria-pressed="true"]').count() == 0
 
     page.keyboard.press("n")
-    page.wait_for_function("document.getElementById('counter').textContent.trim() === '2'")
+    page.wait_for_function("() => document.getElementById('counter').textContent.trim() === '2'")
     assert navigations == []  # htmx swapped the tasks in; no reloads
 
     first, second = SimilarityVote.objects.order_by("pk")
@@ -73,7 +73,7 @@ def test_phone_width_grid_fits_and_taps_toggle(browser, live_server, project):
     tile.tap()
     assert tile.get_attribute("aria-pressed") == "true"
     page.locator("#sim-submit").tap()
-    page.wait_for_function("document.getElementById('counter').textContent.trim() === '1'")
+    page.wait_for_function("() => document.getElementById('counter').textContent.trim() === '1'")
     context.close()
     vote = SimilarityVote.objects.get()
     assert vote.n_chosen == 1

@@ -58,7 +58,7 @@ def test_worker_completes_a_five_task_assignment_and_the_payment_csv_lists_it(
     shown = []
     for i in range(5):
         worker.wait_for_function(
-            f"document.querySelector('[data-testid=progress-text]').textContent.includes('{i} of 5')"
+            f"() => document.querySelector('[data-testid=progress-text]').textContent.includes('{i} of 5')"
         )
         shown.append(worker.get_attribute(".triplet", "data-subject"))
         worker.wait_for_timeout(400)  # a human pace, under the per-worker rate limit
