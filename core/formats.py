@@ -1,5 +1,7 @@
-"""Values that cross a boundary: times from clients, Python values into JSON columns."""
+"""Values that cross a boundary: times from clients, Python values into JSON columns, text into
+CSV cells that spreadsheets open."""
 
+import csv
 import math
 from datetime import UTC, datetime, time
 
@@ -54,3 +56,31 @@ def json_safe(value):
     if value is None or isinstance(value, bool | int | str):
         return value
     return str(value)
+
+
+# Spreadsheets (Excel, LibreOffice, Google Sheets) run a cell that starts with one of these as a
+# formula, so a volunteer's user agent or a worker id such as "+cmd|..." or "@SUM(...)" could act
+# on the machine of whoever opens an export. A leading single quote makes them show the text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A text cell that cannot start a formula: prefixed with ' if it would. Anything that is not a
+    str (numbers, None) is returned as it is: a negative number stays a number."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class FormulaSafeCsvWriter:
+    """csv.writer whose text cells never start a formula (csv_safe)."""
+
+    def __init__(self, out, **options):
+        self.writer = csv.writer(out, **options)
+
+    def writerow(self, row):
+        return self.writer.writerow([csv_safe(value) for value in row])
+
+    def writerows(self, rows):
+        for row in rows:
+            self.writerow(row)

@@ -60,6 +60,7 @@ ZTF_QUADRANT_SHAPE = (3080, 3072)  # (ny, nx)
 MAX_CUTOUT_DECOMPRESSED_BYTES = 16 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096  # per plane
 MAX_ARRAY_ELEMENTS = 64 * 1024 * 1024  # per .npy array (256 MiB of float32)
+MAX_NPY_HEADER_BYTES = 64 * 1024  # numpy writes a few hundred bytes (and itself refuses over 10 kB)
 MAX_EXTERNAL_ID = 100
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
@@ -583,11 +584,19 @@ def _npy_header(handle, available: int) -> _NpyHeader:
     """
     try:
         version = np.lib.format.read_magic(handle)
+        # The header's own length comes first: numpy would ask the file for that many bytes at once.
+        after_magic = handle.tell()
+        declared = int.from_bytes(handle.read(2 if version == (1, 0) else 4), "little")
+        if declared > MAX_NPY_HEADER_BYTES:
+            raise IngestError(f"not a readable .npy array (a {declared}-byte header)")
+        handle.seek(after_magic)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
         header_bytes = handle.tell()
+    except IngestError:
+        raise
     except Exception as exc:
         raise IngestError(f"not a readable .npy array ({type(exc).__name__}: {exc})")
     header = _NpyHeader(tuple(int(n) for n in shape), dtype)

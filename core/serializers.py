@@ -151,7 +151,9 @@ class ExportRequestSerializer(serializers.Serializer):
 
 class UploadSerializer(serializers.Serializer):
     files = serializers.ListField(
-        child=serializers.FileField(),
+        # An empty file goes through to the ingest job, which reports it alone; refusing it here
+        # would fail the whole upload.
+        child=serializers.FileField(allow_empty_file=True),
         allow_empty=False,
         help_text="Avro, Parquet, FITS, .npy/.npz, PNG/JPEG files.",
     )

@@ -7,6 +7,12 @@ counting twice. The vote table's unique constraints (the key; one vote per parti
 subject or task) are what make this hold under concurrency: the insert runs in a savepoint, and
 the loser of a race re-reads what the winner stored. What a vote is, which row it locks, what it
 updates and what the caller gets back are the apps' parts, passed in as callables.
+
+A retry can also arrive without the session cookie: the response that set it was lost, so the
+retry gets a new anonymous participant and the key belongs to the old one. `lost_session_retry`
+tells that case apart from a key reused for something else, so the apps can replay the stored vote.
+The vote stays with its participant (votes never move between participants) and the new session
+is not given the old participant either: a key proves that one vote was sent, not who sent it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.db import IntegrityError, models, transaction
+
+from core.models import Participant
 
 V = TypeVar("V", bound=models.Model)
 R = TypeVar("R")
@@ -33,6 +41,27 @@ def parse_idempotency_key(key, error: type[VoteError] = VoteError) -> uuid.UUID:
         return uuid.UUID(str(key))
     except (ValueError, TypeError, AttributeError):
         raise error("The idempotency key must be a UUID.") from None
+
+
+def lost_session_retry(participant: Participant) -> bool:
+    """Whether `participant` looks like what a retry gets when its session cookie was lost: an
+    anonymous participant made for this very request, with no account and no vote of any kind.
+
+    Whoever sends a vote's idempotency key (a random UUID the client made) may see that vote again:
+    the callers also require the same workflow, subject or task and answer as the stored vote.
+    """
+    if participant.kind != Participant.ANONYMOUS or participant.user_id or participant.merged_into_id:
+        return False
+    # Every vote table (real/bogus votes, similarity answers) keys its rows by idempotency_key.
+    vote_relations = [
+        relation
+        for relation in Participant._meta.related_objects
+        if any(f.name == "idempotency_key" for f in relation.related_model._meta.get_fields())
+    ]
+    return not any(
+        relation.related_model.objects.filter(**{relation.field.name: participant}).exists()
+        for relation in vote_relations
+    )
 
 
 def store_vote_once(

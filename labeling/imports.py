@@ -14,6 +14,9 @@ participants keyed by external_id "import:<name>". Subjects are matched by exter
 Zooniverse row is matched through --subject-key in its subject_data (default: the first of
 external_id, candid, #candid, !candid found there) or else its Zooniverse subject id.
 Unknown subjects, unmapped answers and bad rows are reported with examples, never invented.
+Malformed CSV (an unbalanced quote that swallows the lines after it, a row with more or fewer
+fields than the header) is reported row by row with its line numbers; nothing in it is imported.
+Messages are in plain words, never a Python exception's text.
 """
 
 import csv
@@ -38,6 +41,7 @@ ZOONIVERSE_COLUMNS = ("classification_id", "user_name", "annotations", "subject_
 DEFAULT_SUBJECT_KEYS = ("external_id", "subject_external_id", "candid", "#candid", "!candid")
 DEFAULT_ANSWER_MAP = {"real": "real", "bogus": "bogus", "yes": "real", "no": "bogus", "skip": "skip"}
 EXAMPLES = 5
+MALFORMED_SHOWN = 50  # malformed rows listed one by one in the report (then a count)
 
 
 class VoteImportError(ValueError):
@@ -64,6 +68,11 @@ class ImportReport:
     unknown_subjects: Counter = field(default_factory=Counter)
     unmapped_answers: Counter = field(default_factory=Counter)
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
+    malformed: list[tuple[int, int, str]] = field(default_factory=list)  # (first line, last line, why)
+
+    @property
+    def malformed_lines(self) -> int:
+        return sum(last - first + 1 for first, last, _ in self.malformed)
 
     def lines(self) -> list[str]:
         out = [
@@ -87,11 +96,28 @@ class ImportReport:
         if self.bad_rows:
             first = "; ".join(f"line {n}: {msg}" for n, msg in self.bad_rows[:EXAMPLES])
             out.append(f"bad rows: {len(self.bad_rows)} not imported, e.g. {first}")
+        if self.malformed:
+            out.append(
+                f"malformed CSV rows: {len(self.malformed)} ({self.malformed_lines} lines not imported):"
+            )
+            for first, last, why in self.malformed[:MALFORMED_SHOWN]:
+                out.append(f"  {'line' if first == last else 'lines'} {_span(first, last)}: {why}")
+            if len(self.malformed) > MALFORMED_SHOWN:
+                out.append(f"  and {len(self.malformed) - MALFORMED_SHOWN} more malformed rows")
         return out
 
     @property
     def n_problems(self) -> int:
-        return sum(self.unknown_subjects.values()) + sum(self.unmapped_answers.values()) + len(self.bad_rows)
+        return (
+            sum(self.unknown_subjects.values())
+            + sum(self.unmapped_answers.values())
+            + len(self.bad_rows)
+            + self.malformed_lines
+        )
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def parse_answer_map(text: str | None, workflow: Workflow) -> dict[str, str]:
@@ -133,12 +159,60 @@ def parse_created_at(value: str) -> datetime | None:
     return parsed
 
 
-def _simple_rows(reader, header: list[str] | None, report: ImportReport) -> list[SourceRow]:
+def _csv_records(text: str):
+    """(first line, last line, record) of every CSV record; record None when its quoting is broken.
+
+    Strict quoting, so that text after a closing quote is an error rather than silently glued on;
+    the reader goes on at the next line. Line numbers are the file's, whatever the records span.
+    """
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(io.StringIO(text), strict=True)
+    last = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            record = None
+        first, last = last + 1, max(last + 1, reader.line_num)
+        yield first, last, record
+
+
+def _well_formed(records, report: ImportReport, widths: set[int], multiline_ok=frozenset()):
+    """(line, record) of the records that can be trusted; the others go to report.malformed.
+
+    widths: the field counts a row may have. multiline_ok: indexes of the columns whose cells may
+    hold line breaks (Zooniverse's JSON columns); anywhere else a cell running over several lines is
+    an unbalanced quote that swallowed the lines after it.
+    """
+    expected = " or ".join(str(w) for w in sorted(widths))
+    for first, last, record in records:
+        if record is None:
+            why = "a quote is not closed, or text follows a closing quote (an unbalanced quote?)"
+        elif not record or not any(cell.strip() for cell in record):
+            continue
+        elif len(record) not in widths:
+            why = (
+                f"{len(record)} fields where {expected} were expected (an unbalanced quote or a stray comma?)"
+            )
+        elif any("\x00" in cell for cell in record):
+            why = "contains a NUL character (is this a text file?)"
+        elif last > first and any(
+            "\n" in cell or "\r" in cell for i, cell in enumerate(record) if i not in multiline_ok
+        ):
+            why = "a quoted field runs over several lines (an unbalanced quote?)"
+        else:
+            yield first, record
+            continue
+        report.malformed.append((first, last, why))
+
+
+def _simple_rows(records, header: list[str] | None, report: ImportReport) -> list[SourceRow]:
     rows = []
     index = {name: header.index(name) for name in header} if header else None
-    for n, record in enumerate(reader, start=2 if header else 1):
-        if not record or not any(cell.strip() for cell in record):
-            continue
+    widths = {len(header)} if header else {len(SIMPLE_COLUMNS), len(SIMPLE_COLUMNS) + 1}
+    for n, record in _well_formed(records, report, widths):
         if index:
             cells = {name: (record[i] if i < len(record) else "") for name, i in index.items()}
         else:
@@ -164,8 +238,15 @@ def _simple_rows(reader, header: list[str] | None, report: ImportReport) -> list
     return rows
 
 
+def _json_cell(text: str, column: str, default: str):
+    try:
+        return json.loads(text or default)
+    except ValueError:  # json.JSONDecodeError: its text is for programmers
+        raise ValueError(f"the {column} column is not valid JSON") from None
+
+
 def _annotation_value(annotations_json: str, task: str | None):
-    annotations = json.loads(annotations_json or "[]")
+    annotations = _json_cell(annotations_json, "annotations", "[]")
     if isinstance(annotations, dict):  # some exports hold one annotation object
         annotations = [annotations]
     if not isinstance(annotations, list) or not annotations:
@@ -183,7 +264,7 @@ def _annotation_value(annotations_json: str, task: str | None):
     return value
 
 
-def _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, report) -> list[SourceRow]:
+def _zooniverse_rows(records, header, task, zooniverse_workflow, subject_key, report) -> list[SourceRow]:
     index = {name: i for i, name in enumerate(header)}
 
     def cell(record, name):
@@ -191,16 +272,17 @@ def _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, rep
         return record[i] if i is not None and i < len(record) else ""
 
     rows = []
-    for n, record in enumerate(reader, start=2):
-        if not record or not any(c.strip() for c in record):
-            continue
+    json_columns = frozenset(
+        index[name] for name in ("annotations", "subject_data", "metadata") if name in index
+    )
+    for n, record in _well_formed(records, report, {len(header)}, json_columns):
         if zooniverse_workflow and cell(record, "workflow_id").strip() != zooniverse_workflow:
             report.other_workflow += 1
             continue
         try:
             zooniverse_subject = cell(record, "subject_ids").strip().split(";")[0].strip()
             refs = []
-            subject_data = json.loads(cell(record, "subject_data") or "{}")
+            subject_data = _json_cell(cell(record, "subject_data"), "subject_data", "{}")
             meta = subject_data.get(zooniverse_subject) if isinstance(subject_data, dict) else None
             if isinstance(meta, dict):
                 for key in (subject_key,) if subject_key else DEFAULT_SUBJECT_KEYS:
@@ -210,7 +292,7 @@ def _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, rep
                 refs.append(zooniverse_subject)
             value = _annotation_value(cell(record, "annotations"), task)
             created_at = parse_created_at(cell(record, "created_at"))
-        except (ValueError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # raised by our own checks, in words
             report.bad_rows.append((n, str(exc)))
             continue
         classification_id = cell(record, "classification_id").strip()
@@ -230,23 +312,26 @@ def _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, rep
 
 def read_rows(text: str, task=None, zooniverse_workflow=None, subject_key=None, report=None):
     """Parse a file's text into source rows; returns (format name, rows)."""
-    csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, None)
-    if first is None:
+    records = _csv_records(text)
+    first_line, _, first = next(records, (0, 0, None))
+    if first_line == 0:
         raise VoteImportError("The file is empty.")
+    if first is None:
+        raise VoteImportError(
+            "The header line cannot be read: a quote in it is not closed, or text follows a closing quote."
+        )
     header = [c.strip().lower() for c in first]
     if all(c in header for c in ZOONIVERSE_COLUMNS):
-        return "zooniverse", _zooniverse_rows(reader, header, task, zooniverse_workflow, subject_key, report)
+        return "zooniverse", _zooniverse_rows(records, header, task, zooniverse_workflow, subject_key, report)
     if all(c in header for c in SIMPLE_COLUMNS):
-        return "simple", _simple_rows(reader, header, report)
+        return "simple", _simple_rows(records, header, report)
     if "annotations" in header or "classification_id" in header:
         missing = [c for c in ZOONIVERSE_COLUMNS if c not in header]
         raise VoteImportError(
             f"This looks like a Zooniverse export but lacks the columns: {', '.join(missing)}."
         )
     if len(first) in (3, 4) and not any(c in header for c in ("answer", "participant")):
-        return "simple", _simple_rows(csv.reader(io.StringIO(text)), None, report)
+        return "simple", _simple_rows(_csv_records(text), None, report)
     raise VoteImportError(
         "Unrecognised header. Expected subject_external_id,participant,answer[,created_at] or a Zooniverse "
         f"classification export ({', '.join(ZOONIVERSE_COLUMNS)}, ...); got: {', '.join(header)}."
@@ -273,7 +358,7 @@ def import_votes(
     mapping = parse_answer_map(answer_map, workflow)
     report = ImportReport()
     fmt, rows = read_rows(text, task, zooniverse_workflow, subject_key, report)
-    report.rows = len(rows) + len(report.bad_rows) + report.other_workflow
+    report.rows = len(rows) + len(report.bad_rows) + report.other_workflow + report.malformed_lines
     # Earlier votes first, so the incremental belief sees them in the order they were cast.
     rows.sort(key=lambda r: (r.created_at is None, r.created_at or datetime.min.replace(tzinfo=UTC), r.line))
     subject_of = dict(Subject.objects.filter(project=workflow.project).values_list("external_id", "pk"))
@@ -316,6 +401,7 @@ def import_votes(
                 created_at=row.created_at,
                 finished_at=row.created_at,
                 source="import",
+                trusted=True,  # the import file is the record of what was shown: no tickets
             )
         except VoteError as exc:
             report.bad_rows.append((row.line, str(exc)))

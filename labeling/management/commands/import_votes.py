@@ -36,9 +36,18 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {path}: {exc.strerror or 'unreadable file'}.") from None
+        try:
+            # Newlines as read_text would give them; the line numbers of the report count them.
+            text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
         except UnicodeDecodeError as exc:
-            raise CommandError(f"{path} is not UTF-8 text: {exc}")
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise CommandError(
+                f"{path} is not UTF-8 text (line {line} has a byte that UTF-8 does not allow); "
+                "save it as UTF-8 and import it again."
+            ) from None
         try:
             fmt, report = import_votes(
                 workflow,
