@@ -318,7 +318,7 @@ def main() -> None:
     began = time.perf_counter()
     record_vote(
         workflow=workflow, subject_id=target.pk, participant=voter, answer=target.truth_label,
-        idempotency_key=uuid.uuid4(),
+        idempotency_key=uuid.uuid4(), trusted=True,
     )  # fmt: skip
     workflow.refresh_from_db()
     served = next_subject(workflow, served_to, rng=random.Random(0))

@@ -17,6 +17,7 @@ scripts meet them, with a 429 saying to slow down.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 
 from django.conf import settings
@@ -70,11 +71,26 @@ def limits_for(action: str) -> dict[str, tuple[int, int]]:
     return {**DEFAULT_LIMITS.get(action, {}), **configured.get(action, {})}
 
 
+def address_key(address: str | None) -> str:
+    """What a per-address limit counts: the address, or for IPv6 its /64."""
+    try:
+        ip = ipaddress.ip_address((address or "").strip())
+    except ValueError:
+        return "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        # One IPv6 subscriber gets a whole /64: counting single addresses there would count nothing.
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def client_address(request) -> str:
-    """The client's address as the login lockout sees it (behind SKYVOTE_TRUSTED_PROXIES proxies)."""
+    """The client's address as the login lockout sees it (behind SKYVOTE_TRUSTED_PROXIES proxies),
+    as a per-address limit counts it (address_key)."""
     from core.lockout import client_ip
 
-    return client_ip(request) or "unknown"
+    return address_key(client_ip(request))
 
 
 def check(request, action: str, participant=None) -> None:

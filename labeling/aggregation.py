@@ -58,7 +58,9 @@ def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
 
     skill.n_votes += 1
     fields = ["n_votes", "updated_at"]
-    truth = CLASS_OF_ANSWER.get(subject.gold_label)
+    # Only a vote on a subject served as gold measures the volunteer (Vote.was_gold, from the ticket):
+    # a label that arrived after serving is for the full recompute, which weighs every vote alike.
+    truth = CLASS_OF_ANSWER.get(subject.gold_label) if vote.was_gold else None
     if truth is not None:
         tallies = (skill.real_seen, skill.real_said_real, skill.bogus_seen, skill.bogus_said_bogus)
         skill.p_l, skill.p_d = swap_skill_update(

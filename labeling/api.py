@@ -4,6 +4,7 @@ and reading subjects with their decided label, votes and volunteer skill. The sh
 """
 
 from django.db.models import BooleanField, Case, Q, Value, When
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,13 +14,17 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from core import ratelimit, tickets
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params, query_bool
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
+from core.permissions import TokenScopeAllows, can_volunteer
 from core.serializers import ErrorSerializer
+from labeling import selection
 from labeling.labels import decided_filter
 from labeling.models import ParticipantSkill, Vote
 from labeling.serializers import (
+    NextSubjectSerializer,
     SkillSerializer,
     SubjectSerializer,
     VoteInSerializer,
@@ -47,26 +52,97 @@ def vote_payload(result) -> dict:
     }
 
 
+def slow_down(exc: ratelimit.RateLimited) -> Response:
+    return Response(
+        {"detail": str(exc)},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+@extend_schema(
+    responses={
+        200: NextSubjectSerializer,
+        400: ErrorSerializer,
+        404: ErrorSerializer,
+        429: OpenApiResponse(ErrorSerializer, description="Too many requests: slow down (see Retry-After)."),
+    },
+    tags=["votes"],
+    summary="Serve the next subject to answer",
+)
+@api_view(["GET"])
+@permission_classes([AllowAny, TokenScopeAllows])
+def next_subject(request, project, pk):
+    """The next subject for the caller (token user, or the anonymous session: keep its cookie), with
+    its image URLs and the ticket the vote on it must carry (POST /api/votes/). Gold answers are never
+    in it. Asking again serves another subject; nothing left: `subject` is null."""
+    workflow = get_object_or_404(
+        Workflow.objects.select_related("project"), project__slug=project, pk=pk, is_active=True
+    )
+    if not can_volunteer(request, workflow.project):  # a private project's outsiders: as if it did not exist
+        raise Http404("No Workflow matches the given query.")
+    if workflow.kind != Workflow.REAL_BOGUS:
+        return Response(
+            {"detail": "This workflow asks which images are similar: answer it on its page."},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    participant = participant_for_request(request)
+    try:
+        ratelimit.check(request, "serve", participant)
+    except ratelimit.RateLimited as exc:
+        return slow_down(exc)
+    subject, ticket = selection.serve_next(workflow, participant)
+    images = {}
+    for role in (subject.images or {}) if subject else ():
+        url = subject.image_url(role)
+        images[role] = request.build_absolute_uri(url) if url else url
+    served_at, expires_at = tickets.served_and_expiry(ticket) if ticket else (None, None)
+    return Response(
+        {
+            "workflow": workflow.pk,
+            "subject": subject.pk if subject else None,
+            "external_id": subject.external_id if subject else None,
+            "images": images,
+            "answers": [*workflow.answers, Vote.SKIP],
+            "ticket": ticket,
+            "served_at": served_at.isoformat() if served_at else None,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "detail": "" if subject else "Nothing is left for you to answer in this workflow right now.",
+        }
+    )
+
+
 @extend_schema(
     request=VoteInSerializer,
     responses={
         201: VoteOutSerializer,
         200: OpenApiResponse(VoteOutSerializer, description="The idempotency key was seen before."),
         400: ErrorSerializer,
+        403: OpenApiResponse(
+            ErrorSerializer, description="The ticket does not fit: expired, another's, another subject's."
+        ),
         404: ErrorSerializer,
+        429: OpenApiResponse(ErrorSerializer, description="Too many votes: slow down (see Retry-After)."),
     },
     tags=["votes"],
     summary="Record one vote",
 )
 @api_view(["POST"])
-@permission_classes([AllowAny])
+@permission_classes([AllowAny, TokenScopeAllows])  # volunteers vote without an account; read tokens may not
 def vote_create(request):
-    """Record one vote. Re-sending the same idempotency key returns the first result (200)."""
+    """Record one vote on a subject served by GET …/workflows/{id}/next/, with its ticket. Re-sending
+    the same idempotency key returns the first result (200, without gold feedback)."""
     data = VoteInSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     v = data.validated_data
     workflow = get_object_or_404(Workflow.objects.select_related("project"), pk=v["workflow"], is_active=True)
+    if not can_volunteer(request, workflow.project):  # a private project's outsiders: as if it did not exist
+        raise Http404("No Workflow matches the given query.")
     participant = participant_for_request(request)
+    try:
+        ratelimit.check(request, "vote", participant)
+    except ratelimit.RateLimited as exc:
+        return slow_down(exc)
     try:
         result = record_vote(
             workflow=workflow,
@@ -79,7 +155,10 @@ def vote_create(request):
             user_agent=request.headers.get("User-Agent", ""),
             viewport=v.get("viewport", ""),
             source="api",
+            ticket=v.get("ticket", ""),
         )
+    except tickets.TicketError as exc:
+        return Response({"detail": str(exc)}, status=exc.status)
     except VoteError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return Response(

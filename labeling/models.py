@@ -10,6 +10,9 @@ from core.models import Participant, Subject, Workflow
 
 class Vote(models.Model):
     SKIP = "skip"
+    # Votes cast on a served ticket (core.tickets): the page and the API. Imports and task links
+    # ("import", "panel") bring their own provenance and do not move a volunteer's gold schedule.
+    SERVED_SOURCES = ("web", "api")
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="votes")
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="votes")

@@ -18,6 +18,9 @@ short time (RESERVATION_S) in the cache, so the next volunteer's pick comes from
 reserved. Reservations are a preference, not a lock: when everything near the top is reserved
 the pick falls back to the reserved ones rather than to nothing. They live in Django's cache:
 per process by default, shared across web processes with CACHE_URL=redis://...
+
+Serving (`serve_next`) hands the subject out with a ticket (core.tickets) that its vote must bring
+back; the gold schedule counts only the participant's votes cast on such tickets (Vote.SERVED_SOURCES).
 """
 
 import random
@@ -25,6 +28,7 @@ import random
 from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 
+from core import tickets
 from core.models import Participant, Subject, Workflow
 from labeling.labels import GOLD_ANSWERS
 from labeling.models import Vote
@@ -79,7 +83,32 @@ def _ranked_pick(qs, rng: random.Random, workflow: Workflow, participant: Partic
 
 
 def n_answered(workflow: Workflow, participant: Participant) -> int:
-    return Vote.objects.filter(workflow=workflow, participant=participant).count()
+    """How far along the gold schedule the participant is: their votes cast on served tickets."""
+    return Vote.objects.filter(
+        workflow=workflow, participant=participant, source__in=Vote.SERVED_SOURCES
+    ).count()
+
+
+def ticket_for(workflow: Workflow, subject: Subject, participant: Participant) -> str:
+    """The ticket that serves `subject` to `participant` now; gold if the subject is gold now."""
+    return tickets.issue(
+        workflow_id=workflow.pk,
+        kind=tickets.SUBJECT,
+        item_id=subject.pk,
+        participant_id=participant.pk,
+        as_gold=bool(subject.gold_label),
+    )
+
+
+def serve_next(
+    workflow: Workflow, participant: Participant, rng: random.Random | None = None, n_seen: int | None = None
+) -> tuple[Subject | None, str | None]:
+    """The next subject for the participant and the ticket its vote must carry; (None, None) when
+    there is nothing left."""
+    subject = next_subject(workflow, participant, rng=rng, n_seen=n_seen)
+    if subject is None:
+        return None, None
+    return subject, ticket_for(workflow, subject, participant)
 
 
 def next_subject(

@@ -95,6 +95,13 @@ class VoteInSerializer(serializers.Serializer):
     subject = serializers.IntegerField()
     answer = serializers.CharField(max_length=30)
     idempotency_key = serializers.UUIDField()
+    ticket = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=1000,
+        help_text="The ticket that came with the subject from GET /api/projects/{project}/workflows/{id}/next/ "
+        "(required: a vote without one, with an expired one or with another participant's is refused).",
+    )
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     finished_at = serializers.DateTimeField(required=False, allow_null=True)
     viewport = serializers.CharField(required=False, allow_blank=True, max_length=40)
@@ -109,4 +116,22 @@ class VoteOutSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     late = serializers.BooleanField(help_text="The subject had already retired (the vote is kept).")
     created = serializers.BooleanField(help_text="False when the idempotency key was seen before.")
-    feedback = serializers.DictField(allow_null=True, help_text="Expert answer after a gold subject.")
+    feedback = serializers.DictField(
+        allow_null=True,
+        help_text="The expert's answer after a subject served as gold; only in the reply that stored the vote.",
+    )
+
+
+class NextSubjectSerializer(serializers.Serializer):
+    workflow = serializers.IntegerField()
+    subject = serializers.IntegerField(allow_null=True, help_text="Null when nothing is left to answer.")
+    external_id = serializers.CharField(allow_null=True)
+    images = serializers.DictField(
+        child=serializers.URLField(),
+        help_text="URLs of the rendered PNGs by role (science, reference, difference).",
+    )
+    answers = serializers.ListField(child=serializers.CharField(), help_text="What the vote may answer.")
+    ticket = serializers.CharField(allow_null=True, help_text="Send it back with the vote on this subject.")
+    served_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="A vote after this is refused.")
+    detail = serializers.CharField(help_text="Empty, or why there is no subject.")

@@ -6,6 +6,12 @@
 transaction with the subject row locked, so concurrent voters cannot miscount. The exactly-once
 part is core.votes.store_vote_once, shared with similarity answers; this module adds what a
 real/bogus vote is and what it updates.
+
+Only what was served is answered: a vote from the page or the API carries the ticket that came with
+its subject (core.tickets), bound to the workflow, subject and participant, and saying whether the
+subject was served as gold. Gold feedback and the volunteer's skill follow that flag, never the
+subject's current gold label, and the expert's answer is in the reply to the vote that created it,
+not in replays. Imports and task links prove serving themselves and call with `trusted=True`.
 """
 
 from dataclasses import dataclass, field
@@ -14,8 +20,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from core import tickets
 from core.models import Participant, Subject, Workflow
-from core.votes import VoteError, parse_idempotency_key, store_vote_once
+from core.votes import VoteError, lost_session_retry, parse_idempotency_key, store_vote_once
 from labeling import aggregation, retirement
 from labeling.models import Vote
 from loop import services as loop_services
@@ -45,8 +52,15 @@ def record_vote(
     assignment=None,
     source: str = "web",
     created_at: datetime | None = None,
+    ticket: str | None = None,
+    trusted: bool = False,
 ) -> VoteResult:
+    """Store one real/bogus vote. `ticket`: the one served with the subject (core.tickets.verify
+    refuses anything else with TicketError). `trusted`: the caller has its own proof of serving (vote
+    imports, task-link assignments, the demo seeder); no ticket, and the subject's gold label counts."""
     key = parse_idempotency_key(idempotency_key)
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise VoteError("This workflow asks which images are similar: it takes no real/bogus votes.")
     answer = (answer or "").strip().lower()
     if answer not in set(workflow.answers) | {Vote.SKIP}:
         raise VoteError(
@@ -61,6 +75,21 @@ def record_vote(
         )
         if subject is None:
             raise VoteError("No such subject in this project.")
+        if subject.workflow_id is not None and subject.workflow_id != workflow.pk:
+            raise VoteError("This subject is not part of this workflow.")
+        if trusted:
+            as_gold = bool(subject.gold_label)
+        else:
+            served = tickets.verify(
+                ticket,
+                workflow_id=workflow.pk,
+                kind=tickets.SUBJECT,
+                item_id=subject.pk,
+                participant=participant,
+            )
+            # Gold only if it was served as gold (and still is): a label added after serving does not
+            # make the volunteer's answer a gold check.
+            as_gold = served.as_gold and bool(subject.gold_label)
         vote = Vote(
             workflow=workflow,
             subject=subject,
@@ -73,10 +102,8 @@ def record_vote(
             viewport=(viewport or "")[:40],
             # Late: the subject retired while this volunteer was looking at it. Stored, not dropped.
             subject_was_retired=subject.is_retired,
-            was_gold=bool(subject.gold_label),
-            gold_correct=(answer == subject.gold_label)
-            if subject.gold_label and answer != Vote.SKIP
-            else None,
+            was_gold=as_gold,
+            gold_correct=(answer == subject.gold_label) if as_gold and answer != Vote.SKIP else None,
             assignment=assignment,
             source=source,
         )
@@ -92,10 +119,12 @@ def record_vote(
         )
 
     def same_vote(stored: Vote) -> bool:
-        return (stored.workflow_id, stored.subject_id, stored.participant_id) == (
-            workflow.pk,
-            int(subject_id),
-            participant.pk,
+        if (stored.workflow_id, stored.subject_id) != (workflow.pk, int(subject_id)):
+            return False
+        # The same vote retried after its session cookie was lost comes from a fresh anonymous
+        # participant: it gets the stored vote back, which stays its own participant's.
+        return stored.participant_id == participant.pk or (
+            stored.answer == answer and lost_session_retry(participant)
         )
 
     return store_vote_once(
@@ -104,9 +133,8 @@ def record_vote(
         build=build,
         created=created,
         same_vote=same_vote,
-        replay=lambda stored: VoteResult(
-            stored, created=False, feedback=gold_feedback(stored, stored.subject)
-        ),
+        # A replay never carries the expert's answer: it was in the reply that stored the vote.
+        replay=lambda stored: VoteResult(stored, created=False),
         earlier=lambda: VoteResult(
             Vote.objects.get(workflow=workflow, subject_id=subject_id, participant=participant), created=False
         ),
@@ -128,8 +156,8 @@ def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
 
 
 def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
-    """After a gold subject the volunteer learns what the experts said; otherwise nothing."""
-    if not subject.gold_label or vote.answer == Vote.SKIP:
+    """After a subject served as gold the volunteer learns what the experts said; otherwise nothing."""
+    if not vote.was_gold or not subject.gold_label or vote.answer == Vote.SKIP:
         return None
     from labeling.gold import guide_entry
 

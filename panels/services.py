@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import random
 import re
 import secrets
@@ -688,16 +687,7 @@ def worker_scope(batch: Batch, worker_id: str) -> str:
 
 
 def _address_key(address: str | None) -> str:
-    try:
-        ip = ipaddress.ip_address((address or "").strip())
-    except ValueError:
-        return "unknown"
-    if ip.version == 6:
-        if ip.ipv4_mapped:
-            return str(ip.ipv4_mapped)
-        # One IPv6 subscriber gets a whole /64: counting single addresses there would count nothing.
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+    return ratelimit.address_key(address)
 
 
 def start_limits() -> dict[str, tuple[int, int]]:

@@ -49,6 +49,7 @@ SearchResponse = inline_serializer(
 
 class SimilaritySearchView(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    token_scope = "read"  # a POST only because an image is uploaded: searching changes nothing
 
     @extend_schema(
         request={"multipart/form-data": SearchRequestSerializer, "application/json": SearchRequestSerializer},

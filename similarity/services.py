@@ -4,7 +4,8 @@
 client's key (a retried request returns the stored vote), one vote per (task, participant)
 enforced by the database (core.votes.store_vote_once, shared with real/bogus votes), and the
 task's vote count and every PairStat of the task updated in the same transaction with
-F-expressions, so concurrent voters never lose an increment.
+F-expressions, so concurrent voters never lose an increment. An answer from the page carries the
+ticket served with its task (core.tickets); simulations call with `trusted=True`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import tickets
 from core.models import ModelVersion, Participant, Subject, Workflow
+from core.storage import open_stored
 from core.votes import VoteError, parse_idempotency_key, store_vote_once
 from jobs.models import Job
 from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
@@ -70,9 +73,18 @@ def record_similarity_vote(
     user_agent: str = "",
     viewport: str = "",
     source: str = "web",
+    ticket: str | None = None,
+    trusted: bool = False,
 ) -> SimilarityVoteResult:
-    """Store one answer exactly once. Raises SimilarityVoteError for an answer that makes no sense."""
+    """Store one answer exactly once. Raises SimilarityVoteError for an answer that makes no sense, and
+    core.tickets.TicketError unless `ticket` is the one served with this task to this participant
+    (`trusted`: simulated volunteers, who need none)."""
     key = parse_idempotency_key(idempotency_key, SimilarityVoteError)
+    if (
+        Workflow.objects.filter(pk=task.workflow_id).values_list("kind", flat=True).first()
+        != Workflow.SIMILARITY
+    ):
+        raise SimilarityVoteError("This workflow asks real or bogus: it takes no similarity answers.")
     chosen_ids = sorted(set(parse_chosen(chosen)))
     none_similar = bool(none_similar)
     if none_similar and chosen_ids:
@@ -90,6 +102,14 @@ def record_similarity_vote(
 
     def build() -> SimilarityVote:
         locked = SimilarityTask.objects.select_for_update().get(pk=task.pk)
+        if not trusted:
+            tickets.verify(
+                ticket,
+                workflow_id=locked.workflow_id,
+                kind=tickets.TASK,
+                item_id=locked.pk,
+                participant=participant,
+            )
         # A task that retired meanwhile still takes the answer (_apply_vote counts it, never un-retires).
         return SimilarityVote(
             workflow_id=locked.workflow_id,
@@ -124,6 +144,13 @@ def record_similarity_vote(
         ),
         conflict_message="This idempotency key was already used for another answer.",
         error=SimilarityVoteError,
+    )
+
+
+def task_ticket(task: SimilarityTask, participant: Participant) -> str:
+    """The ticket that serves `task` to `participant` now; its answer must bring it back."""
+    return tickets.issue(
+        workflow_id=task.workflow_id, kind=tickets.TASK, item_id=task.pk, participant_id=participant.pk
     )
 
 
@@ -252,7 +279,7 @@ def load_embedding_model(version: ModelVersion):
     def build():
         if not version.artifact or not version.artifact_sha256:
             raise EmbeddingUnavailable(f"Embedding v{version.version} has no stored checkpoint.")
-        with version.artifact.open("rb") as handle:
+        with open_stored(version.artifact.name) as handle:
             data = handle.read()
         if hashlib.sha256(data).hexdigest() != version.artifact_sha256:
             raise EmbeddingUnavailable(
@@ -268,17 +295,15 @@ def load_embedding_model(version: ModelVersion):
 
 def load_index(version: ModelVersion):
     """The EmbeddingIndex of a version (its embeddings .npy artifact)."""
-    from django.core.files.storage import default_storage
-
     from similarity.index import EmbeddingIndex
 
     names = (version.config or {}).get("index") or {}
 
     def build():
         try:
-            with default_storage.open(names["vectors"], "rb") as handle:
+            with open_stored(names["vectors"]) as handle:
                 vectors = np.load(handle, allow_pickle=False)
-            with default_storage.open(names["ids"], "rb") as handle:
+            with open_stored(names["ids"]) as handle:
                 ids = np.load(handle, allow_pickle=False)
         except (KeyError, OSError, ValueError) as exc:
             raise EmbeddingUnavailable(
@@ -361,6 +386,7 @@ __all__ = [
     "SimilarityVoteError",
     "SimilarityVoteResult",
     "record_similarity_vote",
+    "task_ticket",
     "request_embedding_round",
     "on_similarity_votes_committed",
     "active_embedding",

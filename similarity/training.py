@@ -25,13 +25,13 @@ import logging
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from core.models import ModelVersion, Subject, Workflow
 from core.rounds import fail_unfinished_versions
+from core.storage import private_storage, random_name
 from jobs.models import Job
 from jobs.services import GPU, JobRun, register
 from similarity.models import SimilarityVote
@@ -126,10 +126,9 @@ def _load_images(workflow: Workflow, input_size: int, run):
     return np.asarray(ids, dtype=np.int64), np.stack(images)[:, None] if images else None
 
 
-def _save(name: str, data: bytes) -> str:
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    return default_storage.save(name, ContentFile(data))
+def _save(prefix: str, suffix: str, data: bytes) -> str:
+    # Private storage under a random name: checkpoints and index files are the project's, never public.
+    return private_storage().save(random_name(prefix, suffix), ContentFile(data))
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -226,9 +225,9 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     save_checkpoint(buffer, result.model, metadata={"workflow": workflow.pk, "version": number})
     checkpoint = buffer.getvalue()
     prefix = f"models/{workflow.pk}/embedding-v{number}"
-    artifact = _save(f"{prefix}.pt", checkpoint)
-    vectors_name = _save(f"{prefix}-vectors.npy", _npy(result.embeddings.astype(np.float16)))
-    ids_name = _save(f"{prefix}-ids.npy", _npy(ids))
+    artifact = _save(f"{prefix}-", ".pt", checkpoint)
+    vectors_name = _save(f"{prefix}-vectors-", ".npy", _npy(result.embeddings.astype(np.float16)))
+    ids_name = _save(f"{prefix}-ids-", ".npy", _npy(ids))
     metrics = {
         **result.metrics,
         "previous_heldout_agreement": previous_agreement,

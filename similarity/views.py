@@ -10,15 +10,16 @@ import uuid
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from core import ratelimit, tickets
 from core.formats import parse_client_time
 from core.models import ModelVersion, Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import OWNER_ROLES, READ_ROLES, project_for_request, workflow_for
+from core.permissions import OWNER_ROLES, READ_ROLES, project_for_request, volunteer_workflow, workflow_for
 from jobs.models import Job
 from similarity import selection, services
 from similarity.models import SimilarityTask, SimilarityVote
@@ -28,22 +29,31 @@ from similarity.upload import QueryImageError, read_query_image
 TILE_KEYS = ("1", "2", "3", "4", "5", "Q", "W", "E", "R", "T", "A", "S", "D", "F", "G")
 
 
-def _workflow(project_slug: str, workflow_slug: str) -> Workflow:
-    return get_object_or_404(
-        Workflow.objects.select_related("project"),
-        project__slug=project_slug,
-        slug=workflow_slug,
-        kind=Workflow.SIMILARITY,
-        is_active=True,
-    )
+def _workflow(request, project_slug: str, workflow_slug: str) -> Workflow:
+    # 404 for a private project's outsiders too: volunteering there is for its members.
+    return volunteer_workflow(request, project_slug, workflow_slug, kind=Workflow.SIMILARITY)
 
 
 def _task_context(
-    request, workflow, participant, *, task=None, error=None, selected=(), key=None, started_at=None
+    request,
+    workflow,
+    participant,
+    *,
+    task=None,
+    ticket=None,
+    error=None,
+    selected=(),
+    key=None,
+    started_at=None,
+    slow_down=False,
 ):
+    """The page's task section: `task` with its `ticket` shown again after a refused answer, else the
+    next task, served with a new ticket (none while the participant must slow down)."""
     n_done = SimilarityVote.objects.filter(workflow=workflow, participant=participant).count()
-    if task is None:
+    if task is None and not slow_down:
         task = selection.next_task(workflow, participant)
+    if task is not None and ticket is None:
+        ticket = services.task_ticket(task, participant)
     candidates = []
     if task is not None:
         subjects = Subject.objects.in_bulk(task.candidates)
@@ -64,6 +74,8 @@ def _task_context(
         "project": workflow.project,
         "workflow": workflow,
         "task": task,
+        "ticket": ticket,
+        "slow_down": slow_down,
         "candidates": candidates,
         "comparison_url": task.comparison.image_url("image") if task else None,
         "selected_ids": ",".join(str(s) for s in selected),
@@ -77,24 +89,39 @@ def _task_context(
 
 
 def classify(request, project, workflow):
-    workflow_obj = get_object_or_404(
-        Workflow.objects.select_related("project"), project__slug=project, slug=workflow, is_active=True
-    )
+    workflow_obj = volunteer_workflow(request, project, workflow)
     if workflow_obj.kind != Workflow.SIMILARITY:
         return redirect(workflow_obj.get_absolute_url())
     participant = participant_for_request(request)
+    try:
+        ratelimit.check(request, "serve", participant)
+    except ratelimit.RateLimited as exc:
+        context = _task_context(request, workflow_obj, participant, error=str(exc), slow_down=True)
+        return _render(request, "similarity/classify.html", context, 429, exc.retry_after)
     return render(request, "similarity/classify.html", _task_context(request, workflow_obj, participant))
+
+
+def _render(request, template, context, status, retry_after=None):
+    response = render(request, template, context, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @require_POST
 def submit(request, project, workflow):
-    workflow = _workflow(project, workflow)
+    """Store the answer and serve the next task. Refusals are 4xx with the task section (htmx swaps
+    them in, static/skyvote/similarity.js): 400 for an answer that makes no sense, 403 for a ticket
+    that does not fit, 429 for too many answers; nothing is stored then."""
+    workflow = _workflow(request, project, workflow)
     participant = participant_for_request(request)
+    template = "similarity/classify.html#task" if request.htmx else "similarity/classify.html"
     task = SimilarityTask.objects.filter(pk=_int(request.POST.get("task")), workflow=workflow).first()
+    ticket = request.POST.get("ticket", "")
     raw_chosen = request.POST.get("chosen", "")
     none_similar = request.POST.get("none") in ("1", "true", "on")
-    context = None
     try:
+        ratelimit.check(request, "vote", participant)
         if task is None:
             raise services.SimilarityVoteError("This task no longer exists; here is a new one.")
         services.record_similarity_vote(
@@ -106,32 +133,40 @@ def submit(request, project, workflow):
             started_at=parse_client_time(request.POST.get("started_at")),
             user_agent=request.headers.get("User-Agent", ""),
             viewport=request.POST.get("viewport", ""),
+            ticket=ticket,
         )
-    except services.SimilarityVoteError as exc:
-        # Nothing is lost: the same task comes back with the same selection and key.
+    except (services.SimilarityVoteError, tickets.TicketError, ratelimit.RateLimited) as exc:
+        status = 429 if isinstance(exc, ratelimit.RateLimited) else getattr(exc, "status", 400)
+        # Nothing is lost: the same task comes back with the same selection, key and ticket, but only
+        # if it really was served to this participant: a refusal never serves a task the client chose.
         selected = []
         try:
             selected = services.parse_chosen(raw_chosen)
         except services.SimilarityVoteError:
             pass
-        answered = (
-            task is not None and SimilarityVote.objects.filter(task=task, participant=participant).exists()
+        again = (
+            task is not None
+            and tickets.peek(
+                ticket, workflow_id=workflow.pk, kind=tickets.TASK, item_id=task.pk, participant=participant
+            )
+            is not None
+            and not SimilarityVote.objects.filter(task=task, participant=participant).exists()
         )
         context = _task_context(
             request,
             workflow,
             participant,
-            task=task if task is not None and not answered else None,
+            task=task if again else None,
+            ticket=ticket if again else None,
             error=str(exc),
-            selected=selected,
-            key=request.POST.get("key") if task is not None and not answered else None,
-            started_at=request.POST.get("started_at") or None,
+            selected=selected if again else (),
+            key=request.POST.get("key") if again else None,
+            started_at=(request.POST.get("started_at") or None) if again else None,
         )
-    if context is None:
-        context = _task_context(request, workflow, participant)
-    if request.htmx:
-        return render(request, "similarity/classify.html#task", context)
-    return redirect("similarity:classify", workflow.project.slug, workflow.slug)
+        return _render(request, template, context, status, getattr(exc, "retry_after", None))
+    if not request.htmx:
+        return redirect("similarity:classify", workflow.project.slug, workflow.slug)
+    return render(request, template, _task_context(request, workflow, participant))
 
 
 def _int(value) -> int:
@@ -143,7 +178,7 @@ def _int(value) -> int:
 
 @require_POST
 def tutorial_seen(request, project, workflow):
-    workflow = _workflow(project, workflow)
+    workflow = _workflow(request, project, workflow)
     request.session[f"sim-tutorial-{workflow.pk}"] = True
     if request.htmx:
         return render(request, "core/empty.html")

@@ -2,8 +2,9 @@
 (core: projects, workflows, subject sets, model versions, uploads, exports; labeling: votes,
 subjects, skills; similarity: similarity votes), one flat list with the same paths and names."""
 
+from csp.decorators import csp_update
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from core import api as core_api
 from labeling import api as labeling_api
@@ -11,12 +12,18 @@ from similarity import api as similarity_api
 
 P = "projects/<slug:project>/"
 
+# Swagger UI and Redoc set styles from script (Redoc writes <style> elements) and Redoc parses the
+# schema in a worker made from a blob: URL. Scripts stay 'self' only: Swagger UI is the split view,
+# whose start-up code is a URL of its own (?script=) rather than an inline <script>.
+docs_policy = csp_update({"style-src": ["'unsafe-inline'"], "worker-src": ["'self'", "blob:"]})
+
 urlpatterns = [
     path("votes/", labeling_api.vote_create, name="api_vote_create"),
     path("projects/", core_api.ProjectList.as_view(), name="api_projects"),
     path(P, core_api.ProjectDetail.as_view(), name="api_project"),
     path(P + "workflows/", core_api.WorkflowList.as_view(), name="api_workflows"),
     path(P + "workflows/<int:pk>/", core_api.WorkflowDetail.as_view(), name="api_workflow"),
+    path(P + "workflows/<int:pk>/next/", labeling_api.next_subject, name="api_workflow_next"),
     path(P + "subject-sets/", core_api.SubjectSetList.as_view(), name="api_subject_sets"),
     path(P + "subjects/", labeling_api.SubjectList.as_view(), name="api_subjects"),
     path(P + "subjects/<int:pk>/", labeling_api.SubjectDetail.as_view(), name="api_subject"),
@@ -38,9 +45,13 @@ urlpatterns = [
     # OpenAPI 3 schema and its browsable documentation (Swagger UI, Redoc: served from our static files).
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api_schema"),
     path(
-        "docs/", SpectacularSwaggerView.as_view(url_name="api_schema", permission_classes=[]), name="api_docs"
+        "docs/",
+        docs_policy(SpectacularSwaggerSplitView.as_view(url_name="api_schema", permission_classes=[])),
+        name="api_docs",
     ),
     path(
-        "redoc/", SpectacularRedocView.as_view(url_name="api_schema", permission_classes=[]), name="api_redoc"
+        "redoc/",
+        docs_policy(SpectacularRedocView.as_view(url_name="api_schema", permission_classes=[])),
+        name="api_redoc",
     ),
 ]

@@ -11,9 +11,15 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `postgres` need real concurrent writers: skipped unless the suite runs on PostgreSQL."""
+    """Tests marked `postgres` need real concurrent writers: skipped unless the suite runs on PostgreSQL.
+    Tests marked `fuzz` run only when a -m expression names them (their own CI step)."""
     from django.conf import settings
 
+    if "fuzz" not in (config.getoption("markexpr") or ""):
+        skip_fuzz = pytest.mark.skip(reason="schemathesis fuzzing runs on its own: pytest -m fuzz")
+        for item in items:
+            if item.get_closest_marker("fuzz"):
+                item.add_marker(skip_fuzz)
     engine = settings.DATABASES["default"]["ENGINE"]
     if "postgresql" in engine:
         return
@@ -32,6 +38,15 @@ def _media_in_tmp(settings, tmp_path):
     settings.PRIVATE_ROOT = tmp_path / "private"
     settings.CELERY_TASK_ALWAYS_EAGER = True
     yield
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits_out_of_the_way(settings):
+    """Every test client comes from 127.0.0.1, and the whole suite makes more requests a minute than
+    the per-address default allows; tests of the limits (tests/test_security_votes.py) set their own."""
+    settings.SKYVOTE_RATE_LIMITS = {
+        action: {"participant": (1_000_000, 60), "address": (1_000_000, 60)} for action in ("serve", "vote")
+    }
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 
 from core.models import ModelVersion, Participant, Project, Subject, Workflow
+from labeling.selection import ticket_for
 from labeling.services import record_vote
 
 
@@ -75,6 +76,7 @@ def populate(project, workflow, django_user_model, n_subjects: int = 6, seed: in
                 user_agent=f'Mozilla/5.0 (test {j}), "quoted"',
                 viewport="1280x800",
                 source="web",
+                ticket=ticket_for(workflow, subject, participant),
             )
             populated.votes.append(result.vote)
 

@@ -1,6 +1,6 @@
 """The README's "Fetch labels from Python" snippet run as a new user would: the
 owner makes a token, the snippet downloads labels as Parquet and FITS and the training bundle from
-a live server with `requests`, and reads them back."""
+a live server with `requests`, reads them back, and votes on a served subject with its ticket."""
 
 import hashlib
 import re
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.authentication import create_token
-from core.models import Subject
+from core.models import Participant, Subject
+from labeling.models import Vote
 from tests.exports_support import populate
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -45,3 +46,6 @@ def test_readme_snippet_against_a_live_server(
     assert scope["images"].shape[0] == manifest["counts"]["subjects"] == len(scope["bundle_labels"])
     assert len(scope["X_train"]) == manifest["counts"]["train"]
     assert {s["status"] for s in scope["retired"]} == {"retired"}
+    assert scope["served"]["subject"] is not None and scope["vote"]["created"] is True
+    stored = Vote.objects.get(pk=scope["vote"]["id"])
+    assert stored.source == "api" and stored.participant == Participant.objects.get(user=owner)

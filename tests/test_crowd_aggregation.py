@@ -11,7 +11,8 @@ from jobs.models import Job
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
 from labeling.models import ParticipantSkill, Vote
 from labeling.recompute import recompute_workflow, vote_arrays
-from labeling.services import record_vote
+from labeling.selection import ticket_for
+from labeling.services import VoteError, record_vote
 from mlcore import aggregation as crowd
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +44,7 @@ def vote(workflow, subject, participant, answer):
         participant=participant,
         answer=answer,
         idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(workflow, subject, participant),
     )
 
 
@@ -135,9 +137,11 @@ def test_similarity_workflow_votes_leave_p_real_alone(project):
         project=project, slug="sim", name="Similar?", kind=Workflow.SIMILARITY, answers=["real", "bogus"]
     )
     s = Subject.objects.create(project=project, workflow=wf, external_id="x")
-    vote(wf, s, Participant.objects.create(kind=Participant.ANONYMOUS), "real")
+    # A real/bogus vote is refused outright by a similarity workflow (tests/test_security_votes.py).
+    with pytest.raises(VoteError, match="similar"):
+        vote(wf, s, Participant.objects.create(kind=Participant.ANONYMOUS), "real")
     s.refresh_from_db()
-    assert s.p_real is None
+    assert s.p_real is None and not Vote.objects.filter(subject=s).exists()
 
 
 def test_recompute_replaces_incremental_state_with_dawid_skene(workflow, subjects):

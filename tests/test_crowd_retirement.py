@@ -7,6 +7,7 @@ import pytest
 from core.models import Participant, Subject, Workflow
 from labeling import retirement
 from labeling.models import ParticipantSkill
+from labeling.selection import ticket_for
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +31,7 @@ def vote(workflow, subject, participant, answer):
         participant=participant,
         answer=answer,
         idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(workflow, subject, participant),
     )
 
 

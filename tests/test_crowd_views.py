@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from core.models import Participant, ProjectMembership, Subject, Workflow
 from labeling.models import ParticipantSkill
+from labeling.selection import ticket_for
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +45,7 @@ def test_volunteer_table_is_pseudonymous_with_skill_and_gold_accuracy(client, ow
             participant=volunteer,
             answer=answer,
             idempotency_key=uuid.uuid4(),
+            ticket=ticket_for(workflow, s, volunteer),
         )
     client.force_login(owner)
     html = client.get(url(workflow, "crowd_volunteers")).content.decode()
@@ -61,7 +63,12 @@ def test_recompute_button_runs_dawid_skene_after_commit(
     s = new_subject(workflow, "a")
     p = Participant.objects.create(kind=Participant.ANONYMOUS)
     record_vote(
-        workflow=workflow, subject_id=s.pk, participant=p, answer="real", idempotency_key=uuid.uuid4()
+        workflow=workflow,
+        subject_id=s.pk,
+        participant=p,
+        answer="real",
+        idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(workflow, s, p),
     )
     client.force_login(owner)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

@@ -20,6 +20,7 @@ def test_dashboard_counts_votes_and_subjects(client, owner, workflow, make_subje
             participant=Participant.objects.create(kind=Participant.ANONYMOUS),
             answer="real",
             idempotency_key=uuid.uuid4(),
+            trusted=True,
         )
     client.force_login(owner)
     html = client.get(reverse("labeling:project_dashboard", args=[workflow.project.slug])).content.decode()

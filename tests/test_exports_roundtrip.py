@@ -99,7 +99,7 @@ def test_late_votes_are_flagged(data, tmp_path):
 
     late = record_vote(
         workflow=data.workflow, subject_id=subject.pk, participant=data.participants[0], answer="real",
-        idempotency_key="6b1f1c32-8d4e-4a53-9c60-1c1a6c7f0a11",
+        idempotency_key="6b1f1c32-8d4e-4a53-9c60-1c1a6c7f0a11", trusted=True,
     ).vote  # fmt: skip
     path = tmp_path / "votes.csv"
     export_votes(data.project, path, "csv")
@@ -120,7 +120,7 @@ def test_pseudonyms_stable_within_a_project_and_different_between_projects(
 
     volunteer = data.participants[0]
     record_vote(workflow=other_wf, subject_id=subject.pk, participant=volunteer, answer="real",
-                idempotency_key="0b5f4f7e-7a86-4b39-9f0a-6fd3f1a1b001")  # fmt: skip
+                idempotency_key="0b5f4f7e-7a86-4b39-9f0a-6fd3f1a1b001", trusted=True)  # fmt: skip
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     export_votes(data.project, first, "csv")
     export_votes(other, second, "csv")
@@ -267,7 +267,7 @@ def test_participants_of_other_projects_are_not_exported(data, tmp_path, owner):
     from labeling.services import record_vote
 
     record_vote(workflow=other_wf, subject_id=subject.pk, participant=stranger, answer="bogus",
-                idempotency_key="1c2d3e4f-0000-4000-8000-000000000001")  # fmt: skip
+                idempotency_key="1c2d3e4f-0000-4000-8000-000000000001", trusted=True)  # fmt: skip
     path = tmp_path / "votes.csv"
     export_votes(data.project, path, "csv")
     rows = list(csv.DictReader(open(path)))

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.models import ModelVersion, Participant, Subject
-from labeling.selection import CANDIDATES, TOP_FEW, next_subject
+from labeling.selection import CANDIDATES, TOP_FEW, next_subject, ticket_for
 from labeling.services import record_vote
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,7 @@ def answer(workflow, subject, participant):
         participant=participant,
         answer="real",
         idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(workflow, subject, participant),
     )
 
 

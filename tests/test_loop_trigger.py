@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from core.models import Participant, Subject
 from jobs.models import Job
 from jobs.services import sweep_jobs
+from labeling.selection import ticket_for
 from labeling.services import record_vote
 from loop import services as loop
 
@@ -51,6 +52,7 @@ def vote(workflow, subject, participant, answer="real"):
         participant=participant,
         answer=answer,
         idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(workflow, subject, participant),
     )
     loop.on_votes_committed(workflow.pk)  # what the vote service runs after commit
     return result
@@ -104,6 +106,7 @@ def test_votes_that_cannot_reach_the_threshold_cost_no_query(rb_workflow, django
         participant=p,
         answer="bogus",
         idempotency_key=uuid.uuid4(),
+        ticket=ticket_for(rb_workflow, pool[1], p),
     )
     with django_assert_num_queries(0):
         loop.on_votes_committed(rb_workflow.pk)

@@ -18,8 +18,11 @@ def vote_anonymously(client, workflow, n):
     html = client.get(url).content.decode()
     for _ in range(n):
         sid = re.search(r'name="subject" value="(\d+)"', html).group(1)
+        ticket = re.search(r'name="ticket" value="([^"]+)"', html).group(1)
         html = client.post(
-            vote_url, {"subject": sid, "key": str(uuid.uuid4()), "answer": "real"}, HTTP_HX_REQUEST="true"
+            vote_url,
+            {"subject": sid, "ticket": ticket, "key": str(uuid.uuid4()), "answer": "real"},
+            HTTP_HX_REQUEST="true",
         ).content.decode()
 
 
@@ -53,11 +56,17 @@ def test_login_merges_but_never_duplicates(client, workflow, make_subjects, djan
         participant=mine,
         answer="real",
         idempotency_key=uuid.uuid4(),
+        trusted=True,
     )
     anon = Participant.objects.create(kind=Participant.ANONYMOUS)
     for s in subjects:
         record_vote(
-            workflow=workflow, subject_id=s.pk, participant=anon, answer="bogus", idempotency_key=uuid.uuid4()
+            workflow=workflow,
+            subject_id=s.pk,
+            participant=anon,
+            answer="bogus",
+            idempotency_key=uuid.uuid4(),
+            trusted=True,
         )
     session = client.session
     session["participant_id"] = anon.pk

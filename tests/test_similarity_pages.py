@@ -24,6 +24,10 @@ def _task_page(client, workflow):
     return html, int(re.search(r'name="task" value="(\d+)"', html).group(1))
 
 
+def _ticket(html):
+    return re.search(r'name="ticket" value="([^"]+)"', html).group(1)
+
+
 def test_task_page_shows_comparison_15_keyed_tiles_tutorial_and_counter(client, sim_workflow):
     html, _task = _task_page(client, sim_workflow)
     assert html.count('class="sim-candidate"') == 15
@@ -45,7 +49,13 @@ def test_answers_via_htmx_swap_in_the_next_task(client, sim_workflow):
     key = re.search(r'name="key" value="([0-9a-f-]+)"', html).group(1)
     response = client.post(
         url,
-        {"task": task_id, "chosen": ",".join(chosen), "key": key, "viewport": "800x600"},
+        {
+            "task": task_id,
+            "chosen": ",".join(chosen),
+            "key": key,
+            "viewport": "800x600",
+            "ticket": _ticket(html),
+        },
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200
@@ -59,7 +69,8 @@ def test_answers_via_htmx_swap_in_the_next_task(client, sim_workflow):
         vote.chosen == sorted(int(c) for c in chosen) and not vote.none_similar and vote.viewport == "800x600"
     )
     # The same request again (a retry) stores nothing new.
-    client.post(url, {"task": task_id, "chosen": ",".join(chosen), "key": key}, HTTP_HX_REQUEST="true")
+    retry = {"task": task_id, "chosen": ",".join(chosen), "key": key, "ticket": _ticket(html)}
+    assert client.post(url, retry, HTTP_HX_REQUEST="true").status_code == 200
     assert SimilarityVote.objects.count() == 1
 
 
@@ -67,12 +78,18 @@ def test_submitting_nothing_explains_and_keeps_the_task(client, sim_workflow):
     html, task_id = _task_page(client, sim_workflow)
     key = re.search(r'name="key" value="([0-9a-f-]+)"', html).group(1)
     url = f"/similarity/p/{sim_workflow.project.slug}/{sim_workflow.slug}/answer/"
-    response = client.post(url, {"task": task_id, "chosen": "", "key": key}, HTTP_HX_REQUEST="true")
+    ticket = _ticket(html)
+    response = client.post(
+        url, {"task": task_id, "chosen": "", "key": key, "ticket": ticket}, HTTP_HX_REQUEST="true"
+    )
     body = response.content.decode()
+    assert response.status_code == 400
     assert "Select the similar images" in body and 'role="alert"' in body
-    assert f'name="task" value="{task_id}"' in body and f'value="{key}"' in body
+    assert f'name="task" value="{task_id}"' in body and f'value="{key}"' in body and _ticket(body) == ticket
     assert not SimilarityVote.objects.exists()
-    response = client.post(url, {"task": task_id, "none": "1", "key": key}, HTTP_HX_REQUEST="true")
+    response = client.post(
+        url, {"task": task_id, "none": "1", "key": key, "ticket": ticket}, HTTP_HX_REQUEST="true"
+    )
     assert SimilarityVote.objects.get().none_similar
 
 

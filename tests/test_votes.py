@@ -6,6 +6,7 @@ import pytest
 
 from core.models import Participant, Subject
 from labeling.models import Vote
+from labeling.selection import ticket_for
 from labeling.services import VoteError, record_vote
 
 pytestmark = pytest.mark.django_db
@@ -22,6 +23,7 @@ def vote(workflow, subject, participant, answer="real", key=None):
         participant=participant,
         answer=answer,
         idempotency_key=key or uuid.uuid4(),
+        ticket=ticket_for(workflow, subject, participant),
     )
 
 

@@ -13,6 +13,15 @@
     if (tutorial && tutorial.dataset.firstVisit === "1" && tutorial.showModal) tutorial.showModal();
   });
   document.body.addEventListener("htmx:afterSwap", fillClientFields);
+  // A refused vote (an expired ticket, "slow down", an answer that makes no sense) comes back as a
+  // 4xx with the task section saying why; htmx would drop it, so swap it in like any other answer.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var status = event.detail.xhr.status;
+    if (status >= 400 && status < 500 && event.detail.target && event.detail.target.id === "task") {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;

@@ -42,6 +42,15 @@
 
   document.addEventListener("DOMContentLoaded", init);
   document.body.addEventListener("htmx:afterSwap", init);
+  // A refused answer (an expired ticket, "slow down", nothing selected) comes back as a 4xx with the
+  // task section saying why; htmx would drop it, so swap it in like any other answer.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    var status = event.detail.xhr.status;
+    if (status >= 400 && status < 500 && event.detail.target && event.detail.target.id === "sim-task") {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 
   document.addEventListener("click", function (event) {
     var candidate = event.target.closest(".sim-candidate");

@@ -76,6 +76,7 @@ class Command(BaseCommand):
                 none_similar=not chosen,
                 idempotency_key=uuid.uuid4(),
                 source="simulated",
+                trusted=True,  # simulated volunteers are served by next_task right here
             )
             stored += result.created
             none += result.created and not chosen
