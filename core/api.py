@@ -10,11 +10,8 @@ in the project gets 404, a viewer gets 403 where owners/collaborators are needed
 Thin views: the work is in core.ingest and core.exporters.
 """
 
-from pathlib import Path
-
 from django.db import transaction
 from django.db.models import Count
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -32,7 +29,13 @@ from core import exporters
 from core.formats import parse_time
 from core.ingest import IngestError, create_ingest_job
 from core.models import ModelVersion, SubjectSet, Workflow
-from core.permissions import EXPORT_ROLES, WRITE_ROLES, HasProjectRole, projects_readable_by
+from core.permissions import (
+    EXPORT_ROLES,
+    WRITE_ROLES,
+    HasProjectRole,
+    TokenScopeAllows,
+    projects_readable_by,
+)
 from core.serializers import (
     ErrorSerializer,
     ExportJobSerializer,
@@ -44,6 +47,7 @@ from core.serializers import (
     UploadSerializer,
     WorkflowSerializer,
 )
+from core.storage import file_response
 from jobs.models import Job
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +103,7 @@ WORKFLOW_PARAM = OpenApiParameter("workflow", OpenApiTypes.STR, description="Wor
 class ProjectScopedMixin:
     """A view under /api/projects/<project>/: role checks, project in the serializer context."""
 
-    permission_classes = [IsAuthenticated, HasProjectRole]
+    permission_classes = [IsAuthenticated, TokenScopeAllows, HasProjectRole]
     pagination_class = ApiPagination
     filter_backends = [OrderingFilter]
     project = None
@@ -260,13 +264,19 @@ class ModelArtifactDownload(ProjectScopedMixin, APIView):
         },
     )
     def get(self, request, project, pk):
-        model = get_object_or_404(ModelVersion, pk=pk, workflow__project=self.project)
+        model = get_object_or_404(
+            ModelVersion.objects.select_related("workflow"), pk=pk, workflow__project=self.project
+        )
         if not model.artifact:
             return Response(
                 {"detail": "This model version has no artifact."}, status=status.HTTP_404_NOT_FOUND
             )
-        response = FileResponse(
-            model.artifact.open("rb"), as_attachment=True, filename=Path(model.artifact.name).name
+        # Stored under a random name in private storage; the download gets a readable one.
+        response = file_response(
+            model.artifact.name,
+            content_type="application/octet-stream",
+            filename=f"{self.project.slug}-{model.workflow.slug}-{model.kind}-v{model.version}.pt",
+            as_attachment=True,
         )
         if model.artifact_sha256:
             response["X-Checksum-SHA256"] = model.artifact_sha256
@@ -293,7 +303,9 @@ class UploadCreate(ProjectScopedMixin, APIView):
         """Store the files and queue an ingest job; 202 with the job. Poll the job's URL for its
         progress and report (one bad file is reported there and the others go in)."""
         files = request.FILES.getlist("files")
-        data = UploadSerializer(data={**request.data.dict(), "files": files})
+        # A body DRF did not parse as a form (empty, or no content type) comes back as a plain dict.
+        form = request.data.dict() if hasattr(request.data, "dict") else dict(request.data)
+        data = UploadSerializer(data={**form, "files": files})
         data.is_valid(raise_exception=True)
         workflow = self.project.workflows.filter(pk=data.validated_data["workflow"]).first()
         if workflow is None:
@@ -415,10 +427,4 @@ class ExportDownload(ProjectScopedMixin, APIView):
                 else f"The export is {job.status}; try again when it is done."
             )
             return Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
-        fmt = job.params.get("format", "")
-        return FileResponse(
-            job.result.open("rb"),
-            as_attachment=True,
-            filename=Path(job.result.name).name,
-            content_type=exporters.CONTENT_TYPES.get(fmt, "application/octet-stream"),
-        )
+        return exporters.download_response(job)

@@ -41,15 +41,16 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.core.files import File
-from django.core.files.storage import default_storage
 from django.db import connections
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from core.formats import csv_safe
 from core.models import Project, Workflow
 from core.permissions import EXPORT_ROLES, can_see_worker_ids
-from jobs.models import Job, job_upload_path
+from core.storage import delete_stored, file_response, private_storage, random_name
+from jobs.models import Job
 from jobs.services import SHORT, JobLost, JobRun, queue_job, register
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,11 @@ class CsvWriter:
         self.writer.writerow([c.name for c in columns])
         self.dt = [i for i, c in enumerate(columns) if c.kind == "datetime"]
         self.bools = [i for i, c in enumerate(columns) if c.kind == "bool"]
+        # Text cells only: a number column's -0.5 stays a number (core.formats.csv_safe).
+        self.texts = [i for i, c in enumerate(columns) if c.kind == "str"]
 
     def write(self, rows: list[tuple]) -> None:
-        dt, bools = self.dt, self.bools
+        dt, bools, texts = self.dt, self.bools, self.texts
         out = []
         for row in rows:
             row = list(row)
@@ -228,6 +231,8 @@ class CsvWriter:
             for i in bools:
                 if row[i] is not None:
                     row[i] = "true" if row[i] else "false"
+            for i in texts:
+                row[i] = csv_safe(row[i])
             out.append(row)
         self.writer.writerows(out)
 
@@ -720,8 +725,11 @@ def export_job(run: JobRun) -> None:
             raise ExportError(f"Unknown export '{kind}'.")
         info = found.run(job.project, target, fmt, workflow=job.workflow, params=params, progress=report)
         run.heartbeat(force=True)  # still ours: only now write the file where the job will point
+        # Private storage under a random name: the friendly name (project, kind, time) is guessable,
+        # so it is only the download's Content-Disposition (params["filename"]).
+        name = random_name(f"jobs/{job.project_id}/{job.pk}/", f".{EXTENSIONS[fmt]}")
         with open(target, "rb") as handle:
-            stored = default_storage.save(job_upload_path(job, target.name), File(handle, name=target.name))
+            stored = private_storage().save(name, File(handle, name=target.name))
         try:
             run.finish(
                 Job.SUCCEEDED,
@@ -729,14 +737,26 @@ def export_job(run: JobRun) -> None:
                 result=stored,
                 params={
                     **params,
+                    "filename": target.name,
                     "result": {k: v for k, v in info.items() if k in ("rows", "exported_at", "code_version")},
                 },
             )
         except JobLost:
-            default_storage.delete(stored)
+            delete_stored(stored)
             raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def download_response(job: Job):
+    """A finished export's file, for a view that has checked the role: from private storage (default
+    storage for exports written before), under its friendly name."""
+    return file_response(
+        job.result.name,
+        content_type=CONTENT_TYPES.get(job.params.get("format", ""), "application/octet-stream"),
+        filename=job.params.get("filename") or Path(job.result.name).name,
+        as_attachment=True,
+    )
 
 
 def export_jobs(project: Project):

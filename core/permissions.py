@@ -12,17 +12,25 @@ the apps' api.py):
 | MEMBER_ROLES | every role | the review queue |
 
 Someone with no role in a project gets 404 everywhere, never 403: a project's existence is not
-leaked to other projects' owners. Staff count as owners of every project. On pages, a member whose
-role is not enough gets 403. The API knows no experts (they label gold on the pages): to the API an
-expert is someone with no role (404).
+leaked to other projects' owners. Staff have no role in projects they are not members of, unless the
+deployment sets SKYVOTE_STAFF_SEE_ALL_PROJECTS (then staff and superusers count as owners of every
+project). On pages, a member whose role is not enough gets 403. The API knows no experts (they
+label gold on the pages): to the API an expert is someone with no role (404).
+
+Volunteering (classify pages, votes, the field guide, subject images): a public project is open to
+everyone; a private one (`is_public=False`) only to its members, whatever their role, and to panel
+workers through their task links. Outsiders get 404 (`can_volunteer`, `volunteer_workflow`,
+`volunteer_project`); the home page lists `projects_visible_to` the user.
 
 Pages call `project_for_request` or `workflow_for`; API views use `HasProjectRole` (`project_for`).
+API tokens may also be read-only: `TokenScopeAllows` refuses them anything but reading.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import permissions
@@ -44,6 +52,10 @@ WRITE_ROLES = frozenset({OWNER, COLLABORATOR})  # uploads
 EXPORT_ROLES = WRITE_ROLES
 EXPERT_ROLES = frozenset({OWNER, EXPERT})  # gold labels
 MEMBER_ROLES = frozenset({OWNER, COLLABORATOR, VIEWER, EXPERT})  # every role: 403, not 404, when refused
+
+# What an API token may do (core.models.ApiToken.scope), on top of its user's roles.
+TOKEN_READ, TOKEN_WRITE = "read", "write"
+TOKEN_SCOPE_CHOICES = [(TOKEN_READ, "Read only"), (TOKEN_WRITE, "Read and write")]
 
 
 def member_role(project: Project | None, user, members=MEMBER_ROLES) -> str:
@@ -112,13 +124,69 @@ def workflow_for(
     return workflow, require_role(role, roles)
 
 
+def staff_sees_all(user) -> bool:
+    """Whether `user` counts as an owner of every project: only staff or superusers, and only where
+    the deployment chose it (SKYVOTE_STAFF_SEE_ALL_PROJECTS). Being staff alone grants no project role."""
+    if not getattr(settings, "SKYVOTE_STAFF_SEE_ALL_PROJECTS", False):
+        return False
+    return bool(getattr(user, "is_authenticated", False) and (user.is_staff or user.is_superuser))
+
+
+def can_volunteer(request, project: Project) -> bool:
+    """Whether the request may see, classify and vote in `project`: everyone in a public project,
+    only members (any role) in a private one. Panel workers reach private projects through their
+    task links, which check the link instead (panels.views)."""
+    if project.is_public:
+        return True
+    return project.role_of(getattr(request, "user", None)) is not None
+
+
+def volunteer_project(request, slug: str) -> Project:
+    """The project for a volunteer page (the field guide); Http404 when it does not exist or is
+    private and the user is not a member, so a private project's existence does not leak."""
+    project = _project(slug)
+    if project is None or not can_volunteer(request, project):
+        raise Http404("No such project.")
+    return project
+
+
+def volunteer_workflow(request, project_slug: str, workflow_slug: str, kind=None) -> Workflow:
+    """The active workflow for a volunteer page or vote (classify, vote, tutorial); Http404 when there
+    is none (of `kind`, when given) or the request may not volunteer in its project."""
+    from core.models import Workflow
+
+    workflows = Workflow.objects.select_related("project").filter(
+        project__slug=project_slug, slug=workflow_slug, is_active=True
+    )
+    if kind is not None:
+        workflows = workflows.filter(kind=kind)
+    workflow = workflows.first()
+    if workflow is None or not can_volunteer(request, workflow.project):
+        raise Http404("No such workflow.")
+    return workflow
+
+
+def projects_visible_to(user):
+    """The home page's projects: every public project, and the private ones the user is a member of."""
+    from django.db.models import Q
+
+    from core.models import Project
+
+    if staff_sees_all(user):
+        return Project.objects.all()
+    visible = Q(is_public=True)
+    if getattr(user, "is_authenticated", False):
+        visible |= Q(owner=user) | Q(memberships__user=user)
+    return Project.objects.filter(visible).distinct()
+
+
 def projects_readable_by(user):
     """Projects the user has a reading role in."""
     from core.models import Project
 
     if not getattr(user, "is_authenticated", False):
         return Project.objects.none()
-    if user.is_staff:
+    if staff_sees_all(user):
         return Project.objects.all()
     from django.db.models import Q
 
@@ -148,6 +216,26 @@ class HasProjectRole(permissions.BasePermission):
         )
         view.project, view.role = project_for(request.user, slug, roles)
         return True
+
+
+class TokenScopeAllows(permissions.BasePermission):
+    """The one scope check: a read-only API token may read (GET, HEAD, OPTIONS) and nothing else.
+
+    Browser sessions and write tokens pass; the user's roles are checked separately. A view whose
+    POST only reads (search) declares `token_scope = "read"`. It is in DEFAULT_PERMISSION_CLASSES,
+    and views that set their own permission classes list it too (tests/test_security_accounts.py).
+    """
+
+    message = "This API token is read-only: create a token with read and write scope to change anything."
+
+    def has_permission(self, request, view):
+        scope = getattr(request.auth, "scope", None)
+        if scope is None or scope == TOKEN_WRITE:
+            return True
+        needed = getattr(view, "token_scope", None) or (
+            TOKEN_READ if request.method in permissions.SAFE_METHODS else TOKEN_WRITE
+        )
+        return needed == TOKEN_READ
 
 
 def owner_project(request, slug: str) -> Project:

@@ -5,11 +5,12 @@ from django.contrib.auth import login
 from django.contrib.auth.forms import UserCreationForm
 from django.shortcuts import redirect, render
 
-from core.models import Project
+from core.permissions import projects_visible_to
 
 
 def home(request):
-    projects = Project.objects.filter(is_public=True).prefetch_related("workflows").order_by("name")
+    # Public projects for everyone; a member also sees the private projects they belong to.
+    projects = projects_visible_to(request.user).prefetch_related("workflows").order_by("name")
     return render(request, "core/home.html", {"projects": projects})
 
 

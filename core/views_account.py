@@ -4,12 +4,12 @@ Thin views: tokens are made and revoked by core.authentication, exports by core.
 exports offered are the ones the apps register there).
 """
 
-from pathlib import Path
-
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core import exporters
@@ -19,20 +19,34 @@ from core.permissions import EXPORT_ROLES, project_for_request
 from jobs.models import Job
 
 
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False)
+    # Optional so that scripts posting only a name keep getting the tokens they always got.
+    scope = forms.ChoiceField(choices=ApiToken.SCOPES, required=False)
+    expires_in_days = forms.IntegerField(min_value=1, max_value=3650, required=False)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def api_tokens(request):
-    """List your tokens; POST makes one and shows its key on this response only."""
+    """List your tokens; POST makes one (read-only or not, expiring or not) and shows its key on this
+    response only."""
     new_key = None
     new_token = None
-    if request.method == "POST":
-        new_token, new_key = create_token(request.user, request.POST.get("name", ""))
+    form = ApiTokenForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        new_token, new_key = create_token(
+            request.user,
+            form.cleaned_data["name"],
+            scope=form.cleaned_data["scope"] or ApiToken.WRITE,
+            expires_in_days=form.cleaned_data["expires_in_days"],
+        )
     tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
     response = render(
         request,
         "core/api_tokens.html",
-        {"tokens": tokens, "new_key": new_key, "new_token": new_token},
-        status=201 if new_key else 200,
+        {"tokens": tokens, "new_key": new_key, "new_token": new_token, "form": form, "now": timezone.now()},
+        status=201 if new_key else 400 if form.errors else 200,
     )
     # The key is in this page only: keep it out of caches and the back/forward cache.
     response["Cache-Control"] = "no-store"
@@ -99,9 +113,4 @@ def export_download(request, project, job):
         return HttpResponse(
             f"This export is {job.get_status_display().lower()}.", status=409, content_type="text/plain"
         )
-    return FileResponse(
-        job.result.open("rb"),
-        as_attachment=True,
-        filename=Path(job.result.name).name,
-        content_type=exporters.CONTENT_TYPES.get(job.params.get("format", ""), "application/octet-stream"),
-    )
+    return exporters.download_response(job)

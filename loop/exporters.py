@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from django.core.files.storage import default_storage
 
 from core.exporters import (
     Column,
@@ -36,6 +35,7 @@ from core.exporters import (
     zip_add_file,
 )
 from core.models import Project, Subject, Workflow
+from core.storage import open_stored
 from labeling.exporters import aggregation_params, label_queryset
 from labeling.labels import decided_filter, label_of
 
@@ -120,7 +120,7 @@ def export_bundle(
             if not name:
                 skipped_no_data += 1
                 continue
-            with default_storage.open(name, "rb") as handle:
+            with open_stored(name) as handle:
                 shape, _ = _npy_shape(handle)
             shapes[shape] = shapes.get(shape, 0) + 1
         done += len(chunk)
@@ -149,7 +149,7 @@ def export_bundle(
                     done += 1
                     if not name:
                         continue
-                    with default_storage.open(name, "rb") as handle:
+                    with open_stored(name) as handle:
                         array = np.load(handle, allow_pickle=False).astype("<f4", copy=False)
                     original = array.shape
                     if array.shape != common:

@@ -9,6 +9,7 @@ urlpatterns = [
     path(W + "job/", views.job_status, name="job"),
     path(W + "train/", views.train_now, name="train"),
     path(W + "v<int:version>/promote/", views.promote, name="promote"),
+    path(W + "v<int:version>/plots/<slug:plot>.png", views.plot, name="plot"),
     path(W + "subjects/<int:subject>/", views.subject_model, name="subject"),
     path(W + "subjects/<int:subject>/saliency.png", views.subject_saliency, name="saliency"),
 ]

@@ -12,22 +12,29 @@ import numpy as np
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from core.models import ModelVersion, Subject, Workflow
 from core.permissions import OWNER_ROLES, READ_ROLES, workflow_for
+from core.storage import file_response, open_stored, private_storage, stored_exists
 from jobs.models import Job
 from loop import services as loop
 
 LOG_TAIL_LINES = 15
 
 
-def _media_url(name: str | None) -> str | None:
-    return default_storage.url(name) if name else None
+PLOTS = ("roc", "reliability", "learning_curve")
+
+
+def _plot_url(workflow: Workflow, version: ModelVersion | None, plot: str) -> str | None:
+    """The plot view's URL (plots are in private storage: only the project's readers see them)."""
+    if version is None or not ((version.metrics or {}).get("plots") or {}).get(plot):
+        return None
+    return reverse("loop:plot", args=[workflow.project.slug, workflow.slug, version.version, plot])
 
 
 def _job_context(workflow: Workflow, watching: int | None = None) -> dict:
@@ -58,8 +65,7 @@ def workflow_models(request, project, workflow):
     versions = list(
         ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.CLASSIFIER).order_by("-version")
     )
-    plots = (active.metrics or {}).get("plots", {}) if active else {}
-    latest_plots = (versions[0].metrics or {}).get("plots", {}) if versions else {}
+    latest = versions[0] if versions else None
     status_counts = dict(
         Subject.objects.filter(workflow=workflow).values_list("status").annotate(n=Count("id")).order_by()
     )
@@ -77,9 +83,9 @@ def workflow_models(request, project, workflow):
         "role": role,
         "active": active,
         "versions": versions,
-        "roc_url": _media_url(plots.get("roc")),
-        "reliability_url": _media_url(plots.get("reliability")),
-        "learning_curve_url": _media_url(latest_plots.get("learning_curve")),
+        "roc_url": _plot_url(workflow, active, "roc"),
+        "reliability_url": _plot_url(workflow, active, "reliability"),
+        "learning_curve_url": _plot_url(workflow, latest, "learning_curve"),
         "uncertainty_bars": _uncertainty_bars(active),
         "pool": (active.metrics or {}).get("pool") if active else None,
         "decided": decided,
@@ -109,6 +115,20 @@ def job_status(request, project, workflow):
         # The round the page was watching has ended: reload to show the new model and plots.
         response["HX-Refresh"] = "true"
     return response
+
+
+@login_required
+@require_GET
+def plot(request, project, workflow, version, plot):
+    """A model version's plot (ROC, reliability, learning curve), for the project's readers only."""
+    workflow, _ = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
+    model_version = get_object_or_404(
+        ModelVersion, workflow=workflow, kind=ModelVersion.CLASSIFIER, version=version
+    )
+    name = ((model_version.metrics or {}).get("plots") or {}).get(plot) if plot in PLOTS else None
+    if not name:
+        raise Http404("No such plot.")
+    return file_response(name, content_type="image/png", cache_control="private, max-age=3600")
 
 
 @login_required
@@ -194,15 +214,16 @@ def _saliency_png(maps: np.ndarray, scale: int = 4) -> bytes:
 @login_required
 @require_GET
 def subject_saliency(request, project, workflow, subject):
-    """Input-gradient saliency of the active model for one subject, as PNG (cached in media storage)."""
+    """Input-gradient saliency of the active model for one subject, as PNG (cached in private storage:
+    it shows the subject, so it is as private as the project; maps cached in media before are read too)."""
     workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     subject = _subject(workflow, subject)
     version = workflow.active_model
     if version is None:
         raise Http404("There is no active model yet.")
     name = f"saliency/{workflow.pk}/v{version.version}-{version.artifact_sha256[:8]}/{subject.pk}.png"
-    if default_storage.exists(name):
-        with default_storage.open(name, "rb") as handle:
+    if stored_exists(name):
+        with open_stored(name) as handle:
             png = handle.read()
     else:
         from core.ingest import IngestError, load_subject_array
@@ -214,7 +235,7 @@ def subject_saliency(request, project, workflow, subject):
             return HttpResponse(f"No saliency map: {exc}", status=409, content_type="text/plain")
         _, maps = loop.saliency_maps(model, triplet)
         png = _saliency_png(maps)
-        default_storage.save(name, ContentFile(png))
+        private_storage().save(name, ContentFile(png))
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -8,6 +8,7 @@ from django.urls import URLPattern, reverse
 from core.authentication import create_token
 from core.exporters import start_export
 from core.models import ModelVersion, Project, ProjectMembership, Workflow
+from core.storage import open_stored
 from jobs.models import Job
 from jobs.services import run_job
 from skyvote import api_urls
@@ -160,5 +161,5 @@ def test_worker_ids_reach_owners_only(client, data, owner, django_user_model):
         job = start_export(project=data.project, user=user, role=role, kind="votes", fmt="csv")
         run_job(job.pk)
         job.refresh_from_db()
-        content = b"".join(job.result.open("rb"))
+        content = b"".join(open_stored(job.result.name))
         assert (worker_id.encode() in content) is (role == "owner")

@@ -13,6 +13,7 @@ from django.urls import reverse
 from core import exporters
 from core.authentication import create_token
 from core.models import Workflow
+from core.storage import private_storage
 from jobs.models import Job
 from jobs.services import run_job
 
@@ -78,8 +79,11 @@ def test_the_export_job_runs_a_registered_exporter(project, owner, echo, django_
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED, job.error
     assert job.params["note"] == "kept at start" and job.params["result"]["rows"] == 1
-    assert job.result.name.endswith(".jsonl") and f"{project.slug}-all-echo-" in job.result.name
-    assert json.loads(job.result.open("rb").read()) == {"project": project.slug, "note": "kept at start"}
+    # Stored under a random name in private storage; the friendly name is the download's.
+    assert job.result.name.endswith(".jsonl") and project.slug not in job.result.name
+    assert job.params["filename"].startswith(f"{project.slug}-all-echo-")
+    with private_storage().open(job.result.name, "rb") as handle:
+        assert json.loads(handle.read()) == {"project": project.slug, "note": "kept at start"}
 
 
 def test_a_job_whose_exporter_is_gone_fails_with_a_message(project, owner, echo, monkeypatch):

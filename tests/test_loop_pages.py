@@ -51,7 +51,10 @@ def test_owner_page_shows_versions_metrics_plots_histogram_and_the_queue(client,
     assert 'data-testid="active-version">v1<' in html
     assert f"{version.metrics['heldout']['roc_auc']:.4f}" in html
     for name in ("roc", "reliability", "learning_curve"):
-        assert version.metrics["plots"][name] in html  # the stored PNG is linked
+        # Linked through the plot view (plots are in private storage), which serves the stored PNG.
+        plot_url = reverse("loop:plot", args=[workflow.project.slug, workflow.slug, version.version, name])
+        assert plot_url in html and version.metrics["plots"][name] not in html
+        assert client.get(plot_url).getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count('class="bar"') == 20  # uncertainty histogram over the pool
     top = re.findall(r"/model/subjects/(\d+)/", html)
     best = (

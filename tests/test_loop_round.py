@@ -11,6 +11,7 @@ import torch
 from django.core.files.storage import default_storage
 
 from core.models import ModelVersion, Participant, Subject
+from core.storage import private_storage
 from jobs.models import Job
 from jobs.services import JobLost, JobRun, claim, run_job, sweep_jobs
 from labeling.selection import TOP_FEW, next_subject
@@ -53,13 +54,13 @@ def test_round_registers_promotes_and_reranks_the_pool(
     heldout = version.metrics["heldout"]
     assert heldout["n"] == len(pool.gold) and 0.0 <= heldout["roc_auc"] <= 1.0
     assert set(version.metrics["timings_s"]) == {"export", "train", "evaluate", "register", "score", "write"}
-    # The artifact in storage is the one whose SHA-256 was recorded.
-    with version.artifact.open("rb") as handle:
+    # The artifact in (private) storage is the one whose SHA-256 was recorded.
+    with private_storage().open(version.artifact.name, "rb") as handle:
         assert hashlib.sha256(handle.read()).hexdigest() == version.artifact_sha256
     for name in ("roc", "reliability", "learning_curve"):
         stored = version.metrics["plots"][name]
-        assert default_storage.exists(stored)
-        with default_storage.open(stored, "rb") as handle:
+        assert private_storage().exists(stored) and not default_storage.exists(stored)
+        with private_storage().open(stored, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # Every unretired subject was scored and ranked by the workflow's strategy (entropy).
@@ -186,7 +187,7 @@ def test_corrupt_or_foreign_model_files_never_become_active(
     active_before = workflow.active_model_id
     candidate = ModelVersion.objects.exclude(pk=active_before).get(workflow=workflow)
     status_before = candidate.status
-    path = candidate.artifact.path
+    path = private_storage().path(candidate.artifact.name)
 
     # 1. Bytes changed on disk after registration.
     with open(path, "r+b") as handle:
