@@ -6,5 +6,6 @@ class CoreConfig(AppConfig):
     verbose_name = "Projects, workflows and subjects"
 
     def ready(self):
-        # The ingest and export job kinds register themselves on import.
-        from core import exporters, ingest  # noqa: F401
+        # The ingest and export job kinds register themselves on import; watch holds the periodic
+        # task of watched folders.
+        from core import exporters, ingest, watch  # noqa: F401

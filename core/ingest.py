@@ -2,13 +2,16 @@
 projects and private storage for private ones).
 
 Formats (see docs/ingestion.md): ZTF alert packets in Avro (2016 test alerts to schema 4.x),
-Fink-style Parquet (one alert per row), FITS triplets (three files, three HDUs or a 3-plane
-cube), NumPy .npy/.npz stacks and PNG/JPEG images.
+Rubin alert packets (Avro containers of lsst.v7 on, Kafka messages in the Confluent wire format),
+broker Parquet of either (one alert per row; ZTF or Rubin told by content, core.alerts), FITS
+triplets (three files, three HDUs or a 3-plane cube), NumPy .npy/.npz stacks and PNG/JPEG images.
+In alert files each alert stands alone: a bad one is its own error line and the others go in.
 
 Every file (or FITS triplet group) is one unit: it is ingested atomically (one transaction,
 files written to storage deleted again if it rolls back) and a bad unit becomes one error
 line naming the file and the reason while the run goes on. Re-ingesting a subject whose
-external_id the project already has is a no-op counted as a duplicate.
+external_id its subject set already has is a no-op counted as a duplicate (every ingest goes into a
+set: the workflow's "default" one when none is named).
 
 Stored arrays follow the FITS convention: row 0 is the bottom row (rendering flips them so
 north-ish is up, as in DS9). PNG/JPEG inputs are flipped on the way in to match.
@@ -43,6 +46,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils.text import get_valid_filename, slugify
 
+from core import alerts as alert_tools
 from core.formats import json_safe
 from core.models import Project, Subject, SubjectSet, Workflow, subject_upload_path
 from core.rendering import RENDER_VERSION, is_triplet, write_subject_pngs
@@ -106,6 +110,25 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def load_subject_stamps(subject) -> dict[str, np.ndarray]:
+    """The second file of an alert subject: {"uncertainty": (3, H, W) 1σ planes aligned with the
+    stored array (NaN where the alert had none), "psf_science"/"psf_reference"/"psf_difference": the
+    PSF models as delivered}; {} for subjects that have none (ZTF alerts, files, synthetic data)."""
+    name = (subject.metadata or {}).get("stamps_file")
+    if not name:
+        return {}
+    with open_stored(name) as handle:
+        raw = handle.read()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def validate_array(array, workflow=None) -> np.ndarray:
     """float32 copy of a subject array, or IngestError saying what is wrong with it."""
     try:
@@ -157,16 +180,30 @@ def add_subject(
     truth_label: str = "",
     truth_subtype: str = "",
     render: bool = True,
+    survey: str = "",
+    schema_version: str = "",
+    light_curve: list | None = None,
+    stamps: dict[str, np.ndarray] | None = None,
 ) -> tuple[Subject, bool]:
     """Create one subject atomically; (subject, created).
 
-    A duplicate external_id in the project returns (existing, False) and writes nothing.
+    A duplicate external_id in the subject set returns (existing, False) and writes nothing; with no
+    set the workflow's "default" set is used.
     The array is stored as float32 .npy (NaNs kept) and PNGs are rendered once (render=True).
+    `stamps` (alert cutouts' uncertainty planes and PSFs) go to a second file, an .npz beside the
+    array, whose storage name is metadata["stamps_file"] (`load_subject_stamps`).
     """
     external_id = str(external_id)
     if not external_id or len(external_id) > MAX_EXTERNAL_ID:
         raise IngestError(f"external id {external_id!r} must be 1 to {MAX_EXTERNAL_ID} characters")
-    existing = Subject.objects.filter(project=project, external_id=external_id).first()
+    if subject_set is None and workflow is not None:
+        # Every ingested subject is in a set: duplicates are told per set (the same alert may feed
+        # two workflows through two sets), so a subject without one could never be a duplicate.
+        from core.workflows import default_subject_set
+
+        subject_set = default_subject_set(workflow)
+    same = Subject.objects.filter(project=project, subject_set=subject_set, external_id=external_id)
+    existing = same.first()
     if existing is not None:
         return existing, False
     array = validate_array(array, workflow)
@@ -184,6 +221,9 @@ def add_subject(
                 truth_label=truth_label,
                 truth_subtype=truth_subtype,
                 random_key=random.random(),
+                survey=survey,
+                schema_version=str(schema_version or "")[:20],
+                light_curve=json_safe(light_curve or []),
             )
             slug = slugify(external_id)[:60] or "subject"
             # A private project's array goes to private storage, never to public media.
@@ -192,6 +232,14 @@ def add_subject(
             )
             written.append(subject.data.name)
             fields = ["data"]
+            if stamps:
+                stamps_name = subject_storage(project).save(
+                    subject_upload_path(subject, f"{subject.pk}-{slug}-stamps.npz"),
+                    ContentFile(_npz_bytes(stamps)),
+                )
+                written.append(stamps_name)
+                subject.metadata = {**subject.metadata, "stamps_file": stamps_name}
+                fields.append("metadata")
             if render:
                 names, pngs = write_subject_pngs(subject, array)
                 written.extend(pngs)
@@ -202,7 +250,7 @@ def add_subject(
     except IntegrityError:
         _delete_files(written)
         # Another writer created it between our check and our insert.
-        existing = Subject.objects.filter(project=project, external_id=external_id).first()
+        existing = same.first()
         if existing is None:
             raise
         return existing, False
@@ -370,6 +418,18 @@ class Record:
     object_id: str = ""
     truth_label: str = ""
     truth_subtype: str = ""
+    survey: str = ""
+    schema_version: str = ""
+    light_curve: list | None = None
+    stamps: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class AlertFailure:
+    """One alert of a file that cannot be ingested: the file's other alerts go on."""
+
+    label: str  # "alert 3 (diaSourceId 170094456272322680)"
+    reason: str
 
 
 def _candidate_value(alert: dict, key: str):
@@ -378,7 +438,8 @@ def _candidate_value(alert: dict, key: str):
 
 
 def alert_record(alert: dict, source: str) -> Record:
-    """A ZTF alert (dict from Avro or a Parquet row) → Record of its cutout triplet."""
+    """A ZTF alert (dict from Avro or a Parquet row) → Record of its cutout triplet, stored as ZTF
+    delivered it (core.stamps.display_triplet turns and signs it for volunteers)."""
     candidate = alert.get("candidate")
     if not isinstance(candidate, dict):
         raise IngestError("alert has no candidate record")
@@ -391,6 +452,8 @@ def alert_record(alert: dict, source: str) -> Record:
         if not isinstance(cutout, dict):
             raise IngestError(f"{field_name}: missing")
         data, fmt = decode_cutout(cutout.get("stampData"), field_name)
+        if not np.isfinite(data).any():
+            raise IngestError(f"{field_name}: all pixels are NaN (no data)")
         planes.append(data)
         formats.add(fmt)
         filenames[field_name] = cutout.get("fileName")
@@ -411,13 +474,55 @@ def alert_record(alert: dict, source: str) -> Record:
         metadata["n_prv_candidates"] = len(prv)
     if padding:
         metadata["padding"] = padding
+    metadata.update(alert_tools.ztf_plain_metadata(candidate, metadata["cutout_format"]))
     return Record(
         external_id=str(candid),
         array=array,
         metadata=metadata,
         source=source,
         object_id=str(alert.get("objectId") or ""),
+        survey=Subject.ZTF,
+        schema_version=str(alert.get("schemavsn") or ""),
+        light_curve=alert_tools.ztf_light_curve(alert),
     )
+
+
+def rubin_record(alert: dict, source: str, schema_version: str = "") -> Record:
+    """A Rubin alert (Avro, Confluent wire format or a broker's Parquet row) → Record."""
+    version = schema_version or alert_tools.version_from_name(alert.get("lsst_schema_version"))
+    try:
+        parts = alert_tools.rubin_alert(
+            alert, version, max_bytes=MAX_CUTOUT_DECOMPRESSED_BYTES, max_pixels=MAX_IMAGE_PIXELS
+        )
+    except alert_tools.AlertError as exc:
+        raise IngestError(str(exc))
+    return Record(
+        external_id=parts.external_id,
+        array=parts.array,
+        metadata=parts.metadata,
+        source=source,
+        object_id=parts.object_id,
+        survey=parts.survey,
+        schema_version=parts.schema_version,
+        light_curve=parts.light_curve,
+        stamps=parts.stamps,
+    )
+
+
+def _alert_or_failure(alert, index: int, survey: str, source: str, schema_version: str = ""):
+    """The Record of one alert, or an AlertFailure naming it: a bad alert never stops its file."""
+    name_of = alert_tools.ztf_alert_label if survey == Subject.ZTF else alert_tools.rubin_alert_label
+    label = name_of(alert, index)
+    try:
+        if not isinstance(alert, dict):
+            raise IngestError("not an alert record")
+        if survey == Subject.ZTF:
+            return alert_record(alert, source)
+        return rubin_record(alert, source, schema_version)
+    except IngestError as exc:
+        return AlertFailure(label, str(exc))
+    except Exception as exc:  # a malformed field of one alert is that alert's problem only
+        return AlertFailure(label, f"unreadable alert ({type(exc).__name__}: {exc})")
 
 
 def _as_float(value) -> float | None:
@@ -427,48 +532,82 @@ def _as_float(value) -> float | None:
         return None
 
 
-def read_avro(path: Path) -> Iterator[Record]:
+def _broken_off(read: int, exc: Exception) -> IngestError:
+    # Every alert decoded before the break is whole (fastavro decodes one record at a time from its
+    # block), so a file cut short in transfer keeps what arrived.
+    reason = f"corrupt or truncated Avro data ({type(exc).__name__}: {exc})"
+    if read:
+        return BrokenOff(
+            f"the file breaks off after {read} alert{'s' if read != 1 else ''} (kept); "
+            f"the rest could not be read: {reason}"
+        )
+    return IngestError(reason)
+
+
+def read_avro(path: Path) -> Iterator[Record | AlertFailure]:
+    """An Avro container (ZTF or Rubin, told by its schema's fields) or Kafka messages in the
+    Confluent wire format (Rubin: byte 0, a 4-byte schema id, a schemaless record)."""
     import fastavro
 
     with open(path, "rb") as handle:
+        head = handle.read(5)
+        handle.seek(0)
+        if head[:4] != b"Obj\x01" and alert_tools.looks_like_confluent(head):
+            yield from _read_confluent(handle, path.stat().st_size)
+            return
         try:
             reader = fastavro.reader(handle)
         except Exception as exc:
             raise IngestError(f"not an Avro file ({type(exc).__name__}: {exc})")
         schema = reader.writer_schema or {}
         fields = {f.get("name") for f in schema.get("fields", [])} if isinstance(schema, dict) else set()
-        needed = {"candid", "candidate", *CUTOUT_FIELDS}
-        if not needed <= fields:
-            name = schema.get("name", "?") if isinstance(schema, dict) else "?"
-            raise IngestError(
-                f"unknown Avro schema {name!r}: not a ZTF alert (missing {', '.join(sorted(needed - fields))})"
-            )
+        survey = alert_tools.survey_of_fields(fields)
+        name = schema.get("name", "?") if isinstance(schema, dict) else "?"
+        if survey is None:
+            raise IngestError(f"unknown Avro schema {name!r}: {alert_tools.missing_fields(fields)}")
+        # Rubin's own containers name the schema (lsst.v10_0.alert); brokers' files may say it per
+        # alert instead (Fink's lsst_schema_version), which rubin_record reads.
+        schema_version = alert_tools.version_from_name(name) if str(name).startswith("lsst") else ""
         read = 0
         try:
             for index, alert in enumerate(reader):
                 read = index + 1
-                try:
-                    yield alert_record(alert, "avro")
-                except IngestError as exc:
-                    raise IngestError(f"alert {index}: {exc}" if index else str(exc))
-        except IngestError:
-            raise
+                yield _alert_or_failure(alert, index, survey, "avro", schema_version)
         except Exception as exc:
-            # Every alert decoded before the break is whole (fastavro decodes one record at a time
-            # from its block), so a file cut short in transfer keeps what arrived.
-            reason = f"corrupt or truncated Avro data ({type(exc).__name__}: {exc})"
+            raise _broken_off(read, exc)
+
+
+def _read_confluent(handle, size: int) -> Iterator[Record | AlertFailure]:
+    read = 0
+    messages = alert_tools.read_confluent(handle, size)
+    while True:
+        try:
+            version, alert = next(messages)
+        except StopIteration:
+            return
+        except alert_tools.AlertError as exc:
             if read:
-                raise BrokenOff(
-                    f"the file breaks off after {read} alert{'s' if read != 1 else ''} (kept); "
-                    f"the rest could not be read: {reason}"
-                )
-            raise IngestError(reason)
+                raise BrokenOff(f"the file breaks off after {read} message(s) (kept): {exc}")
+            raise IngestError(f"not an Avro file: no container header, and not a Rubin Kafka message ({exc})")
+        except Exception as exc:
+            raise _broken_off(read, exc)
+        yield _alert_or_failure(alert, read, Subject.RUBIN, "kafka", version)
+        read += 1
 
 
-PARQUET_COLUMNS = ("objectId", "candid", "candidate", "schemavsn", "publisher", *CUTOUT_FIELDS)
+PARQUET_COLUMNS = (
+    "objectId", "candid", "candidate", "schemavsn", "publisher", "prv_candidates", "fp_hists", *CUTOUT_FIELDS,
+)  # fmt: skip
+RUBIN_PARQUET_COLUMNS = (
+    "diaSourceId", "alertId", "observation_reason", "target_name", "diaSource", "prvDiaSources",
+    "prvDiaForcedSources", "prvDiaNondetectionLimits", "diaObject", "ssSource", "ssObject", "MPCORB",
+    "mpc_orbits", "lsst_schema_version", *CUTOUT_FIELDS,
+)  # fmt: skip
 
 
-def read_parquet(path: Path) -> Iterator[Record]:
+def read_parquet(path: Path) -> Iterator[Record | AlertFailure]:
+    """A broker's Parquet dump, one alert per row: ZTF (Fink's `candidate` struct) or Rubin
+    (`diaSource` struct), told by the columns."""
     import pyarrow.parquet as pq
 
     try:
@@ -476,23 +615,20 @@ def read_parquet(path: Path) -> Iterator[Record]:
     except Exception as exc:
         raise IngestError(f"not a Parquet file ({type(exc).__name__}: {exc})")
     names = set(parquet.schema_arrow.names)
-    missing = {"candidate", *CUTOUT_FIELDS} - names
-    if missing:
-        raise IngestError(
-            f"Parquet file is not a table of ZTF alerts (missing columns {', '.join(sorted(missing))})"
-        )
-    columns = [c for c in PARQUET_COLUMNS if c in names]
+    survey = alert_tools.survey_of_fields(names | ({"candid"} if "candidate" in names else set()))
+    if survey is None:
+        raise IngestError(f"Parquet file is not a table of alerts: {alert_tools.missing_fields(names)}")
+    wanted = PARQUET_COLUMNS if survey == Subject.ZTF else RUBIN_PARQUET_COLUMNS
+    columns = [c for c in wanted if c in names]
     row = 0
     try:
         for batch in parquet.iter_batches(batch_size=64, columns=columns):
             for alert in batch.to_pylist():
-                try:
-                    yield alert_record(alert, "parquet")
-                except IngestError as exc:
-                    raise IngestError(f"row {row}: {exc}")
+                result = _alert_or_failure(alert, row, survey, "parquet")
+                if isinstance(result, AlertFailure):
+                    result.label = f"row {row}" + result.label.removeprefix(f"alert {row}")
+                yield result
                 row += 1
-    except IngestError:
-        raise
     except Exception as exc:
         raise IngestError(f"corrupt Parquet data at row {row} ({type(exc).__name__}: {exc})")
 
@@ -777,10 +913,14 @@ class FileResult:
     duplicates: int = 0
     error: str = ""
     subject_ids: list[int] = field(default_factory=list)
+    # Alerts of this file that failed on their own ("alert 3 (diaSourceId …)", reason), and alerts
+    # left out by the run's filters.
+    alert_errors: list[tuple[str, str]] = field(default_factory=list)
+    filtered: int = 0
 
     @property
     def failed(self) -> bool:
-        return bool(self.error)
+        return bool(self.error or self.alert_errors)
 
 
 @dataclass
@@ -792,12 +932,20 @@ class IngestReport:
     subject_ids: list[int] = field(default_factory=list)
     files: list[FileResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    filtered: int = 0
+    # With filters the summary says how many alerts they left out (even none).
+    filtering: bool = False
 
     def add(self, result: FileResult) -> None:
         self.files.append(result)
+        # Each failed alert of an alert file counts as one failure of its own, named in its line.
+        for label, reason in result.alert_errors:
+            self.failed += 1
+            self.errors.append((result.name, f"{label}: {reason}"))
         if result.error:
             self.failed += 1
             self.errors.append((result.name, result.error))
+        self.filtered += result.filtered
         # A failed unit has nothing ingested, except a file that broke off (BrokenOff): it keeps
         # what came before the break.
         self.ingested += result.ingested
@@ -809,7 +957,8 @@ class IngestReport:
         return Subject.objects.filter(pk__in=self.subject_ids)
 
     def summary(self) -> str:
-        return f"ingested {self.ingested}, duplicates {self.duplicates}, failed {self.failed}"
+        text = f"ingested {self.ingested}, duplicates {self.duplicates}, failed {self.failed}"
+        return text + (f", filtered {self.filtered}" if self.filtering else "")
 
     def error_lines(self) -> list[str]:
         return [f"{name}: {reason}" for name, reason in self.errors]
@@ -857,27 +1006,54 @@ def _records_for(path: Path, workflow) -> Iterator[Record]:
 
 
 def _ingest_records(
-    name: str, records: Callable[[], Iterable[Record]], *, project, workflow, subject_set, on_item=None
+    name: str,
+    records: Callable[[], Iterable[Record | AlertFailure]],
+    *,
+    project,
+    workflow,
+    subject_set,
+    on_item=None,
+    accept: Callable[[Record], bool] | None = None,
 ) -> FileResult:
-    """Run one unit in one transaction; on any failure roll back and delete its stored files."""
+    """Run one unit in one transaction; on any failure roll back and delete its stored files.
+
+    Alert files are the exception: a bad alert (an AlertFailure, or a Record add_subject refuses)
+    is one error line of its own and the file's other alerts go in. `accept(record)` False leaves
+    a record out (counted as filtered)."""
     result = FileResult(name=name)
     token = _written_files.set([])
     try:
         with transaction.atomic():
             try:
                 for record in records():
-                    subject, created = add_subject(
-                        project=project,
-                        workflow=workflow,
-                        subject_set=subject_set,
-                        external_id=record.external_id,
-                        array=record.array,
-                        metadata=record.metadata,
-                        source=record.source,
-                        object_id=record.object_id,
-                        truth_label=record.truth_label,
-                        truth_subtype=record.truth_subtype,
-                    )
+                    if isinstance(record, AlertFailure):
+                        result.alert_errors.append((record.label, record.reason))
+                        continue
+                    if accept is not None and not accept(record):
+                        result.filtered += 1
+                        continue
+                    try:
+                        subject, created = add_subject(
+                            project=project,
+                            workflow=workflow,
+                            subject_set=subject_set,
+                            external_id=record.external_id,
+                            array=record.array,
+                            metadata=record.metadata,
+                            source=record.source,
+                            object_id=record.object_id,
+                            truth_label=record.truth_label,
+                            truth_subtype=record.truth_subtype,
+                            survey=record.survey,
+                            schema_version=record.schema_version,
+                            light_curve=record.light_curve,
+                            stamps=record.stamps,
+                        )
+                    except IngestError as exc:
+                        if not record.survey:
+                            raise
+                        result.alert_errors.append((_record_label(record), str(exc)))
+                        continue
                     if created:
                         result.ingested += 1
                         result.subject_ids.append(subject.pk)
@@ -890,10 +1066,10 @@ def _ingest_records(
                 result.error = str(exc)
     except IngestError as exc:
         _delete_files(_written_files.get() or [])
-        return FileResult(name=name, error=str(exc))
+        return FileResult(name=name, error=str(exc), alert_errors=result.alert_errors)
     except (MemoryError, OSError) as exc:
         _delete_files(_written_files.get() or [])
-        return FileResult(name=name, error=f"{type(exc).__name__}: {exc}")
+        return FileResult(name=name, error=f"{type(exc).__name__}: {exc}", alert_errors=result.alert_errors)
     except BaseException:
         _delete_files(_written_files.get() or [])
         raise
@@ -902,8 +1078,26 @@ def _ingest_records(
     return result
 
 
+def _record_label(record: Record) -> str:
+    key = "diaSourceId" if record.survey == Subject.RUBIN else "candid"
+    return f"alert ({key} {record.external_id})"
+
+
+def alert_filter(filters) -> Callable[[Record], bool] | None:
+    """accept(record) for ingest_paths from filter texts (core.alerts.parse_filter); None for none.
+    Records that are not alerts (FITS, NumPy, images) are never filtered out."""
+    parsed = alert_tools.parse_filters(filters)
+    if not parsed:
+        return None
+
+    def accept(record: Record) -> bool:
+        return not record.survey or all(f.accepts(record.metadata) for f in parsed)
+
+    return accept
+
+
 def ingest_file(
-    path, *, project, workflow, subject_set=None, name: str | None = None, on_item=None
+    path, *, project, workflow, subject_set=None, name: str | None = None, on_item=None, accept=None
 ) -> FileResult:
     """Ingest one file (any supported format) atomically; a FileResult, never an exception for bad input."""
     path = Path(path)
@@ -914,6 +1108,7 @@ def ingest_file(
         workflow=workflow,
         subject_set=subject_set,
         on_item=on_item,
+        accept=accept,
     )
 
 
@@ -997,14 +1192,20 @@ def ingest_paths(
     progress: Callable[[int, int, IngestReport], None] | None = None,
     relative_to: str | Path | None = None,
     on_item: Callable[[], None] | None = None,
+    filters: Iterable[str] = (),
 ) -> IngestReport:
     """Ingest files and directories (recursively). Bad files are reported, the run goes on.
 
     progress(files_done, files_total, report) is called before the first and after every unit.
     relative_to: show file names relative to this folder in the report (uploads).
     on_item() is called after every subject (ingested or duplicate), for progress within big files.
+    filters: conditions every alert must meet (core.alerts.parse_filter, e.g. "reliability>0.5",
+    "no-ssobject"); a bad one raises alerts.FilterError before anything is read.
     """
-    report = IngestReport()
+    accept = alert_filter(filters)
+    if subject_set is None and workflow is not None:
+        subject_set = subject_set_named(project, workflow, "")
+    report = IngestReport(filtering=accept is not None)
     root = Path(relative_to) if relative_to else None
 
     def display(path: Path) -> str:
@@ -1029,7 +1230,7 @@ def ingest_paths(
         else:
             result = ingest_file(
                 unit.path, project=project, workflow=workflow, subject_set=subject_set, name=unit.name,
-                on_item=on_item,
+                on_item=on_item, accept=accept,
             )  # fmt: skip
         report.add(result)
         if progress is not None:
@@ -1042,13 +1243,21 @@ def ingest_paths(
 
 
 def subject_set_named(project, workflow, name: str):
-    """The project's subject set of that name (created if needed), linked to the workflow; None for ''."""
+    """The project's subject set of that name (created if needed), linked to the workflow; for '' the
+    workflow's "default" set (core.workflows), so every ingest has a set."""
+    from core import workflows
+
     name = (name or "").strip()
     if not name:
-        return None
-    subject_set, _ = SubjectSet.objects.get_or_create(project=project, name=name)
+        return workflows.default_subject_set(workflow) if workflow is not None else None
+    # Names are unique per project except "default", which each workflow has one of: prefer the
+    # workflow's own.
+    same_name = SubjectSet.objects.filter(project=project, name=name).order_by("pk")
+    subject_set = (same_name.filter(workflows=workflow).first() if workflow is not None else None) or same_name.first()
+    if subject_set is None:
+        subject_set = SubjectSet.objects.create(project=project, name=name)
     if workflow is not None:
-        subject_set.workflows.add(workflow)
+        workflows.attach(subject_set, workflow)
     return subject_set
 
 
@@ -1124,6 +1333,8 @@ def ingest_job(run: JobRun) -> None:
     """Ingest the files of an upload. A retry after a killed worker starts over: subjects the dead
     attempt already made are found again as duplicates, so nothing is stored twice."""
     job = run.job
+    if job.params.get("watch"):
+        return _watched_folder_job(run)
     files = job.params.get("files", [])
     _remove_workdirs(job)
     workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job.pk)))
@@ -1164,6 +1375,45 @@ def ingest_job(run: JobRun) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     _delete_private(item["storage"] for item in files)
+
+
+def _watched_folder_job(run: JobRun) -> None:
+    """The periodic job of a watched folder (core.watch): ingest the files that are ready, once."""
+    from core import watch
+
+    job = run.job
+
+    def progress(done: int, total: int, report: IngestReport) -> None:
+        run.update(
+            progress=done / total if total else 1.0,
+            message=f"{done} / {total} files — {report.summary()}"[:300],
+        )
+
+    result = watch.poll(watch.watch_config_from_params(job), progress=progress, on_item=run.heartbeat)
+    report = result.report or IngestReport()
+    if result.busy:
+        message = "Another poll of this folder was running; its files are left to it"
+    elif not result.ready:
+        message = "No file ready (still being written, or already ingested)"
+    else:
+        message = f"{len(result.ready)} file(s) — {report.summary()}"
+    run.finish(
+        Job.SUCCEEDED,
+        message[:300],
+        log=Concat(F("log"), Value("".join(f"{line}\n" for line in report.error_lines()))),
+        params={
+            **job.params,
+            "result": {
+                "files": [path.name for path in result.ready],
+                "ingested": report.ingested,
+                "duplicates": report.duplicates,
+                "failed": report.failed,
+                "filtered": report.filtered,
+                "errors": [{"file": name, "error": error} for name, error in report.errors],
+                "subject_ids": report.subject_ids,
+            },
+        },
+    )
 
 
 # An upload whose web process died while it was saving the files has no job to delete them: the sweep

@@ -8,8 +8,10 @@ moved here from the `labeling` app without touching the database.
 
 import hashlib
 import hmac
+import os
 
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -22,10 +24,80 @@ def _new_salt() -> str:
     return get_random_string(32)
 
 
+# Licences for a project's labels, by SPDX id (https://spdx.org/licenses/), with the URL exports cite.
+LICENCES = {
+    "CC-BY-4.0": ("Creative Commons Attribution 4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    "CC-BY-SA-4.0": (
+        "Creative Commons Attribution-ShareAlike 4.0",
+        "https://creativecommons.org/licenses/by-sa/4.0/",
+    ),
+    "CC-BY-NC-4.0": (
+        "Creative Commons Attribution-NonCommercial 4.0",
+        "https://creativecommons.org/licenses/by-nc/4.0/",
+    ),
+    "CC0-1.0": ("Creative Commons Zero 1.0 (public domain)", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "ODC-By-1.0": ("Open Data Commons Attribution 1.0", "https://opendatacommons.org/licenses/by/1-0/"),
+    "ODbL-1.0": ("Open Data Commons Open Database License 1.0", "https://opendatacommons.org/licenses/odbl/1-0/"),
+    "CDLA-Permissive-2.0": (
+        "Community Data License Agreement – Permissive 2.0",
+        "https://cdla.dev/permissive-2-0/",
+    ),
+}
+LICENCE_CHOICES = [(spdx, f"{name} ({spdx})") for spdx, (name, _url) in LICENCES.items()]
+DEFAULT_LICENCE = "CC-BY-4.0"
+
+
+def cover_upload_path(instance, filename):
+    # A random name: the cover of a private project must not be found by guessing.
+    from core.storage import random_name
+
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return random_name("covers/", suffix[:6])
+
+
+class CoverStorage(FileSystemStorage):
+    """Private storage (no URL) for covers, served by core.views_projects.project_cover, which checks
+    who asks. The field keeps one storage for good, so the folder is read from settings.PRIVATE_ROOT
+    at every use, as core.storage.private_storage() does, not fixed when the model is loaded."""
+
+    @property
+    def base_location(self):
+        return settings.PRIVATE_ROOT
+
+    @property
+    def location(self):
+        return os.path.abspath(self.base_location)
+
+
+def cover_storage():
+    return CoverStorage()
+
+
 class Project(models.Model):
+    DRAFT, LIVE, PAUSED, FINISHED = roles.DRAFT, roles.LIVE, roles.PAUSED, roles.FINISHED
+    STATUSES = roles.STATUS_CHOICES
+
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
+    description = models.TextField(blank=True, help_text="A short description: one or two sentences.")
+    long_description = models.TextField(
+        blank=True, help_text="Markdown: the science, what volunteers do, who is behind it."
+    )
+    cover_image = models.ImageField(
+        upload_to=cover_upload_path, storage=cover_storage, max_length=300, blank=True
+    )
+    # Existing projects were all open for votes: they become live; new ones start as drafts (forms, API).
+    status = models.CharField(max_length=10, choices=STATUSES, default=LIVE)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    licence = models.CharField(
+        max_length=40,
+        choices=LICENCE_CHOICES,
+        default=DEFAULT_LICENCE,
+        help_text="The licence of the project's labels: every export and training bundle carries it.",
+    )
+    contact = models.CharField(
+        max_length=200, blank=True, help_text="Who to contact or cite: a name, an e-mail address or a URL."
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_projects"
     )
@@ -44,6 +116,25 @@ class Project(models.Model):
     def get_absolute_url(self):
         return reverse("labeling:project_dashboard", args=[self.slug])
 
+    @property
+    def licence_name(self) -> str:
+        return LICENCES.get(self.licence, (self.licence, ""))[0]
+
+    @property
+    def licence_url(self) -> str:
+        return LICENCES.get(self.licence, ("", ""))[1]
+
+    @property
+    def accepts_votes(self) -> bool:
+        return roles.vote_refusal(self) is None
+
+    def set_status(self, status: str) -> None:
+        """Change the lifecycle state (the caller saves); the time of the change tells which votes
+        were in flight when a project was paused (core.permissions.vote_refusal)."""
+        if status != self.status:
+            self.status = status
+            self.status_changed_at = timezone.now()
+
     def pseudonym(self, participant_id: int) -> str:
         digest = hmac.new(
             self.pseudonym_salt.encode(), str(participant_id).encode(), hashlib.sha256
@@ -51,10 +142,11 @@ class Project(models.Model):
         return "v-" + digest[:12]
 
     def role_of(self, user) -> str | None:
-        """'owner', 'collaborator', 'viewer', 'expert' or None."""
+        """'owner', 'scientist', 'viewer', 'expert' or None."""
         if not getattr(user, "is_authenticated", False):
             return None
-        if user.is_staff or user.pk == self.owner_id:
+        # Staff get no role from being staff: only where the deployment chose it (core.permissions).
+        if user.pk == self.owner_id or roles.staff_sees_all(user):
             return roles.OWNER
         membership = self.memberships.filter(user=user).first()
         return membership.role if membership else None
@@ -62,7 +154,7 @@ class Project(models.Model):
 
 class ProjectMembership(models.Model):
     # The role names and their sets live in core.permissions; these aliases keep ProjectMembership.OWNER etc.
-    OWNER, COLLABORATOR, VIEWER, EXPERT = roles.OWNER, roles.COLLABORATOR, roles.VIEWER, roles.EXPERT
+    OWNER, SCIENTIST, VIEWER, EXPERT = roles.OWNER, roles.SCIENTIST, roles.VIEWER, roles.EXPERT
     ROLES = roles.ROLE_CHOICES
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
@@ -77,8 +169,31 @@ class ProjectMembership(models.Model):
         return f"{self.user} is {self.role} of {self.project}"
 
 
+class Invitation(models.Model):
+    """An invitation to join a project, sent to an e-mail address without an account. The link carries
+    a signed token naming this row (core.invitations); accepting it once signed in adds the membership."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=20, choices=roles.MEMBERSHIP_ROLE_CHOICES)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self):
+        return f"{self.email} invited to {self.project} as {self.role}"
+
+
 def default_answers():
-    return ["real", "bogus"]
+    # Objects with a stable key, label, keyboard key, help and meaning (core.answers).
+    from core.answers import default_answers as objects
+
+    return objects()
 
 
 def default_gold_schedule():
@@ -126,6 +241,53 @@ class Workflow(models.Model):
     active_model = models.ForeignKey(
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Transfer: the first round fine-tunes from this model (another workflow's, e.g. ZTF's for a
+    # Rubin workflow) and trains one from scratch beside it for comparison (loop.services).
+    start_from = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The first round fine-tunes from this model instead of starting from scratch.",
+    )
+    # What the model sees (mlcore.prep.InputSpec): stamps of every survey resampled to one pixel
+    # scale and cropped or padded to one size; optionally the difference's uncertainty as a 4th channel.
+    model_input_size = models.PositiveSmallIntegerField(
+        default=63, help_text="Side of the model's input in pixels."
+    )
+    model_pixel_scale = models.FloatField(
+        default=1.0,
+        help_text="Arcseconds per pixel of the model's input; every survey's stamps are resampled to it.",
+    )
+    model_uncertainty_channel = models.BooleanField(
+        default=False, help_text="Give the model the difference image's uncertainty as a fourth channel."
+    )
+    show_light_curve = models.BooleanField(
+        default=True, help_text="Show the subject's light curve beside the cutouts on the classify page."
+    )
+    # Similarity: where each task's comparison image comes from, and how many candidates it shows.
+    COMPARE_POOL, COMPARE_SET = "pool", "subject_set"
+    COMPARISON_SOURCES = [
+        (COMPARE_POOL, "Any subject of the workflow (least compared first)"),
+        (COMPARE_SET, "Subjects of one subject set"),
+    ]
+    comparison_source = models.CharField(max_length=20, choices=COMPARISON_SOURCES, default=COMPARE_POOL)
+    comparison_set = models.ForeignKey(
+        "SubjectSet",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Similarity: comparison images come from this set (with the 'subject set' source).",
+    )
+    n_candidates = models.PositiveSmallIntegerField(
+        default=15, help_text="Similarity: candidate images shown beside each comparison image."
+    )
+    # Volunteer-facing content (core.workflow_content): tutorial steps and field-guide entries,
+    # Markdown text and an optional image each.
+    tutorial = models.JSONField(default=list, blank=True)
+    field_guide = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -139,6 +301,24 @@ class Workflow(models.Model):
         if self.kind == self.SIMILARITY:
             return reverse("similarity:classify", args=[self.project.slug, self.slug])
         return reverse("labeling:classify", args=[self.project.slug, self.slug])
+
+    @property
+    def answer_options(self) -> list[dict]:
+        """The answers as objects (core.answers), also for workflows that stored plain strings."""
+        from core import answers
+
+        return answers.options(self.answers)
+
+    @property
+    def answer_keys(self) -> list[str]:
+        """The keys votes store, in button order (skip is not one of them)."""
+        return [o["key"] for o in self.answer_options]
+
+    def answer_class(self, key: str) -> str:
+        """'real', 'bogus' or '' (the answer counts as neither, or is not one of this workflow's)."""
+        from core import answers
+
+        return answers.class_map(self.answers).get(key, "")
 
     def gold_share_for(self, n_seen: int) -> float:
         for limit, share in self.gold_schedule:
@@ -186,6 +366,17 @@ class Subject(models.Model):
     source = models.CharField(
         max_length=40, blank=True, help_text="avro, parquet, fits, npy, image, synthetic"
     )
+    ZTF, RUBIN = "ztf", "rubin"
+    SURVEYS = [(ZTF, "ZTF"), (RUBIN, "Rubin (LSST)")]
+    # Which alert stream the subject came from, told by the packet's content; blank for files that
+    # are not alerts (FITS, NumPy, images, synthetic data).
+    survey = models.CharField(max_length=10, choices=SURVEYS, blank=True, db_index=True)
+    schema_version = models.CharField(
+        max_length=20, blank=True, help_text="Alert schema version, e.g. 3.3 (ZTF) or 10.0 (Rubin)."
+    )
+    # Earlier photometry of the object and this detection, oldest first (docs/ingestion.md):
+    # [{"mjd", "band", "flux_njy", "flux_err_njy", "mag", "mag_err", "kind", ["current"]}, ...]
+    light_curve = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Arrays: float32 .npy with NaNs kept; (3, H, W) science/reference/difference triplet,
     # or (H, W) / (H, W, 3) single images for similarity.
@@ -230,7 +421,11 @@ class Subject(models.Model):
     class Meta:
         db_table = "labeling_subject"
         constraints = [
-            models.UniqueConstraint(fields=["project", "external_id"], name="subject_unique_external_id")
+            # Per subject set, so the same alert can feed two workflows through two sets (core.ingest
+            # gives every ingested subject a set).
+            models.UniqueConstraint(
+                fields=["subject_set", "external_id"], name="subject_unique_external_id_per_set"
+            )
         ]
         indexes = [
             # The selector walks these from one end and stops after a few rows; gold_label is in them so
@@ -249,10 +444,11 @@ class Subject(models.Model):
         return self.status == self.RETIRED
 
     def image_url(self, role: str) -> str | None:
-        from django.core.files.storage import default_storage
+        """The URL of the PNG of `role`, or None: the access-checked image view (core.views_files),
+        signed for a while so panel workers and API clients can load it too, whichever storage it is in."""
+        from core.views_files import subject_image_url
 
-        name = self.images.get(role)
-        return default_storage.url(name) if name else None
+        return subject_image_url(self, role)
 
 
 class Participant(models.Model):
@@ -319,13 +515,22 @@ class ModelVersion(models.Model):
 
 
 class ApiToken(models.Model):
-    """Per-user API token: shown once, stored as a SHA-256 hash, revocable."""
+    """Per-user API token: shown once, stored as a SHA-256 hash, revocable, optionally expiring.
+
+    `scope` "read" allows only reading (GET); "write" everything the user's roles allow. Tokens made
+    before scopes existed are "write", as they always were (core.permissions.TokenScopeAllows).
+    """
+
+    READ, WRITE = roles.TOKEN_READ, roles.TOKEN_WRITE
+    SCOPES = roles.TOKEN_SCOPE_CHOICES
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12, db_index=True)
     key_hash = models.CharField(max_length=64, unique=True)
+    scope = models.CharField(max_length=5, choices=SCOPES, default=WRITE)
     created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -334,3 +539,6 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())

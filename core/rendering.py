@@ -1,4 +1,5 @@
-"""Cutouts → PNGs, rendered once per subject and cached in media storage.
+"""Cutouts → PNGs, rendered once per subject and cached in storage (media for public projects,
+private storage for private ones: core.storage.subject_storage).
 
 Science and reference images: ZScale interval + linear stretch, grey scale.
 Difference images: symmetric diverging scale around zero (blue negative, black zero,
@@ -9,8 +10,14 @@ purple that neither palette produces. Upscaling is nearest-neighbour (63 → 252
 so pixels stay crisp: volunteers should see pixels, not interpolation artefacts.
 Arrays are in FITS row order (row 0 = bottom); PNGs show row 0 at the bottom, like DS9.
 
+Alert triplets are drawn as volunteers should see them (core.stamps.display_triplet): north up,
+east left, and the difference with its true sign — ZTF's difference of a fading source (isdiffpos
+false) arrives multiplied by −1 and is negated back, so orange is brighter now and blue fainter on
+every survey, as the text beside the images says.
+
 Bump RENDER_VERSION whenever the look changes: `render_subject` re-renders subjects
-whose render_version differs.
+whose render_version differs, and `manage.py rerender` does it for every subject below the
+current version, in batches.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import numpy as np
 from astropy.visualization import LinearStretch, ZScaleInterval
 from PIL import Image
 
-RENDER_VERSION = 2
+# 3: north up, east left, and ZTF's sign-flipped differences of fading sources negated back.
+RENDER_VERSION = 3
 TRIPLET_ROLES = ("science", "reference", "difference")
 SINGLE_ROLE = "image"
 DISPLAY_SIZE = 252
@@ -190,21 +198,24 @@ def write_subject_pngs(subject, array: np.ndarray) -> tuple[dict[str, str], list
     Does not touch the database: callers set subject.images and save.
     """
     from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
 
+    from core.stamps import subject_display_triplet
+    from core.storage import delete_stored, subject_storage
+
+    # A private project's PNGs never go to public media; the image view serves either storage.
+    storage = subject_storage(subject.project)
     names: dict[str, str] = {}
     written: list[str] = []
     try:
-        for role, png in render_array_pngs(array).items():
+        for role, png in render_array_pngs(subject_display_triplet(subject, array)).items():
             name = _png_name(subject, role)
-            if default_storage.exists(name):
-                default_storage.delete(name)
-            saved = default_storage.save(name, ContentFile(png))
+            delete_stored(name)  # from both storages: an old copy in the other one would be served first
+            saved = storage.save(name, ContentFile(png))
             written.append(saved)
             names[role] = saved
     except BaseException:
         for name in written:
-            default_storage.delete(name)
+            delete_stored(name)
         raise
     return names, written
 
@@ -215,9 +226,8 @@ def render_subject(subject, force: bool = False) -> bool:
     Re-renders only when subject.render_version != RENDER_VERSION (or force). Returns True
     when it rendered. Updates subject.images and render_version with save(update_fields=...).
     """
-    from django.core.files.storage import default_storage
-
     from core.ingest import load_subject_array
+    from core.storage import delete_stored
 
     if not force and subject.render_version == RENDER_VERSION and subject.images:
         return False
@@ -228,5 +238,5 @@ def render_subject(subject, force: bool = False) -> bool:
     subject.render_version = RENDER_VERSION
     subject.save(update_fields=["images", "render_version"])
     for stale in old_names - set(names.values()):
-        default_storage.delete(stale)
+        delete_stored(stale)
     return True

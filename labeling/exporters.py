@@ -5,6 +5,7 @@ real/bogus workflow, with the crowd's P(real), the decided label and the active 
 | --- | --- | --- |
 | votes | csv, jsonl, parquet | vote (flat columns, client metadata in columns of its own) |
 | labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow |
+| light_curves | csv, parquet, fits | light-curve point of a subject of a real/bogus workflow (Subject.light_curve) |
 
 The shared machinery (writers, keyset chunks, provenance, the export job) is core.exporters.
 """
@@ -94,6 +95,10 @@ LABEL_COLUMNS = [
     Column("model_uncertainty", "float", "Active model's uncertainty"),
     Column("model_version", "str", "Active model version that gave the score", 20),
     Column("is_holdout", "bool", "Held out for model evaluation"),
+    Column("survey", "str", "Alert stream: ztf or rubin (empty for files that are not alerts)", 10),
+    Column("schema_version", "str", "Alert schema version", 20),
+    Column("survey_score", "float", "The survey's own real/bogus score: Rubin reliability, ZTF drb or rb"),
+    Column("survey_score_name", "str", "reliability, drb or rb", 20),
 ]
 
 
@@ -184,6 +189,7 @@ def label_rows(
         "pk", "external_id", "object_id", "metadata__ra", "metadata__dec", "status", "vote_count",
         "answer_counts", "p_real", "aggregation_method", "retired_reason", "retired_at", "needs_review",
         "gold_label", "model_score", "model_uncertainty", "is_holdout", "decided",
+        "survey", "schema_version", "metadata__survey_score", "metadata__survey_score_name",
     ]  # fmt: skip
     for wf in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS]):
         params = json.dumps(aggregation_params(wf), sort_keys=True)
@@ -192,7 +198,7 @@ def label_rows(
             rows = []
             for (
                 pk, ext, obj, ra, dec, status, n, counts, p, method, reason, retired_at, review,
-                gold, score, unc, holdout, decided,
+                gold, score, unc, holdout, decided, survey, schema, survey_score, survey_score_name,
             ) in chunk:  # fmt: skip
                 counts = counts or {}
                 label, source, confidence = label_of(gold, bool(decided), p)
@@ -222,6 +228,10 @@ def label_rows(
                         unc,
                         model_version if score is not None else None,
                         holdout,
+                        survey or None,
+                        schema or None,
+                        _as_float(survey_score),
+                        survey_score_name if isinstance(survey_score_name, str) else None,
                     )  # fmt: skip
                 )
             yield rows
@@ -311,3 +321,132 @@ class LabelsExporter(Exporter):
 
     def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
         return export_labels(project, target, fmt, workflow=workflow, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Light curves: one row per point of every subject's stored light curve
+
+LIGHT_CURVE_FORMATS = ("csv", "parquet", "fits")
+LIGHT_CURVE_COLUMNS = [
+    Column("subject_id", "int", "Subject id (stable within this server)"),
+    Column("external_id", "str", "Subject external id: ZTF candid or Rubin diaSourceId", 100),
+    Column("object_id", "str", "ZTF objectId or Rubin diaObjectId", 100),
+    Column("survey", "str", "ztf or rubin (empty for other sources)", 10),
+    Column("workflow", "str", "Workflow slug", 50),
+    Column("mjd", "float", "Time of the observation (MJD)", unit="d"),
+    Column("band", "str", "Filter: u g r i z y (ZTF: g r i)", 8),
+    Column("flux", "float", "Difference-image flux (empty for upper limits)", unit="nJy"),
+    Column("flux_err", "float", "1-sigma flux uncertainty", unit="nJy"),
+    Column("mag", "float", "AB magnitude of |flux|; for an upper limit, the limiting magnitude", unit="mag"),
+    Column("mag_err", "float", "Magnitude uncertainty", unit="mag"),
+    Column("kind", "str", "detection, limit (upper limit: not detected) or forced (forced photometry)", 10),
+    Column("current", "bool", "The subject's own detection (the alert's candidate / diaSource)"),
+]
+
+
+def light_curve_points(curve) -> Iterator[tuple]:
+    """(mjd, band, flux, flux_err, mag, mag_err, kind, current) of each usable point, oldest first."""
+    points = []
+    for point in curve or []:
+        if not isinstance(point, dict):
+            continue
+        mjd = _as_float(point.get("mjd"))
+        if mjd is None:
+            continue
+        points.append(
+            (
+                mjd,
+                str(point.get("band") or "") or None,
+                _as_float(point.get("flux_njy")),
+                _as_float(point.get("flux_err_njy")),
+                _as_float(point.get("mag")),
+                _as_float(point.get("mag_err")),
+                str(point.get("kind") or "") or None,
+                bool(point.get("current", False)),
+            )
+        )
+    return iter(sorted(points, key=lambda p: (p[0], p[7])))
+
+
+def light_curve_queryset(project: Project, workflows: list[Workflow], upto_pk: int | None = None):
+    qs = Subject.objects.filter(project=project, workflow__in=workflows)
+    if upto_pk is not None:
+        qs = qs.filter(pk__lte=upto_pk)
+    return qs
+
+
+def light_curve_rows(
+    project: Project,
+    *,
+    workflow: Workflow | None = None,
+    upto_pk: int | None = None,
+    chunk_size: int = 2_000,
+    subjects_done: Callable[[int], None] | None = None,
+) -> Iterator[list[tuple]]:
+    """Chunks of rows in LIGHT_CURVE_COLUMNS order, subject by subject (by id), each subject's points
+    oldest first. subjects_done(n) is told how many subjects have been read."""
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    slugs = {w.pk: w.slug for w in workflows}
+    fields = ["pk", "external_id", "object_id", "survey", "workflow_id", "light_curve"]
+    done = 0
+    for chunk in keyset_chunks(light_curve_queryset(project, workflows, upto_pk), fields, chunk_size):
+        rows = []
+        for pk, ext, obj, survey, wid, curve in chunk:
+            for point in light_curve_points(curve):
+                rows.append((pk, ext, obj or None, survey or None, slugs.get(wid), *point))
+        done += len(chunk)
+        if subjects_done is not None:
+            subjects_done(done)
+        yield rows
+
+
+def export_light_curves(
+    project: Project,
+    path: Path,
+    fmt: str,
+    *,
+    workflow: Workflow | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    chunk_size: int = 2_000,
+) -> dict:
+    if fmt not in LIGHT_CURVE_FORMATS:
+        raise ExportError(
+            f"Light curves export as '{fmt}' is not possible; choose one of {', '.join(LIGHT_CURVE_FORMATS)}."
+        )
+    if workflow is not None and workflow.kind != Workflow.REAL_BOGUS:
+        raise ExportError("Light curves belong to the alerts of real/bogus workflows.")
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    upto = Subject.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True).first() or 0
+    total = light_curve_queryset(project, workflows, upto).count()
+    tick = Progress(total, progress)
+    meta = base_meta(project, "light_curves", workflow) | {
+        "upto_subject_id": upto,
+        "flux_unit": "nJy",
+        "mag_system": "AB (m = 31.4 - 2.5 log10(flux / nJy))",
+        "kinds": {
+            "detection": "a detection on the difference image",
+            "limit": "not detected: mag is the limiting (5-sigma) magnitude",
+            "forced": "forced photometry at the object's position (any S/N; the flux may be negative)",
+        },
+    }
+    chunks = light_curve_rows(
+        project,
+        workflow=workflow,
+        upto_pk=upto,
+        chunk_size=chunk_size,
+        subjects_done=lambda n: tick(n, f"light curves of {n:,} of {total:,} subjects"),
+    )
+    n = write_table(fmt, path, LIGHT_CURVE_COLUMNS, chunks, meta, extname="LIGHTCURVES")
+    return {"rows": n, **meta}
+
+
+@register_exporter
+class LightCurvesExporter(Exporter):
+    identifier = "light_curves"
+    verbose_name = "Light curves"
+    contents = "one row per point: subject, mjd, band, flux, error, mag, kind"
+    formats = LIGHT_CURVE_FORMATS
+    workflow_kind = Workflow.REAL_BOGUS
+
+    def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
+        return export_light_curves(project, target, fmt, workflow=workflow, progress=progress)

@@ -1,7 +1,6 @@
 """REST API serializers of real/bogus volunteering: subjects with their decided label, votes and
 volunteer skill (participants as project pseudonyms, core.serializers.ParticipantFields)."""
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -12,7 +11,9 @@ from labeling.models import ParticipantSkill, Vote
 
 
 class SubjectSerializer(serializers.ModelSerializer):
-    workflow_slug = serializers.SlugRelatedField(source="workflow", slug_field="slug", read_only=True)
+    workflow_slug = serializers.SlugRelatedField(
+        source="workflow", slug_field="slug", read_only=True, allow_null=True
+    )
     label = serializers.SerializerMethodField(
         help_text="Gold label if any, else the crowd's label once decided (same rule as the labels export)."
     )
@@ -25,7 +26,8 @@ class SubjectSerializer(serializers.ModelSerializer):
     class Meta:
         model = Subject
         fields = [
-            "id", "external_id", "object_id", "workflow", "workflow_slug", "subject_set", "source", "metadata",
+            "id", "external_id", "object_id", "workflow", "workflow_slug", "subject_set", "source", "survey",
+            "schema_version", "metadata",
             "status", "retired_reason", "retired_at", "needs_review", "vote_count", "n_real", "n_bogus",
             "answer_counts", "p_real", "aggregation_method", "label", "label_source", "gold_label",
             "gold_subtype", "model_score", "model_uncertainty", "model_version", "is_holdout", "images",
@@ -56,7 +58,7 @@ class SubjectSerializer(serializers.ModelSerializer):
             urls[role] = request.build_absolute_uri(url) if request and url else url
         return urls
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_model_version(self, obj):
         wf = obj.workflow
         if obj.model_score is None or wf is None or wf.active_model_id is None:

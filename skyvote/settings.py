@@ -12,10 +12,22 @@
 | CACHE_URL | per-process memory cache (set redis://... with several web processes) |
 | SKYVOTE_TRAIN_*, SKYVOTE_HEARTBEAT_STALE_S, SKYVOTE_CACHE_DIR ... | learning loop, see SKYVOTE_LOOP below |
 | SECURE | off; on in production: HTTPS-only cookies, HSTS, SSL redirect |
+| SKYVOTE_LOGIN_FAILURE_LIMIT, SKYVOTE_LOGIN_COOLOFF_MINUTES | 10 wrong passwords lock a username from one address for 15 minutes |
+| SKYVOTE_TRUSTED_PROXIES | 0: reverse proxies whose X-Forwarded-For gives the client address for the login lockout |
+| SKYVOTE_TICKET_MAX_AGE_S | 3600: a vote brings the ticket of its served subject within this many seconds |
+| SKYVOTE_RATE_PER_PARTICIPANT, SKYVOTE_RATE_PER_ADDRESS | 120, 600 per minute: subjects served and votes |
+| SKYVOTE_PRIVATE_ROOT | var/private: files served only through views that check access |
+| SKYVOTE_SENDFILE_HEADER | empty: files are streamed by Django; "X-Accel-Redirect" / "X-Sendfile" hand them to the web server |
+| SKYVOTE_STAFF_SEE_ALL_PROJECTS | off: staff are owners only of projects they own |
+| SKYVOTE_WATCH_FOLDERS, SKYVOTE_WATCH_INTERVAL_S | none, 60: folders of alert files ingested by a periodic job (JSON list) |
+| EMAIL_BACKEND, DEFAULT_FROM_EMAIL, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS | console backend: invitation e-mails are printed; set the SMTP backend and server in production |
+| SKYVOTE_SITE_URL | http://127.0.0.1:8000: the site's address in citations of exports and in invitations sent from the command line |
 """
 
+import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -66,6 +78,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "jobs",
     "core",
     "labeling",
@@ -77,7 +91,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a request body: size limits, NUL bytes, a missing API content type.
+    "core.middleware.RequestLimitsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,6 +102,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a refused login into the locked-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "skyvote.urls"
@@ -133,7 +152,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login lockout (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username from one
+# address, that pair is refused for AXES_COOLOFF_TIME, the right password included. Attempts are kept
+# in the database, so every web process sees them. Locking the pair (not the address alone) keeps
+# volunteers behind one school or observatory NAT from locking each other out; API tokens never go
+# through login and are not affected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = int(os.environ.get("SKYVOTE_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("SKYVOTE_LOGIN_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "core.lockout.lockout_response"  # templates/registration/locked_out.html
+AXES_CLIENT_IP_CALLABLE = "core.lockout.client_ip"
+# How many reverse proxies in front of the web processes append to X-Forwarded-For. 0: the header is
+# ignored (a client could write any address there and dodge the lockout).
+SKYVOTE_TRUSTED_PROXIES = int(os.environ.get("SKYVOTE_TRUSTED_PROXIES", 0))
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "core:home_page"
 LOGOUT_REDIRECT_URL = "core:home_page"
@@ -160,12 +199,41 @@ STORAGES = {
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 SKYVOTE_MAX_UPLOAD_BYTES = int(os.environ.get("SKYVOTE_MAX_UPLOAD_BYTES", 512 * 1024 * 1024))
-# The most a gzipped file may expand to, for ingestion and search-by-image uploads alike: more is
-# refused as a decompression bomb after reading one byte past it, never decoded whole into memory.
+# The largest request body anywhere else (core.middleware refuses more with 413, DRF's JSON parser
+# included): room for a 50 MB search-by-image file or a DATA_UPLOAD_MAX_MEMORY_SIZE form. Multipart
+# posts to the ingestion upload endpoints may carry SKYVOTE_MAX_UPLOAD_BYTES instead.
+SKYVOTE_MAX_REQUEST_BYTES = int(os.environ.get("SKYVOTE_MAX_REQUEST_BYTES", 64 * 1024 * 1024))
+# The most a gzipped file (or an .npz's arrays together, by their declared sizes) may expand to, for
+# ingestion and search-by-image uploads alike: more is refused as a decompression bomb, never decoded
+# whole into memory.
 SKYVOTE_MAX_DECOMPRESSED_BYTES = int(os.environ.get("SKYVOTE_MAX_DECOMPRESSED_BYTES", 256 * 1024 * 1024))
 # Serve media from Django itself (demo / single machine). Production puts media behind
-# the web server or object storage and turns this off.
+# the web server or object storage and turns this off. Only public projects' subject PNGs and the
+# field guide are served from media (core.views_files.public_media); everything else a project owns
+# is in PRIVATE_ROOT and goes through views that check who asks (core.storage.file_response).
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
+# Set to "X-Accel-Redirect" (nginx) or "X-Sendfile" (Apache, lighttpd) to let the web server send
+# files the views have authorised instead of streaming them through Django (docs/deploy.md). With
+# X-Accel-Redirect the header names these internal locations plus the stored name.
+SKYVOTE_SENDFILE_HEADER = os.environ.get("SKYVOTE_SENDFILE_HEADER", "")
+SKYVOTE_SENDFILE_PRIVATE_PREFIX = os.environ.get("SKYVOTE_SENDFILE_PRIVATE_PREFIX", "/_protected/private/")
+SKYVOTE_SENDFILE_MEDIA_PREFIX = os.environ.get("SKYVOTE_SENDFILE_MEDIA_PREFIX", "/_protected/media/")
+# How long a signed subject-image URL works (it is stable for this long, so browsers can cache it).
+SKYVOTE_IMAGE_URL_MAX_AGE_S = int(os.environ.get("SKYVOTE_IMAGE_URL_MAX_AGE_S", 3600))
+# Staff and superusers have no role in projects they are not members of (they have the admin).
+# Set to 1 to make them owners of every project, as an explicit choice of the deployment.
+SKYVOTE_STAFF_SEE_ALL_PROJECTS = env_bool("SKYVOTE_STAFF_SEE_ALL_PROJECTS", False)
+
+# --- e-mail (project invitations) and the site's address ----------------------------------------
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Skyvote <skyvote@localhost>")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+# Exports cite the project by its address; pages know it from the request, jobs and commands do not.
+SKYVOTE_SITE_URL = os.environ.get("SKYVOTE_SITE_URL", "http://127.0.0.1:8000")
 
 # --- security (on with SECURE=1, which `check --deploy` expects) -----------------------------
 SECURE = env_bool("SECURE")
@@ -179,6 +247,23 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else Non
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and styles only from our own static files, so an
+# injected <script>, on...= handler or style attribute does nothing. Templates keep no inline code
+# (tests/test_security_accounts.py checks); htmx is told not to inject its indicator <style>
+# (templates/base.html). The API docs pages relax it for their own bundles (skyvote/api_urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 # --- Celery (see skyvote/celery.py and docs/architecture.md) ---------------------------------
 BROKER_DIR = VAR_DIR / "broker"
@@ -228,7 +313,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "sweep-jobs": {"task": "skyvote.sweep_jobs", "schedule": 30.0},
     "recompute-aggregation": {"task": "skyvote.recompute_all_aggregations", "schedule": 3600.0},
+    # Watched folders (core.watch): an ingest job for each folder with new alert files.
+    "watch-folders": {
+        "task": "skyvote.watch_folders",
+        "schedule": float(os.environ.get("SKYVOTE_WATCH_INTERVAL_S", 60)),
+    },
 }
+# Folders whose new alert files are ingested into a workflow, each by a periodic job (core.watch,
+# docs/ingestion.md): a JSON list of {"folder", "project", "workflow"} (slugs) with optional
+# "subject_set", "filters" (e.g. ["reliability>0.5", "no-ssobject"]), "settle_s" and "state".
+SKYVOTE_WATCH_FOLDERS = json.loads(os.environ.get("SKYVOTE_WATCH_FOLDERS") or "[]")
 
 # --- background jobs (jobs/services.py, docs/architecture.md) --------------------------------
 SKYVOTE_JOBS = {
@@ -254,8 +348,9 @@ SKYVOTE_LOOP = {
     "cache_dir": os.environ.get("SKYVOTE_CACHE_DIR") or str(VAR_DIR / "cache"),
 }
 
-# Reservations of served subjects and vote counters of the learning loop live in the cache:
-# per process by default; set CACHE_URL=redis://... when several web processes serve volunteers.
+# Reservations of served subjects, vote counters of the learning loop and the rate limits live in the
+# cache: per process by default; set CACHE_URL=redis://... when several web processes serve volunteers
+# (otherwise each process allows the full rate).
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
@@ -264,23 +359,55 @@ CACHES = {
     )
 }
 
+# --- votes: served-subject tickets and rate limits (core/tickets.py, core/ratelimit.py) ---------
+# A vote must bring the ticket its subject was served with; after this many seconds it is refused.
+SKYVOTE_TICKET_MAX_AGE_S = int(os.environ.get("SKYVOTE_TICKET_MAX_AGE_S", 3600))
+# Requests per minute, per participant and per client address, for serving subjects (page loads,
+# GET .../next/) and for votes. A volunteer answering flat out does about one a second.
+_PER_PARTICIPANT = int(os.environ.get("SKYVOTE_RATE_PER_PARTICIPANT", 120))
+_PER_ADDRESS = int(os.environ.get("SKYVOTE_RATE_PER_ADDRESS", 600))
+SKYVOTE_RATE_LIMITS = {
+    action: {"participant": (_PER_PARTICIPANT, 60), "address": (_PER_ADDRESS, 60)}
+    for action in ("serve", "vote")
+}
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Views that set their own permission classes keep TokenScopeAllows (read-only tokens only read).
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "core.permissions.TokenScopeAllows",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
-    "ENUM_NAME_OVERRIDES": {"JobStatusEnum": "jobs.models.Job.STATUSES"},
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.Job.STATUSES",
+        "ProjectStatusEnum": "core.permissions.STATUS_CHOICES",
+        "MemberRoleEnum": "core.permissions.MEMBERSHIP_ROLE_CHOICES",
+        "ProjectRoleEnum": ["owner", "scientist", "viewer"],
+    },
     "TITLE": "Skyvote API",
     "DESCRIPTION": "Projects, subjects, votes, labels, models and exports of a Skyvote server.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Path parameters as Django's converters match them (anything else is a 404).
+    "PATH_CONVERTER_OVERRIDES": {
+        "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
+        "int": {"type": "integer", "minimum": 0},
+    },
+    # The errors each operation can answer, with shared bodies (core/schema.py), after the default
+    # hook that names enums.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.document_errors",
+    ],
     # Swagger UI and Redoc from drf-spectacular-sidecar's static files: works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

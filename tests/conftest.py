@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 ZTF_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ztf"
+RUBIN_DIR = ZTF_DIR.parent / "rubin"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 
@@ -56,6 +57,15 @@ def ztf_dir():
             pytest.fail(f"{ZTF_DIR} is missing: CI needs the real ZTF alerts in ../shared/data/ztf")
         pytest.skip(f"real ZTF alerts not found at {ZTF_DIR} (../shared/data/ztf); skipping")
     return ZTF_DIR
+
+
+@pytest.fixture
+def rubin_dir():
+    if not RUBIN_DIR.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{RUBIN_DIR} is missing: CI needs the real Rubin alerts in ../shared/data/rubin")
+        pytest.skip(f"real Rubin alerts not found at {RUBIN_DIR} (../shared/data/rubin); skipping")
+    return RUBIN_DIR
 
 
 @pytest.fixture
