@@ -7,7 +7,6 @@ project-scoped views (core.api.ProjectScopedMixin).
 """
 
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -19,12 +18,20 @@ from jobs.models import Job
 
 class ProjectSerializer(serializers.ModelSerializer):
     role = serializers.SerializerMethodField(help_text="Your role in the project.")
+    licence_url = serializers.CharField(read_only=True, help_text="The licence's text.")
+    has_cover = serializers.SerializerMethodField(help_text="Whether the project has a cover image.")
 
     class Meta:
         model = Project
-        fields = ["id", "slug", "name", "description", "is_public", "created_at", "role"]
+        fields = [
+            "id", "slug", "name", "description", "long_description", "is_public", "status", "licence",
+            "licence_url", "contact", "has_cover", "created_at", "role",
+        ]  # fmt: skip
 
-    @extend_schema_field(serializers.ChoiceField(choices=["owner", "collaborator", "viewer"]))
+    def get_has_cover(self, obj) -> bool:
+        return bool(obj.cover_image)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["owner", "scientist", "viewer"]))
     def get_role(self, obj) -> str:
         request = self.context.get("request")
         return obj.role_of(request.user) if request else ""
@@ -32,7 +39,11 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class WorkflowSerializer(serializers.ModelSerializer):
     active_model_version = serializers.IntegerField(
-        source="active_model.version", default=None, read_only=True, help_text="Version of the active model."
+        source="active_model.version",
+        default=None,
+        allow_null=True,
+        read_only=True,
+        help_text="Version of the active model (null without one).",
     )
 
     class Meta:
@@ -41,6 +52,9 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "id", "slug", "name", "kind", "question", "answers", "is_active", "retirement_rule",
             "retirement_limit", "swap_prior", "swap_p_low", "swap_p_high", "min_votes", "max_votes",
             "consensus_fraction", "acquisition_strategy", "active_model", "active_model_version", "created_at",
+            "show_light_curve", "model_input_size", "model_pixel_scale", "model_uncertainty_channel", "start_from",
+            "gold_schedule", "exploration_share", "train_every", "comparison_source", "comparison_set",
+            "n_candidates", "tutorial", "field_guide",
         ]  # fmt: skip
 
 
@@ -66,7 +80,7 @@ class ParticipantFields(serializers.Serializer):
             cache[pid] = self.context["project"].pseudonym(pid)
         return cache[pid]
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_worker_id(self, obj):
         if not can_see_worker_ids(self.context.get("role")):
             return None
@@ -99,7 +113,9 @@ class ExportJobSerializer(serializers.ModelSerializer):
         source="params.kind", read_only=True, help_text="What was exported (the request's `export`)."
     )
     format = serializers.CharField(source="params.format", read_only=True)
-    workflow_slug = serializers.SlugRelatedField(source="workflow", slug_field="slug", read_only=True)
+    workflow_slug = serializers.SlugRelatedField(
+        source="workflow", slug_field="slug", read_only=True, allow_null=True, help_text="Null: all workflows."
+    )
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField(help_text="Set once the export succeeded.")
 

@@ -194,6 +194,8 @@ def label_rows(
     for wf in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS]):
         params = json.dumps(aggregation_params(wf), sort_keys=True)
         model_version = f"v{wf.active_model.version}" if wf.active_model_id else None
+        # Votes for real / bogus: the answers that count as each side (an answer "not sure" neither).
+        side_of = {o["key"]: o["counts_as"] for o in wf.answer_options}
         for chunk in keyset_chunks(label_queryset(wf, upto_pk), fields, chunk_size):
             rows = []
             for (
@@ -212,8 +214,8 @@ def label_rows(
                         _as_float(dec),
                         status,
                         n,
-                        int(counts.get(Subject.REAL, 0)),
-                        int(counts.get(Subject.BOGUS, 0)),
+                        sum(int(v) for k, v in counts.items() if side_of.get(k) == Subject.REAL),
+                        sum(int(v) for k, v in counts.items() if side_of.get(k) == Subject.BOGUS),
                         p,
                         label or None,
                         source or None,

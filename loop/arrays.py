@@ -16,6 +16,13 @@ invalidated; deleting the folder is always safe (it is rebuilt from media).
 
 float16 halves the disk and page-cache footprint: preprocessed cutouts are L2-normalised (values
 around 1e-2, peaks below 1), where float16 keeps three significant digits, far below the noise.
+
+What a row holds is the model's input (mlcore.prep.InputSpec: size, pixel scale, channels), made
+from the subject's stamps at their own pixel scale (`subject_stamps`: ZTF's ~1″, Rubin's 0.2″, from
+the WCS recorded at ingest or the survey) and, with the uncertainty channel, their uncertainty
+planes. One cache per spec: the default spec (63 px, 1″, three channels) keeps the folder
+`workflow-<id>`, others get `workflow-<id>-<spec key>`, so a workflow whose model input changes
+starts a new cache and models with different inputs can be evaluated side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +40,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 CACHE_DTYPE = np.float16
-TRIPLET_SHAPE = (3, 63, 63)
+TRIPLET_SHAPE = (3, 63, 63)  # the default spec's rows
 _SEGMENT = re.compile(r"^seg-(\d{6})\.ids\.npy$")
 # Merge small segments once there are this many (each round may append a few new subjects).
 MAX_SEGMENTS = 24
@@ -42,18 +50,48 @@ def cache_root() -> Path:
     return Path(settings.SKYVOTE_LOOP.get("cache_dir") or Path(settings.VAR_DIR) / "cache")
 
 
-class ArrayCache:
-    """The preprocessed-triplet cache of one workflow on this machine."""
+@dataclass
+class Stamps:
+    """A subject's raw triplet (3, H, W) at `pixel_scale` ″/px (None: unknown, taken to be the
+    model's), with its 1σ uncertainty planes when the alert had them."""
 
-    def __init__(self, directory: str | os.PathLike):
+    triplet: np.ndarray
+    pixel_scale: float | None = None
+    sigma: np.ndarray | None = None
+
+
+def prepare_stamps(spec, item) -> np.ndarray:
+    """One subject's model input (C, S, S) for `spec` from its Stamps, or from a bare (3, H, W)
+    array (taken to be at the model's pixel scale, without uncertainty planes)."""
+    from mlcore.prep import model_stamps, prepare_model_input
+
+    if not isinstance(item, Stamps):
+        item = Stamps(np.asarray(item))
+    variance = None if item.sigma is None else np.square(np.asarray(item.sigma, dtype=np.float64))
+    raw = model_stamps(np.asarray(item.triplet), item.pixel_scale, spec, variance)
+    return prepare_model_input(raw[None])[0]
+
+
+class ArrayCache:
+    """The preprocessed-triplet cache of one workflow (and one model input) on this machine."""
+
+    def __init__(self, directory: str | os.PathLike, spec=None):
+        from mlcore.prep import InputSpec
+
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.spec = spec or InputSpec()
+        self.shape = self.spec.shape
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._maps: dict[int, np.ndarray] = {}
 
     @classmethod
-    def for_workflow(cls, workflow_id: int) -> ArrayCache:
-        return cls(cache_root() / f"workflow-{int(workflow_id)}")
+    def for_workflow(cls, workflow_id: int, spec=None) -> ArrayCache:
+        from mlcore.prep import InputSpec
+
+        spec = spec or InputSpec()
+        name = f"workflow-{int(workflow_id)}" + ("" if spec.is_default else f"-{spec.key()}")
+        return cls(cache_root() / name, spec)
 
     # ---- index -------------------------------------------------------------------------------
     def _segment_numbers(self) -> list[int]:
@@ -126,9 +164,9 @@ class ArrayCache:
     def write_segment(self, subject_ids, preprocessed: np.ndarray) -> int:
         """Append one segment of already-preprocessed triplets; returns its number."""
         subject_ids = np.asarray(subject_ids, dtype=np.int64)
-        if preprocessed.shape != (len(subject_ids), *TRIPLET_SHAPE):
+        if preprocessed.shape != (len(subject_ids), *self.shape):
             raise ValueError(
-                f"expected ({len(subject_ids)}, 3, 63, 63) preprocessed triplets, got {preprocessed.shape}"
+                f"expected {(len(subject_ids), *self.shape)} preprocessed triplets, got {preprocessed.shape}"
             )
         step = 4096
         return self.write_segment_stream(
@@ -142,7 +180,7 @@ class ArrayCache:
         arrays_path, ids_path = self._paths(number)
         tmp = arrays_path.with_name(f".{arrays_path.name}.tmp")
         out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=CACHE_DTYPE, shape=(len(subject_ids), *TRIPLET_SHAPE)
+            tmp, mode="w+", dtype=CACHE_DTYPE, shape=(len(subject_ids), *self.shape)
         )
         done = 0
         try:
@@ -164,10 +202,16 @@ class ArrayCache:
         return number
 
     def append_raw(self, subject_ids, raw_triplets: np.ndarray) -> int:
-        """Preprocess raw (n, 3, H, W) triplets and append them as one segment."""
-        from mlcore.prep import preprocess_batch
+        """Preprocess raw (n, 3, H, W) triplets (at the model's pixel scale) and append them as one segment."""
+        from mlcore.prep import prepare_subjects
 
-        return self.write_segment(subject_ids, preprocess_batch(raw_triplets))
+        return self.write_segment(
+            subject_ids, prepare_subjects([(t, None, None) for t in raw_triplets], self.spec)
+        )
+
+    def prepare(self, item) -> np.ndarray:
+        """One subject's model input for this cache's spec (see prepare_stamps)."""
+        return prepare_stamps(self.spec, item)
 
     def fill(
         self,
@@ -179,10 +223,11 @@ class ArrayCache:
     ) -> list[tuple[int, str]]:
         """Cache every subject of subject_ids that is not cached yet.
 
-        load(ids) returns (id, raw array or None, error) per id. Subjects whose array cannot be
-        read are skipped and returned as (id, reason); the caller leaves them out of the round.
+        load(ids) returns (id, Stamps or a raw (3, H, W) array or None, error) per id. Subjects whose
+        array cannot be read are skipped and returned as (id, reason); the caller leaves them out of
+        the round.
         """
-        from mlcore.prep import TripletShapeError, preprocess_batch
+        from mlcore.prep import TripletShapeError
 
         missing = self.missing(subject_ids)
         failures: list[tuple[int, str]] = []
@@ -194,9 +239,7 @@ class ArrayCache:
                     failures.append((subject_id, error))
                     continue
                 try:
-                    prepared.append(
-                        preprocess_batch(np.asarray(array)[None] if np.ndim(array) == 3 else array)[0]
-                    )
+                    prepared.append(self.prepare(array))
                     good_ids.append(subject_id)
                 except (TripletShapeError, ValueError) as exc:
                     failures.append((subject_id, str(exc)))
@@ -212,7 +255,7 @@ class ArrayCache:
         if len(numbers) <= MAX_SEGMENTS:
             return
         ids, segs, rows = self.index()
-        merged = np.empty((len(ids), *TRIPLET_SHAPE), dtype=CACHE_DTYPE)
+        merged = np.empty((len(ids), *self.shape), dtype=CACHE_DTYPE)
         for number in numbers:
             sel = segs == number
             merged[sel] = self._map(number)[rows[sel]]
@@ -227,10 +270,10 @@ class ArrayCache:
 
     # ---- reading -----------------------------------------------------------------------------
     def read(self, subject_ids) -> np.ndarray:
-        """Preprocessed float16 triplets (n, 3, 63, 63) in the order of subject_ids."""
+        """Preprocessed float16 model inputs (n, C, S, S) in the order of subject_ids."""
         subject_ids = np.asarray(subject_ids, dtype=np.int64)
         segs, rows = self.locate(subject_ids)
-        out = np.empty((len(subject_ids), *TRIPLET_SHAPE), dtype=CACHE_DTYPE)
+        out = np.empty((len(subject_ids), *self.shape), dtype=CACHE_DTYPE)
         for number in np.unique(segs):
             sel = np.flatnonzero(segs == number)
             seg_rows = rows[sel]
@@ -254,12 +297,64 @@ class ArrayCache:
             yield ids_chunk, self.read(ids_chunk)
 
 
-def load_from_storage(subject_ids: list[int]) -> list[tuple[int, np.ndarray | None, str]]:
-    """Raw arrays of subjects from media storage: (id, array or None, error message)."""
+def subject_pixel_scale(subject) -> float | None:
+    """Arcseconds per pixel of the subject's stored stamps: from the WCS recorded at ingest (Rubin),
+    a CD matrix or pixel scale in its metadata (synthetic stamps), else its survey's (ZTF 1.01″,
+    Rubin 0.2″); None when nothing says (files and arrays: taken to be at the model's scale)."""
+    from mlcore.prep import SURVEY_PIXEL_SCALES, pixel_scale_from_cd
+
+    meta = subject.metadata or {}
+    orientation = meta.get("orientation")
+    candidates = [orientation.get("pixel_scale_arcsec") if isinstance(orientation, dict) else None]
+    candidates.append(meta.get("pixel_scale"))
+    for value in candidates:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 < value < 3600:
+            return value
+    if meta.get("cd") is not None:
+        try:
+            value = pixel_scale_from_cd(meta["cd"])
+        except (TypeError, ValueError):
+            value = 0.0
+        if 0 < value < 3600:
+            return value
+    return SURVEY_PIXEL_SCALES.get(getattr(subject, "survey", "") or "")
+
+
+def subject_stamps(subject, array: np.ndarray, *, sigma: bool = False) -> Stamps:
+    """What the model is made from: the stored triplet at its pixel scale, its uncertainty planes
+    (with sigma=True, when the alert had them), and the difference of a negative Rubin detection
+    negated, so that the candidate is bright as in every ZTF alert (ZTF sends negative detections
+    negated): one convention for the model whatever the survey."""
+    from core.models import Subject
+
+    meta = subject.metadata or {}
+    triplet = np.asarray(array, dtype=np.float32)
+    if getattr(subject, "survey", "") == Subject.RUBIN and meta.get("difference_sign") == "negative":
+        triplet = triplet.copy()
+        triplet[2] = -triplet[2]
+    planes = None
+    if sigma and meta.get("stamps_file"):
+        from core.ingest import load_subject_stamps
+
+        planes = load_subject_stamps(subject).get("uncertainty")
+        if planes is not None and (planes.shape != triplet.shape or not np.isfinite(planes[2]).any()):
+            planes = None
+    return Stamps(triplet, subject_pixel_scale(subject), planes)
+
+
+def load_from_storage(subject_ids: list[int], *, sigma: bool = False) -> list[tuple[int, Stamps | None, str]]:
+    """Subjects' stamps from storage: (id, Stamps or None, error message). sigma=True also reads
+    their uncertainty planes (the uncertainty channel needs them)."""
     from core.ingest import load_subject_array
     from core.models import Subject
 
-    subjects = Subject.objects.filter(pk__in=subject_ids).only("id", "data", "external_id")
+    subjects = Subject.objects.filter(pk__in=subject_ids).only(
+        "id", "data", "external_id", "survey", "metadata"
+    )
     found = {s.pk: s for s in subjects}
     results = []
     for subject_id in subject_ids:
@@ -277,5 +372,17 @@ def load_from_storage(subject_ids: list[int]) -> list[tuple[int, np.ndarray | No
                 (subject_id, None, f"{subject.external_id}: not a (3, H, W) triplet {array.shape}")
             )
             continue
-        results.append((subject_id, array, ""))
+        try:
+            stamps = subject_stamps(subject, array, sigma=sigma)
+        except Exception as exc:  # an unreadable uncertainty file leaves this subject out, not the round
+            results.append((subject_id, None, f"{subject.external_id}: {exc}"))
+            continue
+        results.append((subject_id, stamps, ""))
     return results
+
+
+def loader_for(spec) -> Callable[[list[int]], list[tuple[int, Stamps | None, str]]]:
+    """The storage loader a cache of `spec` needs: uncertainty planes only for the uncertainty channel."""
+    if spec.uncertainty:
+        return lambda ids: load_from_storage(ids, sigma=True)
+    return load_from_storage

@@ -1,7 +1,8 @@
 """The learning loop's export: a training bundle of one real/bogus workflow.
 
 A zip with images.npy (N, ...) float32, labels.csv (row i ↔ images[i], with the label, target,
-weight and a fixed train/validation/test split) and manifest.json (counts, SHA-256 of every file,
+weight and a fixed train/validation/test split), light_curves.csv (one row per light-curve point of
+those subjects, `index` = their row) and manifest.json (counts, SHA-256 of every file,
 aggregation thresholds, the active model, the code version and the query), so a paper's dataset
 can be checked (`verify_bundle`) and regenerated. The image stack is written as a .npy the way the
 core writers write tables: rows to a scratch file, the header once the count is known.
@@ -36,8 +37,9 @@ from core.exporters import (
 )
 from core.models import Project, Subject, Workflow
 from core.storage import open_stored
-from labeling.exporters import aggregation_params, label_queryset
+from labeling.exporters import LIGHT_CURVE_COLUMNS, aggregation_params, label_queryset, light_curve_points
 from labeling.labels import decided_filter, label_of
+from loop.croissant import croissant
 
 DEFAULT_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
@@ -55,6 +57,14 @@ BUNDLE_LABEL_COLUMNS = [
     Column("is_holdout", "bool"),
     Column("split", "str", "train, validation or test", 10),
     Column("original_shape", "str", "Array shape before NaN padding to the common shape", 30),
+]
+
+
+# The light-curve table of the bundle's subjects: labeling's light_curves export, with the row of
+# images.npy / labels.csv each point belongs to.
+BUNDLE_LIGHT_CURVE_COLUMNS = [
+    Column("index", "int", "Row of images.npy and labels.csv"),
+    *LIGHT_CURVE_COLUMNS,
 ]
 
 
@@ -107,7 +117,10 @@ def export_bundle(
     fractions = _validate_split(split)
     upto = Subject.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True).first() or 0
     qs = label_queryset(workflow, upto).filter(decided_filter(workflow))
-    fields = ["pk", "external_id", "object_id", "data", "gold_label", "p_real", "vote_count", "is_holdout"]
+    fields = [
+        "pk", "external_id", "object_id", "data", "gold_label", "p_real", "vote_count", "is_holdout",
+        "survey", "light_curve",
+    ]  # fmt: skip
     total = qs.count()
     tick = Progress(2 * total, progress)
 
@@ -137,15 +150,18 @@ def export_bundle(
     workdir = Path(tempfile.mkdtemp(prefix="skyvote-bundle-", dir=path.parent))
     counts = {"subjects": 0, "train": 0, "validation": 0, "test": 0, "real": 0, "bogus": 0, "gold": 0}
     counts["holdout"] = counts["padded"] = 0
+    counts["light_curve_points"] = counts["with_light_curve"] = 0
     try:
         raw_path = workdir / "images.raw"
         labels_path = workdir / "labels.csv"
         labels_writer = CsvWriter(labels_path, BUNDLE_LABEL_COLUMNS)
+        curves_path = workdir / "light_curves.csv"
+        curves_writer = CsvWriter(curves_path, BUNDLE_LIGHT_CURVE_COLUMNS)
         done = 0
         with open(raw_path, "wb") as raw:
             for chunk in keyset_chunks(qs, fields, chunk_size):
-                rows = []
-                for pk, ext, obj, name, gold, p, n_votes, holdout in chunk:
+                rows, points = [], []
+                for pk, ext, obj, name, gold, p, n_votes, holdout, survey, curve in chunk:
                     done += 1
                     if not name:
                         continue
@@ -178,14 +194,23 @@ def export_bundle(
                             "x".join(map(str, original)),
                         )  # fmt: skip
                     )
+                    before = len(points)
+                    for point in light_curve_points(curve):
+                        points.append(
+                            (counts["subjects"], pk, ext, obj or None, survey or None, workflow.slug, *point)
+                        )
+                    counts["light_curve_points"] += len(points) - before
+                    counts["with_light_curve"] += len(points) > before
                     counts["subjects"] += 1
                     counts[which] += 1
                     counts[label] += 1
                     counts["gold"] += source == "gold"
                     counts["holdout"] += bool(holdout)
                 labels_writer.write(rows)
+                curves_writer.write(points)
                 tick(done, f"writing arrays: {done:,} of {total:,}")
         labels_writer.close()
+        curves_writer.close()
         counts["skipped_no_data"] = skipped_no_data
 
         npy_header = io.BytesIO()
@@ -210,6 +235,14 @@ def export_bundle(
                 "then validation, then test",
                 "fractions": fractions,
             },
+            "light_curves": {
+                "file": "light_curves.csv",
+                "rows": counts["light_curve_points"],
+                "layout": "one row per light-curve point; index is the subject's row of images.npy and "
+                "labels.csv; flux in nJy, AB magnitudes; kind detection, limit (upper limit: mag is the "
+                "limiting magnitude) or forced (forced photometry)",
+                "columns": [c.name for c in BUNDLE_LIGHT_CURVE_COLUMNS],
+            },
             "model_version": model_info(workflow),
             "query": {
                 "description": f"subjects of workflow '{workflow.slug}' (id {workflow.pk}) with a training "
@@ -223,10 +256,38 @@ def export_bundle(
                 zf, "images.npy", raw_path, header=npy_header.getvalue(), deflate=False
             )
             manifest["files"]["labels.csv"] = zip_add_file(zf, "labels.csv", labels_path, deflate=True)
+            manifest["files"]["light_curves.csv"] = zip_add_file(
+                zf, "light_curves.csv", curves_path, deflate=True
+            )
+            _write_croissant(zf, manifest, project, workflow)
             zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str), zipfile.ZIP_DEFLATED)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"rows": counts["subjects"], **{k: v for k, v in manifest.items() if k != "files"}}
+
+
+def _write_croissant(zf: zipfile.ZipFile, manifest: dict, project: Project, workflow: Workflow) -> None:
+    """croissant.json: the files, the label columns, the licence and citation, for dataset tools
+    (loop.croissant); listed in the manifest like the data files."""
+    tables = {
+        "labels.csv": (BUNDLE_LABEL_COLUMNS, "One row per subject; row i describes images.npy[i]."),
+        "light_curves.csv": (
+            BUNDLE_LIGHT_CURVE_COLUMNS,
+            "One row per light-curve point; index is the subject's row of labels.csv.",
+        ),
+    }
+    description = croissant(
+        manifest,
+        tables,
+        name=f"{project.name}: {workflow.name} training bundle",
+        description=" ".join(
+            f"Images (images.npy, float32, NaN = masked) and volunteer labels ({workflow.question}) from the "
+            f"Skyvote project “{project.name}”. {project.description}".split()
+        ),
+    )
+    data = json.dumps(description, indent=2, ensure_ascii=False).encode()
+    zf.writestr("croissant.json", data, zipfile.ZIP_DEFLATED)
+    manifest["files"]["croissant.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def _sql(queryset) -> str:
@@ -246,7 +307,7 @@ def verify_bundle(path: Path) -> dict:
 class TrainingBundleExporter(Exporter):
     identifier = "bundle"
     verbose_name = "Training bundle"
-    contents = "images .npy, labels, split, manifest"
+    contents = "images .npy, labels, light curves, split, manifest"
     formats = ("zip",)
     workflow_kind = Workflow.REAL_BOGUS
     bundle = True

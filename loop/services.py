@@ -21,6 +21,7 @@ new one is promoted, so a round that fails at any step changes nothing volunteer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -35,7 +36,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -43,6 +43,7 @@ from django.utils import timezone
 from core.formats import json_safe
 from core.models import ModelVersion, Subject, Workflow
 from core.rounds import count_as_trained_on, fail_unfinished_versions, queue_round
+from core.storage import open_stored, private_storage, random_name
 from jobs.models import Job
 from jobs.services import GPU, JobRun, on_sweep, open_job, queue_job, register
 
@@ -163,12 +164,16 @@ def request_training(
     reason: str = "owner",
     decided: int | None = None,
     train_config: dict | None = None,
+    start_from_workflow: Workflow | None = None,
 ) -> tuple[Job, bool]:
     """Queue a training round for the workflow, or return the one already open: (job, created).
 
     Called from a request or from the trigger; the task is sent after the transaction commits.
     `decided` is the trainable-label count the round starts from (counted when not given);
     train_config overrides TrainConfig fields for this round (tests, benchmarks).
+    start_from_workflow (same project): when the round runs without an active model and without a
+    start_from model, it fine-tunes from that workflow's promoted model *as it is then* (the demo
+    queues a Rubin round behind the ZTF round that makes that model).
     """
     if workflow.kind != Workflow.REAL_BOGUS:
         raise LoopError("Only real/bogus workflows train a classifier.")
@@ -184,6 +189,10 @@ def request_training(
         params = {"reason": reason, "force_promote": bool(force_promote), "labels_at_request": decided}
         if train_config:
             params["train_config"] = dict(train_config)
+        if start_from_workflow is not None:
+            if start_from_workflow.project_id != workflow.project_id or start_from_workflow.pk == workflow.pk:
+                raise LoopError("A round can start from another workflow of the same project only.")
+            params["start_from_workflow"] = start_from_workflow.pk
         return queue_round(workflow, Job.TRAIN, params, counted=decided, user=user)
 
 
@@ -195,6 +204,49 @@ def request_scoring(workflow: Workflow, *, user=None, reason: str = "promoted") 
             return existing, False
         job, _ = queue_job(Job.SCORE, project=workflow.project, workflow=workflow, params={"reason": reason}, user=user)
     return job, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer: starting a workflow's first round from another workflow's model
+
+
+def start_from_candidates(workflow: Workflow, user) -> list[ModelVersion]:
+    """Models the workflow's first round may fine-tune from: the promoted (active) classifiers of the
+    other real/bogus workflows in projects the user can read."""
+    from core.permissions import projects_readable_by
+
+    return list(
+        ModelVersion.objects.filter(
+            kind=ModelVersion.CLASSIFIER,
+            status=ModelVersion.ACTIVE,
+            workflow__kind=Workflow.REAL_BOGUS,
+            workflow__project__in=projects_readable_by(user),
+        )
+        .exclude(workflow=workflow)
+        .select_related("workflow__project")
+        .order_by("workflow__project__slug", "workflow__slug", "-version")
+    )
+
+
+def set_start_from(workflow: Workflow, version_id: int | None, user) -> ModelVersion | None:
+    """Choose (or, with None, clear) the model the workflow's first round fine-tunes from; LoopError
+    for a model the user may not use. It applies while the workflow has no active model."""
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise LoopError("Only real/bogus workflows train a classifier.")
+    version = None
+    if version_id is not None:
+        version = next((v for v in start_from_candidates(workflow, user) if v.pk == version_id), None)
+        if version is None:
+            raise LoopError(
+                "Choose the promoted model of another real/bogus workflow in a project you can read."
+            )
+    Workflow.objects.filter(pk=workflow.pk).update(start_from=version)
+    workflow.start_from = version
+    return version
+
+
+def model_label(version: ModelVersion) -> str:
+    return f"{version.workflow.project.slug}/{version.workflow.slug} v{version.version}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +264,7 @@ def load_model_version(version: ModelVersion, device=None):
     if not version.artifact or not version.artifact_sha256:
         raise ModelRejected(f"Model v{version.version} has no stored checkpoint.")
     try:
-        with version.artifact.open("rb") as handle:
+        with open_stored(version.artifact.name) as handle:
             data = handle.read()
     except OSError as exc:
         raise ModelRejected(f"Model v{version.version}: cannot read its checkpoint ({exc}).") from None
@@ -262,23 +314,27 @@ def _next_version_number(workflow: Workflow) -> int:
     return (current["m"] or 0) + 1
 
 
-def _save_figure(fig, name: str) -> str:
+def _save_figure(fig, stem: str) -> str:
+    """Store a plot in private storage under a random name; the model page serves it (loop.views)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    return default_storage.save(name, ContentFile(buffer.getvalue()))
+    return private_storage().save(random_name(f"{stem}-", ".png"), ContentFile(buffer.getvalue()))
 
 
-def _save_plots(version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray) -> dict:
+def _save_plots(
+    version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray, extra_curves: dict | None = None
+) -> dict:
+    """ROC (with the other candidate of a transfer round beside it), reliability, learning curve."""
     from mlcore.plots import learning_curve_figure, reliability_figure, roc_figure
 
     stem = f"models/{version.workflow_id}/v{version.version}"
+    curves = {f"v{version.version}": (y_true, p_real)}
+    curves.update({name: (y_true, p) for name, p in (extra_curves or {}).items()})
     plots = {
-        "roc": _save_figure(roc_figure({f"v{version.version}": (y_true, p_real)}), f"{stem}-roc.png"),
+        "roc": _save_figure(roc_figure(curves), f"{stem}-roc"),
         "reliability": _save_figure(
             reliability_figure(y_true, p_real, n_bins=10, name=f"v{version.version}"),
-            f"{stem}-reliability.png",
+            f"{stem}-reliability",
         ),
     }
     # Held-out AUC against the number of labels each version was trained on.
@@ -294,7 +350,7 @@ def _save_plots(version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray) -
             ylabel="held-out ROC AUC",
             title="Learning curve",
         )
-        plots["learning_curve"] = _save_figure(fig, f"{stem}-learning-curve.png")
+        plots["learning_curve"] = _save_figure(fig, f"{stem}-learning-curve")
     return plots
 
 
@@ -332,9 +388,45 @@ def heldout_labels(workflow: Workflow, labels=None) -> tuple[np.ndarray, np.ndar
     return np.asarray(ids, dtype=np.int64), np.asarray(y, dtype=np.int8)
 
 
-def _gather_round_data(workflow: Workflow, run: JobRun | None, progress) -> RoundData:
+def input_spec(workflow: Workflow):
+    """The model input the workflow asks for (mlcore.prep.InputSpec); LoopError if it is unusable."""
+    from mlcore.prep import InputSpec
+
+    try:
+        return InputSpec(
+            size=workflow.model_input_size,
+            pixel_scale=workflow.model_pixel_scale,
+            uncertainty=workflow.model_uncertainty_channel,
+        )
+    except ValueError as exc:
+        raise LoopError(f"The workflow's model input settings are not usable: {exc}") from None
+
+
+def model_config_for(spec):
+    """A VGG6 config for the input spec (input_scale follows the side: unit-RMS inputs)."""
+    from mlcore.models import ModelConfig
+
+    try:
+        return ModelConfig(
+            input_size=spec.size,
+            in_channels=spec.channels,
+            input_scale=float(spec.size),
+            pixel_scale=spec.pixel_scale,
+        )
+    except ValueError as exc:
+        raise LoopError(f"No model fits this input ({exc}); choose a larger input size.") from None
+
+
+def spec_of(model):
+    """The input spec a loaded model was trained on (from its config, saved in the checkpoint)."""
+    from mlcore.prep import InputSpec
+
+    return InputSpec.from_model_config(model.config)
+
+
+def _gather_round_data(workflow: Workflow, run: JobRun | None, progress, spec=None) -> RoundData:
     from labeling.labels import training_labels
-    from loop.arrays import ArrayCache, load_from_storage
+    from loop.arrays import ArrayCache, loader_for
 
     labels = training_labels(workflow)
     heldout_ids, heldout_y = heldout_labels(workflow, labels)
@@ -360,14 +452,14 @@ def _gather_round_data(workflow: Workflow, run: JobRun | None, progress) -> Roun
     )
     train_ids = np.array([lab.subject_id for lab in train], dtype=np.int64)
     weights = np.array([lab.weight for lab in train], dtype=np.float64)
-    cache_ = ArrayCache.for_workflow(workflow.pk)
+    cache_ = ArrayCache.for_workflow(workflow.pk, spec)
     wanted = np.unique(np.concatenate([train_ids, heldout_ids, pool_ids]))
     n_missing = len(cache_.missing(wanted))
     if n_missing and run is not None:
         run.log(f"caching {n_missing} new triplets from storage")
     skipped = cache_.fill(
         wanted,
-        load_from_storage,
+        loader_for(cache_.spec),
         progress=lambda done, total: progress(done / max(total, 1), f"cached {done}/{total} new triplets"),
     )
     if skipped:
@@ -425,6 +517,131 @@ def _predict(model, cache_, ids: np.ndarray) -> np.ndarray:
     return score(model, dataset, batch_size=int(loop_setting("score_batch_size")), features=False).p_real
 
 
+def _predict_any(workflow: Workflow, model, cache_, ids: np.ndarray) -> np.ndarray:
+    """As _predict, for a model whose input may differ from the round's (the active model before the
+    owner changed the workflow's input settings): its own cache, filled for `ids`."""
+    from loop.arrays import ArrayCache, loader_for
+
+    spec = spec_of(model)
+    if spec != cache_.spec:
+        cache_ = ArrayCache.for_workflow(workflow.pk, spec)
+        skipped = cache_.fill(ids, loader_for(spec))
+        if skipped:
+            raise ModelRejected(
+                f"{len(skipped)} held-out subjects cannot be prepared for its input ({spec.key()})."
+            )
+    return _predict(model, cache_, ids)
+
+
+def survey_metrics(ids: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:
+    """Held-out AUC and accuracy per survey of the subjects ("ztf", "rubin"; "other" for files and
+    synthetic data without one): a workflow may mix surveys, and one average can hide a weak one.
+    AUC is None where a survey's held-out subjects are all of one class."""
+    from mlcore.metrics import roc_auc
+
+    surveys = dict(Subject.objects.filter(pk__in=[int(i) for i in ids]).values_list("pk", "survey"))
+    names = np.array([surveys.get(int(i)) or "other" for i in ids])
+    y, p = np.asarray(y, dtype=np.int8), np.asarray(p, dtype=np.float64)
+    out = {}
+    for name in sorted(set(names.tolist())):
+        sel = names == name
+        ys, ps = y[sel], p[sel]
+        both = 0 < int(ys.sum()) < len(ys)
+        out[name] = {
+            "n": int(sel.sum()),
+            "n_real": int(ys.sum()),
+            "roc_auc": float(roc_auc(ys, ps)) if both else None,
+            "accuracy": float(((ps >= 0.5) == (ys == 1)).mean()),
+        }
+    return out
+
+
+def _start_from_of_round(workflow: Workflow, params: dict, run: JobRun) -> ModelVersion | None:
+    """The workflow's start_from model, or the one a round parameter names: the promoted model of
+    another workflow of the project at the time the round runs (recorded as start_from, so the
+    model page shows where the first model came from)."""
+    if workflow.start_from is not None or not params.get("start_from_workflow"):
+        return workflow.start_from
+    other = (
+        Workflow.objects.select_related("active_model__workflow__project")
+        .filter(pk=params["start_from_workflow"], project_id=workflow.project_id, kind=Workflow.REAL_BOGUS)
+        .first()
+    )
+    if other is None or other.active_model is None:
+        run.log("the workflow to start from has no promoted model yet: training from scratch")
+        return None
+    Workflow.objects.filter(pk=workflow.pk, start_from__isnull=True).update(start_from=other.active_model)
+    workflow.start_from = other.active_model
+    return other.active_model
+
+
+def _initial_weights(workflow: Workflow, previous, target_config, run: JobRun):
+    """(initial model or None, transfer source or None, layer report or None) for a round.
+
+    With an active model: its weights (warm start), moved onto the workflow's current input when the
+    owner changed it (mlcore.models.transfer_weights). Without one, from the workflow's start_from
+    model (another workflow's, e.g. ZTF's for a Rubin workflow): the transfer source is then
+    returned too, and the round trains a from-scratch model beside it for comparison.
+    """
+    from mlcore.models import transfer_weights
+
+    if previous is not None:
+        if not loop_setting("warm_start"):
+            return None, None, None
+        try:
+            model = load_model_version(previous).model
+        except ModelRejected as exc:
+            run.log(f"cold start: {exc}")
+            return None, None, None
+        if model.config == target_config:
+            return model, None, None
+        adapted, _ = transfer_weights(model, target_config)
+        run.log(
+            f"the model input changed ({spec_of(model).key()} → {spec_of(adapted).key()}): "
+            f"warm start from v{previous.version}'s matching layers"
+        )
+        return adapted, None, None
+    source = _start_from_of_round(workflow, run.job.params or {}, run)
+    if source is None:
+        return None, None, None
+    label = f"{source.workflow.project.slug}/{source.workflow.slug} v{source.version}"
+    try:
+        if source.kind != ModelVersion.CLASSIFIER:
+            raise ModelRejected(f"{label} is not a real/bogus classifier.")
+        model = load_model_version(source).model
+    except ModelRejected as exc:
+        run.log(f"cannot start from {label} ({exc}); training from scratch")
+        return None, None, None
+    adapted, layers = transfer_weights(model, target_config)
+    info = {
+        "id": source.pk,
+        "workflow": f"{source.workflow.project.slug}/{source.workflow.slug}",
+        "version": source.version,
+        "label": label,
+        "input": spec_of(model).key(),
+    }
+    run.log(
+        f"fine-tuning from {label} (input {info['input']} → {spec_of(adapted).key()}; "
+        f"{len(layers['copied'])} layers copied, {len(layers['adapted'])} adapted, {len(layers['fresh'])} fresh)"
+    )
+    return adapted, info, {k: list(v) for k, v in layers.items()}
+
+
+def _run_summary(result, metrics: dict, by_survey: dict) -> dict:
+    """One trained candidate of a transfer round, for the comparison on the model page."""
+    return {
+        "roc_auc": metrics["roc_auc"],
+        "accuracy": metrics["accuracy"],
+        "ece": metrics["ece"],
+        "by_survey": by_survey,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "stopped_reason": result.stopped_reason,
+        "val_auc": result.best.val_auc,
+        "duration_s": round(result.duration_s, 3),
+    }
+
+
 @register(
     Job.TRAIN,
     queue=GPU,
@@ -445,43 +662,59 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     from mlcore.train import TrainingError, train_classifier
 
     timings: dict[str, float] = {}
-    workflow = Workflow.objects.select_related("project", "active_model").get(pk=job.workflow_id)
+    workflow = Workflow.objects.select_related(
+        "project", "active_model", "start_from__workflow__project"
+    ).get(pk=job.workflow_id)
     previous = workflow.active_model
     run.log(f"round for {workflow} ({job.params.get('reason', 'owner')})")
+    spec = input_spec(workflow)
+    target_config = model_config_for(spec)
 
     # 1. export: labels and arrays
     started = time.perf_counter()
-    data = _gather_round_data(workflow, run, run.phase(0.0, 0.08))
+    data = _gather_round_data(workflow, run, run.phase(0.0, 0.08), spec)
     count_as_trained_on(workflow, trainable_label_count(workflow))
-    cache_ = ArrayCache.for_workflow(workflow.pk)
+    cache_ = ArrayCache.for_workflow(workflow.pk, spec)
     x_train = cache_.read(data.train_ids)
     timings["export"] = time.perf_counter() - started
     run.log(
         f"{len(data.train_ids)} training labels, {len(data.heldout_ids)} held out, "
-        f"{len(data.pool_ids)} unretired subjects to score"
+        f"{len(data.pool_ids)} unretired subjects to score; model input {spec.key()}"
     )
 
-    # 2. train (warm start from the active model's weights when it loads)
+    # 2. train: warm start from the active model's weights when it loads; a first round with a
+    # start_from model fine-tunes it and, for comparison, trains one from scratch in the same time.
     started = time.perf_counter()
-    init_model = None
-    if previous is not None and loop_setting("warm_start"):
-        try:
-            init_model = load_model_version(previous).model
-        except ModelRejected as exc:
-            run.log(f"cold start: {exc}")
+    init_model, transfer_source, transfer_layers = _initial_weights(workflow, previous, target_config, run)
     config = _train_config(job, len(data.train_ids))
-    try:
-        result = train_classifier(
-            TripletArrayDataset(x_train, preprocessed=True),
-            data.targets,
-            sample_weights=np.maximum(data.weights, 1e-3),
-            train_config=config,
-            init_model=init_model,
-            progress=run.phase(0.08, 0.70),
-            data_hash=_data_hash(data.train_ids, data.targets, data.weights),
+    dataset = TripletArrayDataset(x_train, preprocessed=True)
+    data_hash = _data_hash(data.train_ids, data.targets, data.weights)
+
+    def train(init, train_config, progress):
+        try:
+            return train_classifier(
+                dataset,
+                data.targets,
+                sample_weights=np.maximum(data.weights, 1e-3),
+                model_config=None if init is not None else target_config,
+                train_config=train_config,
+                init_model=init,
+                progress=progress,
+                data_hash=data_hash,
+            )
+        except (TrainingError, ValueError) as exc:  # NaN loss or NaN validation scores, unusable labels
+            raise LoopError(f"Training failed: {exc}") from None
+
+    scratch = None
+    if transfer_source is not None:
+        # Half the round's time budget each: the comparison costs no more than a round.
+        half = dataclasses.replace(
+            config, time_budget_s=config.time_budget_s / 2 if config.time_budget_s else None
         )
-    except (TrainingError, ValueError) as exc:  # NaN loss or NaN validation scores, unusable labels
-        raise LoopError(f"Training failed: {exc}") from None
+        result = train(init_model, half, run.phase(0.08, 0.39))
+        scratch = train(None, half, run.phase(0.39, 0.70))
+    else:
+        result = train(init_model, config, run.phase(0.08, 0.70))
     del x_train
     timings["train"] = time.perf_counter() - started
     run.log(
@@ -492,16 +725,48 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     # 3. evaluate on the held-out set, and the active model on the same set
     started = time.perf_counter()
     run.progress(0.70, "evaluating on the held-out set", force=True)
-    p_heldout = _predict(result.model, cache_, data.heldout_ids)
-    if not np.all(np.isfinite(p_heldout)):
-        raise LoopError("The new model produced NaN scores on the held-out set.")
-    metrics = evaluate(data.heldout_y, p_heldout)
-    if not _finite_metrics(metrics):
-        raise LoopError(f"The held-out metrics are not finite (AUC {metrics.get('roc_auc')}).")
+
+    def held_out(model) -> tuple[np.ndarray, dict]:
+        p = _predict(model, cache_, data.heldout_ids)
+        if not np.all(np.isfinite(p)):
+            raise LoopError("The new model produced NaN scores on the held-out set.")
+        found = evaluate(data.heldout_y, p)
+        if not _finite_metrics(found):
+            raise LoopError(f"The held-out metrics are not finite (AUC {found.get('roc_auc')}).")
+        return p, found
+
+    p_heldout, metrics = held_out(result.model)
+    extra_metrics = {"heldout_by_survey": survey_metrics(data.heldout_ids, data.heldout_y, p_heldout)}
+    extra_curves = {}
+    if scratch is not None:
+        p_scratch, scratch_metrics = held_out(scratch.model)
+        fine_auc, scratch_auc = float(metrics["roc_auc"]), float(scratch_metrics["roc_auc"])
+        scratch_by_survey = survey_metrics(data.heldout_ids, data.heldout_y, p_scratch)
+        transfer = {
+            "start_from": transfer_source,
+            "layers": transfer_layers,
+            "time_budget_s_each": half.time_budget_s,
+            "fine_tuned": _run_summary(result, metrics, extra_metrics["heldout_by_survey"]),
+            "scratch": _run_summary(scratch, scratch_metrics, scratch_by_survey),
+            "auc_difference": fine_auc - scratch_auc,
+            "beat_scratch": fine_auc > scratch_auc,
+            # The round keeps the better of the two on the held-out set (the fine-tuned one on a tie).
+            "kept": "fine_tuned" if fine_auc >= scratch_auc else "scratch",
+        }
+        run.log(
+            f"fine-tuned from {transfer_source['label']}: held-out AUC {fine_auc:.4f}; "
+            f"from scratch: {scratch_auc:.4f}; keeping the {transfer['kept'].replace('_', '-')} model"
+        )
+        extra_curves["from scratch"] = p_scratch
+        if transfer["kept"] == "scratch":
+            extra_curves = {"fine-tuned": p_heldout}
+            result, p_heldout, metrics = scratch, p_scratch, scratch_metrics
+            extra_metrics["heldout_by_survey"] = scratch_by_survey
+        extra_metrics["transfer"] = transfer
     previous_auc = None
     if previous is not None:
         try:
-            p_prev = _predict(load_model_version(previous).model, cache_, data.heldout_ids)
+            p_prev = _predict_any(workflow, load_model_version(previous).model, cache_, data.heldout_ids)
             previous_auc = float(evaluate(data.heldout_y, p_prev)["roc_auc"])
         except ModelRejected as exc:
             run.log(f"the active model cannot be evaluated: {exc}")
@@ -509,12 +774,25 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     run.log(
         f"held-out AUC {metrics['roc_auc']:.4f}"
         + (f" (active v{previous.version}: {previous_auc:.4f})" if previous_auc is not None else "")
+        + "; "
+        + ", ".join(
+            f"{name} {m['roc_auc']:.4f}" if m["roc_auc"] is not None else f"{name} n/a"
+            for name, m in extra_metrics["heldout_by_survey"].items()
+        )
     )
 
     # 4. register the version: checkpoint, SHA-256, plots
     started = time.perf_counter()
     run.progress(0.75, "registering the model", force=True)
-    version = _register_version(workflow, job, result, metrics, data, previous, previous_auc, p_heldout)
+    version = _register_version(
+        workflow, job, result, metrics, data, previous, previous_auc, p_heldout,
+        extra_metrics=extra_metrics,
+        extra_config={
+            "input": {"size": spec.size, "pixel_scale": spec.pixel_scale, "uncertainty_channel": spec.uncertainty},
+            "start_from": transfer_source,
+        },
+        extra_curves=extra_curves,
+    )  # fmt: skip
     timings["register"] = time.perf_counter() - started
 
     # 5. promote only if not worse than the active model on the held-out set (or forced)
@@ -544,7 +822,18 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
 
 
 def _register_version(
-    workflow, job, result, metrics, data: RoundData, previous, previous_auc, p_heldout
+    workflow,
+    job,
+    result,
+    metrics,
+    data: RoundData,
+    previous,
+    previous_auc,
+    p_heldout,
+    *,
+    extra_metrics: dict | None = None,
+    extra_config: dict | None = None,
+    extra_curves: dict | None = None,
 ) -> ModelVersion:
     from mlcore.checkpoint import file_sha256, save_checkpoint
 
@@ -574,6 +863,7 @@ def _register_version(
                 "compared_with": {"version": previous.version, "roc_auc": previous_auc}
                 if previous is not None
                 else None,
+                **(extra_metrics or {}),
             }
         ),
         config=json_safe(
@@ -585,6 +875,7 @@ def _register_version(
                 if previous is not None and loop_setting("warm_start")
                 else None,
                 "acquisition_strategy": workflow.acquisition_strategy,
+                **(extra_config or {}),
             }
         ),
         n_train=len(data.train_ids),
@@ -608,14 +899,17 @@ def _register_version(
         )
         sha = file_sha256(tmp_path)
         with open(tmp_path, "rb") as handle:
-            version.artifact.save(f"v{number}-{sha[:12]}.pt", File(handle), save=False)
+            # Private storage, a random name: only the model API hands it out, to the project's readers.
+            version.artifact.name = private_storage().save(
+                random_name(f"models/{workflow.pk}/v{number}-", ".pt"), File(handle)
+            )
     finally:
         os.unlink(tmp_path)
     version.artifact_sha256 = sha
     version.metrics["plots"] = {}
     version.save(update_fields=["artifact", "artifact_sha256", "metrics"])
     try:
-        version.metrics["plots"] = _save_plots(version, data.heldout_y, p_heldout)
+        version.metrics["plots"] = _save_plots(version, data.heldout_y, p_heldout, extra_curves)
     except Exception as exc:  # plots are for people; a plotting problem must not fail the round
         log.warning("plots for %s failed: %s", version, exc)
     ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
@@ -776,14 +1070,15 @@ def scoring_job(run: JobRun) -> None:
 
 
 def _scoring_job(job: Job, run: JobRun) -> ModelVersion:
-    from loop.arrays import ArrayCache, load_from_storage
+    from loop.arrays import ArrayCache, loader_for
 
     workflow = Workflow.objects.select_related("active_model").get(pk=job.workflow_id)
     version = workflow.active_model
     if version is None:
         raise LoopError("There is no active model to score with.")
     model = load_model_version(version).model
-    cache_ = ArrayCache.for_workflow(workflow.pk)
+    # The active model's own input (its config, saved in the checkpoint), whatever the workflow says now.
+    cache_ = ArrayCache.for_workflow(workflow.pk, spec_of(model))
     pool_ids = np.fromiter(
         Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
         .order_by("pk")
@@ -791,7 +1086,7 @@ def _scoring_job(job: Job, run: JobRun) -> ModelVersion:
         dtype=np.int64,
     )
     skipped = cache_.fill(
-        pool_ids, load_from_storage, progress=lambda d, t: run.progress(0.1 * d / max(t, 1))
+        pool_ids, loader_for(cache_.spec), progress=lambda d, t: run.progress(0.1 * d / max(t, 1))
     )
     if skipped:
         pool_ids = pool_ids[~np.isin(pool_ids, [s for s, _ in skipped])]
@@ -804,22 +1099,24 @@ def _scoring_job(job: Job, run: JobRun) -> ModelVersion:
 # Saliency for the owner's subject page
 
 
-def saliency_maps(model, triplet: np.ndarray) -> tuple[float, np.ndarray]:
+def saliency_maps(model, triplet) -> tuple[float, np.ndarray]:
     """Input-gradient saliency (Simonyan et al. 2014): |∂ logit / ∂ pixel| per channel, each scaled to 0..1.
 
-    Returns (P(real), maps of shape (3, 63, 63)) for one raw (3, H, W) triplet.
+    Returns (P(real), maps of shape (3, S, S): science, reference, difference) for one subject's
+    stamps (loop.arrays.Stamps) or raw (3, H, W) triplet, prepared as the model's input says.
     """
     import torch
 
-    from mlcore.prep import preprocess_batch
+    from loop.arrays import prepare_stamps
 
-    x = torch.from_numpy(preprocess_batch(np.asarray(triplet, dtype=np.float32)[None]))
+    prepared = prepare_stamps(spec_of(model), triplet)
+    x = torch.from_numpy(prepared[None])
     device = next(model.parameters()).device
     x = x.to(device).requires_grad_(True)
     model.eval()
     logit = model(x)[0]
     logit.backward()
-    grad = x.grad.detach().abs()[0].cpu().numpy()
+    grad = x.grad.detach().abs()[0, :3].cpu().numpy()
     peak = grad.max(axis=(1, 2), keepdims=True)
     maps = np.divide(grad, peak, out=np.zeros_like(grad), where=peak > 0)
     return float(torch.sigmoid(logit).item()), maps

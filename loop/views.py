@@ -1,7 +1,7 @@
 """The owner's learning-loop pages: model versions, plots, the running round, saliency. Thin: see loop.py.
 
-Owners, collaborators and viewers of a project see these pages; only owners press "train now" and
-"promote" (other members get 403). Nobody without a role learns that the project exists (404).
+Owners, scientists and viewers of a project see these pages; only owners and scientists press
+"train now" and "promote" (other members get 403). Nobody without a role learns that the project exists (404).
 Volunteers never reach the model's opinion: the classify page does not show it, and these pages need a
 project role.
 """
@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core.formats import parse_id
 from core.models import ModelVersion, Subject, Workflow
 from core.permissions import OWNER_ROLES, READ_ROLES, workflow_for
 from core.storage import file_response, open_stored, private_storage, stored_exists
@@ -43,6 +44,57 @@ def _job_context(workflow: Workflow, watching: int | None = None) -> dict:
         job = Job.objects.filter(pk=watching, workflow=workflow).first()
     log_tail = job.log.splitlines()[-LOG_TAIL_LINES:] if job else []
     return {"job": job, "log_tail": log_tail}
+
+
+SURVEY_NAMES = {"ztf": "ZTF", "rubin": "Rubin", "other": "other"}
+
+
+def _survey_rows(by_survey: dict | None) -> list[dict]:
+    """Held-out metrics per survey, for a table: [{"survey", "n", "n_real", "roc_auc", "accuracy"}]."""
+    return [
+        {"survey": SURVEY_NAMES.get(name, name), **values}
+        for name, values in sorted((by_survey or {}).items())
+        if isinstance(values, dict)
+    ]
+
+
+def _transfer_context(workflow: Workflow, versions: list[ModelVersion]) -> dict | None:
+    """The latest round that fine-tuned from another workflow's model and trained one from scratch
+    beside it: both held-out AUCs (overall and per survey) and which was kept."""
+    for version in versions:
+        transfer = (version.metrics or {}).get("transfer")
+        if not isinstance(transfer, dict):
+            continue
+        fine, scratch = transfer.get("fine_tuned") or {}, transfer.get("scratch") or {}
+        names = sorted(set(fine.get("by_survey") or {}) | set(scratch.get("by_survey") or {}))
+        return {
+            "version": version,
+            "source": (transfer.get("start_from") or {}).get("label", ""),
+            "fine_tuned": fine,
+            "scratch": scratch,
+            "difference": transfer.get("auc_difference"),
+            "beat_scratch": bool(transfer.get("beat_scratch")),
+            "kept": transfer.get("kept"),
+            "budget_each": transfer.get("time_budget_s_each"),
+            "surveys": [
+                {
+                    "survey": SURVEY_NAMES.get(name, name),
+                    "fine_tuned": (fine.get("by_survey") or {}).get(name, {}).get("roc_auc"),
+                    "scratch": (scratch.get("by_survey") or {}).get(name, {}).get("roc_auc"),
+                }
+                for name in names
+            ],
+        }
+    return None
+
+
+def _model_input(workflow: Workflow):
+    """The workflow's model input for the page; None when its settings are unusable (the next round
+    says why)."""
+    try:
+        return loop.input_spec(workflow)
+    except loop.LoopError:
+        return None
 
 
 def _uncertainty_bars(version: ModelVersion | None) -> list[dict]:
@@ -77,6 +129,13 @@ def workflow_models(request, project, workflow):
         else []
     )
     decided = loop.trainable_label_count(workflow)
+    for v in versions:
+        v.survey_rows = _survey_rows((v.metrics or {}).get("heldout_by_survey"))
+    start_from = (
+        ModelVersion.objects.select_related("workflow__project").filter(pk=workflow.start_from_id).first()
+        if workflow.start_from_id
+        else None
+    )
     context = {
         "project": workflow.project,
         "workflow": workflow,
@@ -96,6 +155,17 @@ def workflow_models(request, project, workflow):
         "recent_jobs": Job.objects.filter(workflow=workflow, kind__in=[Job.TRAIN, Job.SCORE]).order_by("-pk")[
             :8
         ],
+        "active_surveys": _survey_rows((active.metrics or {}).get("heldout_by_survey")) if active else [],
+        "transfer": _transfer_context(workflow, versions),
+        "start_from": start_from,
+        "start_from_label": loop.model_label(start_from) if start_from else "",
+        "start_from_candidates": [
+            (v.pk, loop.model_label(v), ((v.metrics or {}).get("heldout") or {}).get("roc_auc"))
+            for v in loop.start_from_candidates(workflow, request.user)
+        ]
+        if role == "owner"
+        else [],
+        "model_input": _model_input(workflow),
         **_job_context(workflow),
     }
     return render(request, "loop/workflow.html", context)
@@ -108,7 +178,7 @@ def job_status(request, project, workflow):
     workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     watching = request.GET.get("job")
     context = {"project": workflow.project, "workflow": workflow, "role": role}
-    context.update(_job_context(workflow, int(watching) if watching and watching.isdigit() else None))
+    context.update(_job_context(workflow, parse_id(watching)))
     response = render(request, "loop/job.html", context)
     job = context["job"]
     if request.htmx and job is not None and not job.is_open and watching:
@@ -146,6 +216,31 @@ def train_now(request, project, workflow):
             messages.success(request, f"Training round #{job.pk} queued.")
         else:
             messages.info(request, f"A round is already {job.status} (#{job.pk}); this request joins it.")
+    return redirect("loop:models", workflow.project.slug, workflow.slug)
+
+
+@login_required
+@require_POST
+def start_from(request, project, workflow):
+    """The owner's "start from model" choice: the first round fine-tunes from another workflow's
+    promoted model (and trains one from scratch beside it, to show which is better)."""
+    workflow, _ = workflow_for(request, project, workflow, OWNER_ROLES, kind=Workflow.REAL_BOGUS)
+    choice = (request.POST.get("model_version") or "").strip()
+    try:
+        version = loop.set_start_from(workflow, parse_id(choice), request.user)
+    except loop.LoopError as exc:
+        messages.error(request, str(exc))
+    else:
+        if version is None:
+            messages.success(request, "The first round trains from scratch.")
+        elif workflow.active_model_id:
+            messages.info(
+                request,
+                f"Saved: {loop.model_label(version)}. This workflow already has an active model, which later "
+                "rounds warm-start from; the choice applies only while there is none.",
+            )
+        else:
+            messages.success(request, f"The first round fine-tunes from {loop.model_label(version)}.")
     return redirect("loop:models", workflow.project.slug, workflow.slug)
 
 
@@ -227,13 +322,16 @@ def subject_saliency(request, project, workflow, subject):
             png = handle.read()
     else:
         from core.ingest import IngestError, load_subject_array
+        from loop.arrays import subject_stamps
 
         try:
             model = loop.load_model_version(version).model
-            triplet = load_subject_array(subject)
+            stamps = subject_stamps(
+                subject, load_subject_array(subject), sigma=loop.spec_of(model).uncertainty
+            )
         except (loop.ModelRejected, IngestError, OSError) as exc:
             return HttpResponse(f"No saliency map: {exc}", status=409, content_type="text/plain")
-        _, maps = loop.saliency_maps(model, triplet)
+        _, maps = loop.saliency_maps(model, stamps)
         png = _saliency_png(maps)
         private_storage().save(name, ContentFile(png))
     response = HttpResponse(png, content_type="image/png")

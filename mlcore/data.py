@@ -39,9 +39,12 @@ class TripletArrayDataset(Dataset):
 
     def __init__(self, images, *, preprocessed: bool = False, layout: str = "auto"):
         images = as_channels_first_batch(images, layout) if not preprocessed else images
-        if preprocessed and (images.ndim != 4 or images.shape[1:] != (3, CUTOUT_SIZE, CUTOUT_SIZE)):
+        # Preprocessed model inputs (mlcore.prep.prepare_model_input) may be another size or carry
+        # the uncertainty channel: (N, 3 or 4, S, S).
+        if preprocessed and not _is_model_input(images.shape, 4):
             raise TripletShapeError(
-                f"preprocessed triplets must have shape (N, 3, {CUTOUT_SIZE}, {CUTOUT_SIZE}), got {images.shape}"
+                f"preprocessed triplets must have shape (N, 3, {CUTOUT_SIZE}, {CUTOUT_SIZE}) "
+                f"(or (N, 4, S, S) with the uncertainty channel), got {images.shape}"
             )
         self.images = images
         self.preprocessed = preprocessed
@@ -63,6 +66,11 @@ class TripletArrayDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return torch.from_numpy(self.get_batch([int(index)])[0])
+
+
+def _is_model_input(shape: tuple, ndim: int) -> bool:
+    """(N, 3 or 4, S, S) with S at least 16: what mlcore.prep prepares for a VGG6."""
+    return len(shape) == ndim and shape[-3] in (3, 4) and shape[-1] == shape[-2] >= 16
 
 
 def _is_memmap(array) -> bool:
@@ -159,7 +167,7 @@ def iter_batches(dataset: Dataset, batch_size: int, indices=None):
             items = [dataset[int(i)] for i in chunk]
             items = [item[0] if isinstance(item, tuple | list) else item for item in items]
             batch = np.stack([np.asarray(item, dtype=np.float32) for item in items])
-        if batch.ndim != 4 or batch.shape[1:] != (3, CUTOUT_SIZE, CUTOUT_SIZE):
+        if not _is_model_input(batch.shape, 4):
             raise TripletShapeError(
                 f"dataset produced batches of shape {batch.shape}, expected (B, 3, {CUTOUT_SIZE}, {CUTOUT_SIZE})"
             )

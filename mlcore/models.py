@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ModelConfig", "VGG6", "build_model"]
+__all__ = ["ModelConfig", "VGG6", "build_model", "transfer_weights"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class ModelConfig:
     # (default: the cutout side) gives ~unit RMS inputs, where the default initialisation and Adam at
     # lr 1e-3 learn in a few epochs. Preprocessing itself stays exactly braai's.
     input_scale: float = 63.0
+    # Arcseconds per input pixel: stamps of every survey are resampled to it (mlcore.prep.InputSpec).
+    # Checkpoints made before it existed were trained on ZTF's ~1″ pixels, which is the default.
+    pixel_scale: float = 1.0
 
     def __post_init__(self):
         if self.architecture != "vgg6":
@@ -49,6 +52,10 @@ class ModelConfig:
         for name in ("conv_dropout", "dense_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if int(self.in_channels) < 1:
+            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}")
+        if not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be positive, got {self.pixel_scale}")
         if self.feature_map_size() < 1:
             raise ValueError(f"input_size {self.input_size} is too small for this network")
 
@@ -141,3 +148,44 @@ def build_model(config: ModelConfig | None = None) -> VGG6:
     if config.architecture != "vgg6":
         raise ValueError(f"unknown architecture {config.architecture!r}")
     return VGG6(config)
+
+
+def transfer_weights(source: VGG6, config: ModelConfig, seed: int = 0) -> tuple[VGG6, dict]:
+    """A new network of `config` that starts from `source`'s weights (fine-tuning across workflows).
+
+    Every layer whose shape matches is copied. The first convolution takes extra input channels (the
+    uncertainty channel) with zero weights, so the new network computes exactly what `source` did on
+    the triplet until training teaches it to use them. The dense layer depends on the input size: for
+    a different size it keeps its fresh (seeded) initialisation. Returns (model, report) where report
+    says which parameters were copied, adapted or left fresh.
+    """
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        target = build_model(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    source_state = source.state_dict()
+    state = target.state_dict()
+    report = {"copied": [], "adapted": [], "fresh": []}
+    first_conv = "conv.0.weight"
+    for name, tensor in state.items():
+        theirs = source_state.get(name)
+        if theirs is not None and theirs.shape == tensor.shape:
+            state[name] = theirs.detach().to(device=tensor.device, dtype=tensor.dtype).clone()
+            report["copied"].append(name)
+        elif (
+            name == first_conv
+            and theirs is not None
+            and theirs.shape[0] == tensor.shape[0]
+            and theirs.shape[2:] == tensor.shape[2:]
+        ):
+            adapted = torch.zeros_like(tensor)
+            shared = min(theirs.shape[1], tensor.shape[1])
+            adapted[:, :shared] = theirs[:, :shared].detach().to(device=tensor.device, dtype=tensor.dtype)
+            state[name] = adapted
+            report["adapted"].append(name)
+        else:
+            report["fresh"].append(name)
+    target.load_state_dict(state)
+    return target, report

@@ -20,6 +20,8 @@ __all__ = [
     "reliability_figure",
     "learning_curve_figure",
     "learning_curve_panels",
+    "light_curve_figure",
+    "BAND_COLOURS",
     "save_figure",
 ]
 
@@ -116,6 +118,108 @@ def learning_curve_panels(
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (title, curves) in zip(axes, panels.items(), strict=True):
         _draw_learning_curves(ax, curves, targets, ylabel, title, ylim)
+    return fig
+
+
+# The bands' conventional colours (u violet, g green, r red, i orange-brown, z grey, y black); ZTF's
+# g, r and i use the same ones.
+BAND_COLOURS = {
+    "u": "#7b2cbf",
+    "g": "#2ca02c",
+    "r": "#d62728",
+    "i": "#c46210",
+    "z": "#7f7f7f",
+    "y": "#000000",
+}
+BAND_ORDER = ("u", "g", "r", "i", "z", "y")
+_AB_ZERO_POINT_NJY = 31.4
+
+
+def _point_mag(point: Mapping) -> tuple[str, float | None, float | None]:
+    """(how to draw it, magnitude, error) of one light-curve point: "detection", "forced" (a measured
+    flux without a detection) or "limit" (an upper limit: not detected, fainter than the magnitude)."""
+    kind = point.get("kind")
+    mag, mag_err = point.get("mag"), point.get("mag_err")
+    flux, flux_err = point.get("flux_njy"), point.get("flux_err_njy")
+    if kind == "limit":
+        if mag is None and flux_err:
+            mag = _AB_ZERO_POINT_NJY - 2.5 * np.log10(5.0 * float(flux_err))
+        return "limit", mag, None
+    if kind == "forced":
+        # A forced measurement below 3σ says only "fainter than this": drawn as a 5σ upper limit.
+        if flux is None or flux_err is None or float(flux) <= 3.0 * float(flux_err):
+            limit = _AB_ZERO_POINT_NJY - 2.5 * np.log10(5.0 * float(flux_err)) if flux_err else mag
+            return "limit", limit, None
+        if mag is None:
+            mag = _AB_ZERO_POINT_NJY - 2.5 * np.log10(float(flux))
+        return "forced", mag, mag_err
+    if mag is None and flux:
+        mag = _AB_ZERO_POINT_NJY - 2.5 * np.log10(abs(float(flux)))
+        if flux_err and mag_err is None:
+            mag_err = 1.0857 * float(flux_err) / abs(float(flux))
+    return "detection", mag, mag_err
+
+
+def light_curve_figure(points: Sequence[Mapping], *, width: float = 3.4, height: float = 2.52) -> Figure:
+    """A small light curve: magnitude (axis inverted: brighter is up) against days before the current
+    detection, one colour per band; detections as filled circles with error bars, forced photometry
+    as open circles, upper limits as open downward triangles; the current detection ringed in black.
+
+    points: dicts with mjd, band, kind ("detection", "limit", "forced"), mag, mag_err, flux_njy,
+    flux_err_njy and "current" on the current detection (Subject.light_curve).
+    """
+    fig = Figure(figsize=(width, height), layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_facecolor("#f6f8fa")
+    usable = [p for p in points if isinstance(p, Mapping) and p.get("mjd") is not None]
+    current = next((p for p in usable if p.get("current")), None)
+    now = float(current["mjd"]) if current else max((float(p["mjd"]) for p in usable), default=0.0)
+    seen_bands = []
+    for band in sorted(
+        {str(p.get("band", "")) for p in usable},
+        key=lambda b: (BAND_ORDER.index(b) if b in BAND_ORDER else 6, b),
+    ):
+        colour = BAND_COLOURS.get(band, "#1f77b4")
+        groups: dict[str, list] = {"detection": [], "forced": [], "limit": []}
+        for p in usable:
+            if str(p.get("band", "")) != band or p is current:
+                continue
+            how, mag, err = _point_mag(p)
+            if mag is not None and np.isfinite(mag):
+                groups[how].append((float(p["mjd"]) - now, float(mag), float(err) if err else 0.0))
+        if any(groups.values()) or (current is not None and current.get("band") == band):
+            seen_bands.append(band)
+        if groups["detection"]:
+            x, y, e = zip(*groups["detection"], strict=True)
+            ax.errorbar(x, y, yerr=e, fmt="o", ms=4, color=colour, elinewidth=0.8, capsize=0)
+        if groups["forced"]:
+            x, y, e = zip(*groups["forced"], strict=True)
+            ax.errorbar(x, y, yerr=e, fmt="o", ms=4, mfc="none", color=colour, elinewidth=0.6, capsize=0)
+        if groups["limit"]:
+            x, y, _ = zip(*groups["limit"], strict=True)
+            ax.plot(x, y, linestyle="none", marker="v", ms=5, mfc="none", mec=colour, mew=0.9)
+    if current is not None:
+        how, mag, err = _point_mag(current)
+        if mag is not None and np.isfinite(mag):
+            colour = BAND_COLOURS.get(str(current.get("band", "")), "#1f77b4")
+            ax.errorbar([0.0], [mag], yerr=[err or 0.0], fmt="o", ms=9, color=colour, mec="black", mew=1.8,
+                        elinewidth=1.2, capsize=0, zorder=5)  # fmt: skip
+        ax.axvline(0.0, color="#444444", linestyle=":", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("days before this detection", fontsize=8)
+    ax.set_ylabel("magnitude (AB)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    handles = [
+        ax.plot([], [], linestyle="none", marker="o", ms=4, color=BAND_COLOURS.get(b, "#1f77b4"), label=b)[0]
+        for b in seen_bands
+    ]
+    handles.append(
+        ax.plot([], [], linestyle="none", marker="v", ms=5, mfc="none", mec="#444444", label="limit")[0]
+    )
+    ax.legend(handles=handles, fontsize=6, ncol=min(len(handles), 4), loc="best", handletextpad=0.1,
+              columnspacing=0.6, framealpha=0.7)  # fmt: skip
     return fig
 
 

@@ -40,7 +40,7 @@ def test_bundle_contents_match_the_database_and_the_manifest_verifies(data, tmp_
     manifest, images, labels, members = _read(path)
 
     # Every file's SHA-256, computed independently, matches the manifest.
-    assert set(manifest["files"]) == {"images.npy", "labels.csv"}
+    assert set(manifest["files"]) == {"images.npy", "labels.csv", "light_curves.csv", "croissant.json"}
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(members[name]).hexdigest() == entry["sha256"]
         assert len(members[name]) == entry["bytes"]

@@ -1,4 +1,11 @@
-"""Create (or bring up to date) the demo project: synthetic ZTF-like subjects, gold, a demo owner.
+"""Create (or bring up to date) the demo project: synthetic ZTF-like subjects, gold, a demo owner,
+and a Rubin workflow beside the ZTF one.
+
+The Rubin workflow's subjects are synthetic Rubin alert packets (mlcore.synth_rubin) ingested
+through the same path as real Rubin alerts (core.ingest.rubin_record + add_subject): 0.2″ stamps in
+nJy with variance planes, a rotated WCS and a light curve. Its first training round fine-tunes from
+the ZTF workflow's promoted model (queued behind the ZTF workflow's first round, which makes it) and
+trains one from scratch beside it, so the Rubin model page shows whether the transfer helped.
 
 Idempotent: re-running adds nothing that is already there and prints the same credentials.
 """
@@ -13,14 +20,17 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from tqdm import tqdm
 
-from core.ingest import add_subject
-from core.models import Participant, Project, Subject, SubjectSet, Workflow
+from core import workflows
+from core.ingest import add_subject, subject_set_named
+from core.models import ModelVersion, Participant, Project, Subject, Workflow
 from labeling.services import record_vote
 from mlcore.synth import generate_triplets
+from mlcore.synth_rubin import ztf_light_curves
 
 DEMO_USER = "demo"
 DEMO_PROJECT = "ztf-demo"
 DEMO_WORKFLOW = "real-or-bogus"
+DEMO_RUBIN_WORKFLOW = "rubin-real-or-bogus"
 
 
 def demo_password() -> str:
@@ -42,6 +52,16 @@ class Command(BaseCommand):
         parser.add_argument("--no-similarity", action="store_true", help="skip the similarity workflow")
         parser.add_argument(
             "--history", type=int, default=1200, help="subjects that simulated volunteers already voted on"
+        )
+        # By default the Rubin workflow is a third of the ZTF one (600 alerts for the default 2000).
+        parser.add_argument("--rubin-subjects", type=int, default=None, help="synthetic Rubin alerts")
+        parser.add_argument("--rubin-gold", type=int, default=None)
+        parser.add_argument("--rubin-history", type=int, default=None)
+        parser.add_argument("--no-rubin", action="store_true", help="skip the Rubin workflow")
+        parser.add_argument(
+            "--no-rounds",
+            action="store_true",
+            help="do not queue the first training rounds (ZTF, then Rubin)",
         )
 
     def handle(self, *args, **opts):
@@ -67,18 +87,18 @@ class Command(BaseCommand):
                 "owner": owner,
             },
         )
-        workflow, _ = Workflow.objects.get_or_create(
-            project=project,
-            slug=DEMO_WORKFLOW,
-            defaults={"name": "Real or bogus?", "retirement_limit": 5, "train_every": 40},
+        # Through the workflow builder's services, as a scientist's workflows are made (idempotent).
+        workflow, _ = workflows.create_workflow(
+            project, DEMO_WORKFLOW, name="Real or bogus?", is_active=True, retirement_limit=5, train_every=40
         )
-        subject_set, _ = SubjectSet.objects.get_or_create(project=project, name="Synthetic night 1")
-        subject_set.workflows.add(workflow)
+        subject_set = subject_set_named(project, workflow, "Synthetic night 1")
 
         have = Subject.objects.filter(project=project, workflow=workflow).count()
         want = opts["subjects"]
         if have < want:
             batch = generate_triplets(want, seed=opts["seed"], hard_fraction=0.2)
+            # Each subject's history of earlier detections and upper limits, shown beside its cutouts.
+            curves = ztf_light_curves(batch.metadata, batch.subtypes, seed=opts["seed"])
             for i in tqdm(range(want), desc="demo subjects", unit="subject"):
                 with transaction.atomic():
                     add_subject(
@@ -92,16 +112,32 @@ class Command(BaseCommand):
                         source="synthetic",
                         truth_label="real" if batch.labels[i] else "bogus",
                         truth_subtype=batch.subtypes[i],
+                        light_curve=curves[i],
                     )
         self._seed_gold(workflow, opts["gold"])
         self._seed_crowd_history(workflow, opts["history"], opts["seed"])
+        rubin = None
+        if not opts["no_rubin"]:
+            shares = {
+                "rubin_subjects": ("subjects", 0.3),
+                "rubin_gold": ("gold", 2 / 3),
+                "rubin_history": ("history", 1 / 3),
+            }
+            for key, (base, share) in shares.items():
+                if opts[key] is None:
+                    opts[key] = round(opts[base] * share)
+            rubin = self._seed_rubin(project, opts)
         if not opts["no_similarity"]:
             self._seed_similarity(project)
+        if not opts["no_rounds"]:
+            self._queue_first_rounds(workflow, rubin)
 
         url = f"http://127.0.0.1:{opts['port']}/"
         n = Subject.objects.filter(project=project).count()
         self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' ready with {n} subjects."))
         self.stdout.write(f"  Classify:   {url}p/{project.slug}/{workflow.slug}/")
+        if rubin is not None:
+            self.stdout.write(f"  Rubin:      {url}p/{project.slug}/{rubin.slug}/  (model: .../model/)")
         self.stdout.write(f"  Dashboard:  {url}p/{project.slug}/  (log in as '{DEMO_USER}' / '{password}')")
         self.stdout.write(f"Open {url}")
 
@@ -152,6 +188,70 @@ class Command(BaseCommand):
                 source="import",
                 trusted=True,  # a simulated history, as an import: no tickets
             )
+
+    def _seed_rubin(self, project, opts) -> Workflow:
+        """The Rubin workflow: synthetic Rubin alert packets through Rubin ingestion, gold, a history."""
+        from core.ingest import add_subject, rubin_record
+        from mlcore.synth_rubin import alert_packet, generate_rubin
+
+        workflow, _ = workflows.create_workflow(
+            project,
+            DEMO_RUBIN_WORKFLOW,
+            name="Rubin: real or bogus?",
+            is_active=True,
+            retirement_limit=5,
+            train_every=40,
+            # Rubin alerts carry variance planes: the model gets the difference's uncertainty too.
+            model_uncertainty_channel=True,
+        )
+        subject_set = subject_set_named(project, workflow, "Synthetic Rubin night 1")
+        want = opts["rubin_subjects"]
+        if Subject.objects.filter(project=project, workflow=workflow).count() < want:
+            batch = generate_rubin(want, seed=opts["seed"] + 1, hard_fraction=0.2)
+            for i in tqdm(range(want), desc="demo Rubin alerts", unit="alert"):
+                record = rubin_record(alert_packet(batch, i), "synthetic", "10.0")
+                with transaction.atomic():
+                    add_subject(
+                        project=project,
+                        workflow=workflow,
+                        subject_set=subject_set,
+                        external_id=record.external_id,
+                        object_id=record.object_id,
+                        array=record.array,
+                        metadata=record.metadata,
+                        source=record.source,
+                        truth_label="real" if batch.labels[i] else "bogus",
+                        truth_subtype=batch.subtypes[i],
+                        survey=record.survey,
+                        schema_version=record.schema_version,
+                        light_curve=record.light_curve,
+                        stamps=record.stamps,
+                    )
+        self._seed_gold(workflow, opts["rubin_gold"])
+        self._seed_crowd_history(workflow, opts["rubin_history"], opts["seed"] + 1)
+        self.stdout.write(f"Rubin workflow '{workflow.slug}' ready.")
+        return workflow
+
+    def _queue_first_rounds(self, ztf: Workflow, rubin: Workflow | None) -> None:
+        """The ZTF workflow's first round, then the Rubin workflow's, which fine-tunes from the model
+        the ZTF round promotes (the gpu worker runs them in this order). Only for workflows without
+        a model or an open round, and with enough labels for a round."""
+        from jobs.models import Job
+        from loop import services as loop
+
+        for workflow, options in ((ztf, {}), (rubin, {"start_from_workflow": ztf})):
+            if workflow is None or ModelVersion.objects.filter(workflow=workflow).exists():
+                continue
+            if loop.open_job(workflow, Job.TRAIN) is not None:
+                continue
+            if loop.trainable_label_count(workflow) < int(loop.loop_setting("min_train_labels")):
+                continue
+            try:
+                job, _ = loop.request_training(workflow, reason="demo", **options)
+            except loop.LoopError as exc:
+                self.stdout.write(self.style.WARNING(f"No first round for {workflow.slug}: {exc}"))
+                continue
+            self.stdout.write(f"First training round of '{workflow.slug}' queued (job #{job.pk}).")
 
     def _seed_gold(self, workflow, n):
         from labeling.gold import seed_gold_from_truth
