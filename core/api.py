@@ -6,7 +6,7 @@ composes them under /api/ (see docs/api.md).
 
 Authentication: personal API tokens (core.authentication) or the browser session. Every
 project-scoped endpoint resolves the project through core.permissions: someone without a role
-in the project gets 404, a viewer gets 403 where owners/collaborators are needed.
+in the project gets 404, a viewer gets 403 where owners/scientists are needed.
 Thin views: the work is in core.ingest and core.exporters.
 """
 
@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import exporters
-from core.formats import parse_time
+from core.formats import parse_id, parse_time
 from core.ingest import IngestError, create_ingest_job
 from core.models import ModelVersion, SubjectSet, Workflow
 from core.permissions import (
@@ -73,7 +73,7 @@ def query_time(name: str, value: str, end_of_day: bool = False):
     try:
         return parse_time(value, end_of_day=end_of_day)
     except ValueError as exc:
-        raise ValidationError({name: str(exc)})
+        raise ValidationError({name: [str(exc)]})
 
 
 def query_bool(name: str, value: str) -> bool:
@@ -83,7 +83,7 @@ def query_bool(name: str, value: str) -> bool:
         return True
     if lowered in ("0", "false", "no"):
         return False
-    raise ValidationError({name: f"'{value}' is not true or false."})
+    raise ValidationError({name: [f"'{value}' is not true or false."]})
 
 
 def date_range_params(prefix: str, what: str) -> list[OpenApiParameter]:
@@ -123,14 +123,22 @@ class ProjectScopedMixin:
         if not value:
             return qs
         workflows = self.project.workflows.all()
-        workflow = (
-            workflows.filter(pk=int(value)).first()
-            if value.isdigit()
-            else workflows.filter(slug=value).first()
-        )
+        pk = parse_id(value)
+        workflow = workflows.filter(pk=pk).first() if pk is not None else workflows.filter(slug=value).first()
         if workflow is None:
-            raise ValidationError({"workflow": f"No workflow '{value}' in this project."})
+            raise ValidationError({"workflow": [f"No workflow '{value}' in this project."]})
         return qs.filter(**{field: workflow})
+
+    def filter_id(self, qs, param: str, field: str, what: str):
+        """Rows whose `field` is the id given as query parameter `param`; ValidationError for anything
+        but an id (core.formats.parse_id)."""
+        value = self.request.query_params.get(param, "").strip()
+        if not value:
+            return qs
+        pk = parse_id(value)
+        if pk is None:
+            raise ValidationError({param: [f"'{value}' is not {what} id (a whole number)."]})
+        return qs.filter(**{field: pk})
 
     def filter_dates(self, qs, param: str, field: str):
         params = self.request.query_params
@@ -148,7 +156,7 @@ class ProjectScopedMixin:
 
 @extend_schema(tags=["projects"])
 class ProjectList(generics.ListAPIView):
-    """Projects you have a role in (owner, collaborator or viewer)."""
+    """Projects you have a role in (owner, scientist or viewer)."""
 
     serializer_class = ProjectSerializer
     pagination_class = ApiPagination
@@ -288,7 +296,7 @@ class ModelArtifactDownload(ProjectScopedMixin, APIView):
 
 
 class UploadCreate(ProjectScopedMixin, APIView):
-    """Ingestion uploads (owners and collaborators)."""
+    """Ingestion uploads (owners and scientists)."""
 
     required_roles = WRITE_ROLES
     parser_classes = [MultiPartParser, FormParser]
@@ -309,7 +317,7 @@ class UploadCreate(ProjectScopedMixin, APIView):
         data.is_valid(raise_exception=True)
         workflow = self.project.workflows.filter(pk=data.validated_data["workflow"]).first()
         if workflow is None:
-            raise ValidationError({"workflow": "No such workflow in this project."})
+            raise ValidationError({"workflow": ["No such workflow in this project."]})
         try:
             job = create_ingest_job(
                 project=self.project,
@@ -346,7 +354,7 @@ class IngestJobDetail(ProjectScopedMixin, generics.RetrieveAPIView):
 
 
 class ExportListCreate(ProjectScopedMixin, generics.ListAPIView):
-    """Export jobs of the project (GET), or start one (POST; owners and collaborators)."""
+    """Export jobs of the project (GET), or start one (POST; owners, scientists and viewers)."""
 
     serializer_class = ExportJobSerializer
     required_roles = EXPORT_ROLES
@@ -410,9 +418,11 @@ class ExportDownload(ProjectScopedMixin, APIView):
     @extend_schema(
         tags=["exports"],
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The export file"
-            ),
+            # The file's own type, by the export's format (octet-stream for a format it does not know).
+            **{
+                (200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description="The export file")
+                for content_type in sorted({*exporters.CONTENT_TYPES.values(), "application/octet-stream"})
+            },
             404: ErrorSerializer,
             409: ErrorSerializer,
         },

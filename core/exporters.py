@@ -401,6 +401,10 @@ def _fits_provenance(header, meta: dict) -> None:
     ):
         if meta.get(key):
             header[fits_key] = str(meta[key])[:68]
+    if meta.get("licence"):
+        header["LICENSE"] = meta["licence"]
+        # Long strings go into CONTINUE cards, like AGGPARAM below.
+        header["CITATION"] = meta.get("citation", "")
     if meta.get("aggregation"):
         # Long JSON goes into CONTINUE cards (astropy writes and reads them transparently).
         header["AGGPARAM"] = json.dumps(meta["aggregation"], sort_keys=True, default=str)
@@ -578,6 +582,31 @@ def code_version() -> str:
     return "skyvote " + str(settings.SPECTACULAR_SETTINGS.get("VERSION", "unknown"))
 
 
+def project_url(project: Project) -> str:
+    """The project's public page (core:project_about), on SKYVOTE_SITE_URL (jobs have no request to ask
+    for the host). Spelled out rather than reversed: reversing loads every URLconf and view module into
+    an export job that otherwise never needs them (tests/test_exports_memory.py measures its memory)."""
+    from django.conf import settings
+
+    return f"{settings.SKYVOTE_SITE_URL.rstrip('/')}/p/{project.slug}/about/"
+
+
+def project_terms(project: Project, year: int | None = None) -> dict:
+    """The terms every export carries: the labels' licence (SPDX id, name, URL) and how to cite them
+    (project name, owner or contact, year, URL)."""
+    year = year or timezone.now().year
+    who = project.contact or project.owner.get_full_name() or project.owner.get_username()
+    url = project_url(project)
+    return {
+        "licence": project.licence,
+        "licence_name": project.licence_name,
+        "licence_url": project.licence_url,
+        "citation": f"{who} ({year}). {project.name}: volunteer labels from Skyvote. {url}",
+        "url": url,
+        "creator": who,
+    }
+
+
 def base_meta(project: Project, kind: str, workflow: Workflow | None) -> dict:
     return {
         "project": project.slug,
@@ -585,6 +614,7 @@ def base_meta(project: Project, kind: str, workflow: Workflow | None) -> dict:
         "kind": kind,
         "exported_at": timezone.now().isoformat(),
         "code_version": code_version(),
+        **project_terms(project),
     }
 
 
@@ -691,9 +721,9 @@ def validate_request(project: Project, kind: str, fmt: str, workflow_id=None) ->
 def start_export(
     *, project: Project, user, role: str, kind: str, fmt: str, workflow_id=None, split: dict | None = None
 ) -> Job:
-    """Queue an export job (owners and collaborators). The task is sent once the transaction commits."""
+    """Queue an export job (owners, scientists and viewers). The task is sent once the transaction commits."""
     if role not in EXPORT_ROLES:
-        raise ExportError("Only the project's owners and collaborators can export.")
+        raise ExportError("Only the project's owners, scientists and viewers can export.")
     workflow = validate_request(project, kind, fmt, workflow_id)
     kind, fmt = kind.strip().lower(), fmt.strip().lower()
     params = {"kind": kind, "format": fmt, "include_worker_ids": can_see_worker_ids(role), "role": role}
@@ -751,12 +781,25 @@ def export_job(run: JobRun) -> None:
 def download_response(job: Job):
     """A finished export's file, for a view that has checked the role: from private storage (default
     storage for exports written before), under its friendly name."""
-    return file_response(
+    response = file_response(
         job.result.name,
         content_type=CONTENT_TYPES.get(job.params.get("format", ""), "application/octet-stream"),
         filename=job.params.get("filename") or Path(job.result.name).name,
         as_attachment=True,
     )
+    # CSV and JSON Lines have no place for metadata: the terms come with the download instead (the
+    # other formats also carry them inside: Parquet and ECSV metadata, FITS headers, bundle files).
+    terms = project_terms(job.project, year=job.created_at.year)
+    if terms["licence_url"]:
+        response["Link"] = f'<{terms["licence_url"]}>; rel="license"'
+    response["X-Skyvote-License"] = terms["licence"]
+    response["X-Skyvote-Citation"] = _header_safe(terms["citation"])
+    return response
+
+
+def _header_safe(text: str) -> str:
+    # Header values must be Latin-1 without line breaks; a project name may be neither.
+    return " ".join(text.split()).encode("latin-1", "replace").decode("latin-1")
 
 
 def export_jobs(project: Project):

@@ -1,8 +1,9 @@
-"""Values that cross a boundary: times from clients, Python values into JSON columns, text into
-CSV cells that spreadsheets open."""
+"""Values that cross a boundary: times and ids from clients, Python values into JSON columns, text
+into CSV cells that spreadsheets open."""
 
 import csv
 import math
+import re
 from datetime import UTC, datetime, time
 
 import numpy as np
@@ -11,7 +12,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 
 def parse_time(value: str | None, *, end_of_day: bool = False) -> datetime | None:
-    """An ISO date-time (or a bare date) → an aware datetime; naive values are UTC.
+    """An ISO date-time (or a bare date) → an aware datetime in UTC; naive values are UTC.
 
     None or "" gives None; anything else that is not a date raises ValueError. A bare date is
     the start of that day in UTC, or its last instant with `end_of_day` (for "until" filters).
@@ -29,7 +30,28 @@ def parse_time(value: str | None, *, end_of_day: bool = False) -> datetime | Non
         parsed = datetime.combine(day, time.max if end_of_day else time.min)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    try:
+        # In UTC, as the database compares it: an offset that takes the time before year 1 or after
+        # 9999 (0001-01-01T00:00+05:00) cannot be converted, and is a bad value, not a server error.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"'{value}' is outside the range of dates.") from None
+
+
+# The largest id a row can have (BigAutoField). A larger number names no row, and the database cannot
+# even compare an id column with it (SQLite cannot bind it, PostgreSQL rejects it as out of range).
+MAX_ID = 2**63 - 1
+ID_RE = re.compile(r"[0-9]{1,19}")
+
+
+def parse_id(value: str | None) -> int | None:
+    """A row id from a client, written in ASCII digits; None for anything else. (str.isdigit() is no
+    test: it accepts "²", which int() refuses.)"""
+    value = (value or "").strip()
+    if not ID_RE.fullmatch(value):
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
 
 
 def parse_client_time(value: str | None) -> datetime | None:

@@ -1253,7 +1253,9 @@ def subject_set_named(project, workflow, name: str):
     # Names are unique per project except "default", which each workflow has one of: prefer the
     # workflow's own.
     same_name = SubjectSet.objects.filter(project=project, name=name).order_by("pk")
-    subject_set = (same_name.filter(workflows=workflow).first() if workflow is not None else None) or same_name.first()
+    subject_set = (
+        same_name.filter(workflows=workflow).first() if workflow is not None else None
+    ) or same_name.first()
     if subject_set is None:
         subject_set = SubjectSet.objects.create(project=project, name=name)
     if workflow is not None:

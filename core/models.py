@@ -35,9 +35,15 @@ LICENCES = {
         "Creative Commons Attribution-NonCommercial 4.0",
         "https://creativecommons.org/licenses/by-nc/4.0/",
     ),
-    "CC0-1.0": ("Creative Commons Zero 1.0 (public domain)", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "CC0-1.0": (
+        "Creative Commons Zero 1.0 (public domain)",
+        "https://creativecommons.org/publicdomain/zero/1.0/",
+    ),
     "ODC-By-1.0": ("Open Data Commons Attribution 1.0", "https://opendatacommons.org/licenses/by/1-0/"),
-    "ODbL-1.0": ("Open Data Commons Open Database License 1.0", "https://opendatacommons.org/licenses/odbl/1-0/"),
+    "ODbL-1.0": (
+        "Open Data Commons Open Database License 1.0",
+        "https://opendatacommons.org/licenses/odbl/1-0/",
+    ),
     "CDLA-Permissive-2.0": (
         "Community Data License Agreement – Permissive 2.0",
         "https://cdla.dev/permissive-2-0/",

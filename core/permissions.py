@@ -5,11 +5,17 @@ the apps' api.py):
 
 | set | roles | for |
 | --- | --- | --- |
-| OWNER_ROLES | owner | owner actions (train, promote, retire, settings), paid panels, worker ids |
-| READ_ROLES | owner, collaborator, viewer | scientist pages (dashboard, models, volunteers, search), API reads |
-| WRITE_ROLES = EXPORT_ROLES | owner, collaborator | uploads, exports |
-| EXPERT_ROLES | owner, expert | gold labels |
+| TEAM_ROLES | owner | members and invitations, deleting the project, paid panels, worker ids |
+| OWNER_ROLES | owner, scientist | running the project: settings and lifecycle, train, promote, retire |
+| READ_ROLES | owner, scientist, viewer | scientist pages (dashboard, models, volunteers, search), API reads |
+| WRITE_ROLES | owner, scientist | uploads |
+| EXPORT_ROLES | owner, scientist, viewer | exports |
+| EXPERT_ROLES | owner, scientist, expert | gold labels |
 | MEMBER_ROLES | every role | the review queue |
+
+A scientist may do everything but delete the project and manage its members. Paid panels stay
+with the owner: their pages show panel worker ids and payments, personal data the owner answers
+for (`can_see_worker_ids`).
 
 Someone with no role in a project gets 404 everywhere, never 403: a project's existence is not
 leaked to other projects' owners. Staff have no role in projects they are not members of, unless the
@@ -19,7 +25,9 @@ label gold on the pages): to the API an expert is someone with no role (404).
 
 Volunteering (classify pages, votes, the field guide, subject images): a public project is open to
 everyone; a private one (`is_public=False`) only to its members, whatever their role, and to panel
-workers through their task links. Outsiders get 404 (`can_volunteer`, `volunteer_workflow`,
+workers through their task links. A project's lifecycle comes on top: a draft is for its members
+only (public or not); live takes votes; paused and finished projects are still shown, but take no
+new votes (`vote_refusal`, checked by the vote services for every path: page, API, task links). Outsiders get 404 (`can_volunteer`, `volunteer_workflow`,
 `volunteer_project`); the home page lists `projects_visible_to` the user.
 
 Pages call `project_for_request` or `workflow_for`; API views use `HasProjectRole` (`project_for`).
@@ -38,20 +46,32 @@ from rest_framework import permissions
 if TYPE_CHECKING:
     from core.models import Project, Workflow
 
-OWNER, COLLABORATOR, VIEWER, EXPERT = "owner", "collaborator", "viewer", "expert"
+OWNER, SCIENTIST, VIEWER, EXPERT = "owner", "scientist", "viewer", "expert"
 ROLE_CHOICES = [
     (OWNER, "Owner"),
-    (COLLABORATOR, "Collaborator"),
-    (VIEWER, "Viewer"),
-    (EXPERT, "Expert (labels gold)"),
+    (SCIENTIST, "Scientist"),
+    (VIEWER, "Viewer (dashboards and exports)"),
+    (EXPERT, "Expert (gold labels and the review queue)"),
 ]
+# The roles an owner can give on the team page: there is one owner, the project's `owner`.
+MEMBERSHIP_ROLE_CHOICES = ROLE_CHOICES[1:]
 
-OWNER_ROLES = frozenset({OWNER})
-READ_ROLES = frozenset({OWNER, COLLABORATOR, VIEWER})  # the scientist pages and API reads
-WRITE_ROLES = frozenset({OWNER, COLLABORATOR})  # uploads
-EXPORT_ROLES = WRITE_ROLES
-EXPERT_ROLES = frozenset({OWNER, EXPERT})  # gold labels
-MEMBER_ROLES = frozenset({OWNER, COLLABORATOR, VIEWER, EXPERT})  # every role: 403, not 404, when refused
+TEAM_ROLES = frozenset({OWNER})  # members, invitations, deleting the project, paid panels
+OWNER_ROLES = frozenset({OWNER, SCIENTIST})  # running the project: settings, lifecycle, train, retire
+READ_ROLES = frozenset({OWNER, SCIENTIST, VIEWER})  # the scientist pages and API reads
+WRITE_ROLES = frozenset({OWNER, SCIENTIST})  # uploads
+EXPORT_ROLES = frozenset({OWNER, SCIENTIST, VIEWER})
+EXPERT_ROLES = frozenset({OWNER, SCIENTIST, EXPERT})  # gold labels
+MEMBER_ROLES = frozenset({OWNER, SCIENTIST, VIEWER, EXPERT})  # every role: 403, not 404, when refused
+
+# A project's lifecycle (core.models.Project.status).
+DRAFT, LIVE, PAUSED, FINISHED = "draft", "live", "paused", "finished"
+STATUS_CHOICES = [
+    (DRAFT, "Draft: only members see it"),
+    (LIVE, "Live: volunteers classify"),
+    (PAUSED, "Paused: no new votes for now"),
+    (FINISHED, "Finished: read-only, exports still work"),
+]
 
 # What an API token may do (core.models.ApiToken.scope), on top of its user's roles.
 TOKEN_READ, TOKEN_WRITE = "read", "write"
@@ -134,11 +154,35 @@ def staff_sees_all(user) -> bool:
 
 def can_volunteer(request, project: Project) -> bool:
     """Whether the request may see, classify and vote in `project`: everyone in a public project,
-    only members (any role) in a private one. Panel workers reach private projects through their
-    task links, which check the link instead (panels.views)."""
-    if project.is_public:
+    only members (any role) in a private one or a draft. Panel workers reach private projects through
+    their task links, which check the link instead (panels.views). Whether votes are taken now is
+    `vote_refusal`'s business: a paused project's pages still open, to say so."""
+    if project.is_public and project.status != DRAFT:
         return True
     return project.role_of(getattr(request, "user", None)) is not None
+
+
+def vote_refusal(project: Project, served_at=None) -> str | None:
+    """Why `project` takes no new vote now (a message for the volunteer), or None when it does.
+
+    A draft takes its members' test votes (outsiders never get that far: `can_volunteer`). A vote on
+    something served before the project was paused (`served_at`, from its ticket) is still taken:
+    the volunteer was looking at it when the owner pressed pause, and that answer is not thrown away.
+    """
+    if project.status == PAUSED:
+        changed = project.status_changed_at
+        if served_at is not None and changed is not None and served_at < changed:
+            return None
+        return (
+            f"“{project.name}” is paused for now, so this answer was not recorded. Thank you for your help: "
+            "every classification you made is kept, and you can carry on when the project resumes."
+        )
+    if project.status == FINISHED:
+        return (
+            f"“{project.name}” has finished and takes no more classifications. Thank you: every "
+            "classification you made is kept and part of the results."
+        )
+    return None
 
 
 def volunteer_project(request, slug: str) -> Project:
@@ -167,14 +211,15 @@ def volunteer_workflow(request, project_slug: str, workflow_slug: str, kind=None
 
 
 def projects_visible_to(user):
-    """The home page's projects: every public project, and the private ones the user is a member of."""
+    """The home page's projects: every live public project, and every project the user is a member of."""
     from django.db.models import Q
 
     from core.models import Project
 
     if staff_sees_all(user):
         return Project.objects.all()
-    visible = Q(is_public=True)
+    # Drafts, paused and finished projects are listed for their members only.
+    visible = Q(is_public=True, status=LIVE)
     if getattr(user, "is_authenticated", False):
         visible |= Q(owner=user) | Q(memberships__user=user)
     return Project.objects.filter(visible).distinct()
@@ -196,8 +241,9 @@ def projects_readable_by(user):
 
 
 def can_see_worker_ids(role: str | None) -> bool:
-    """Panel worker ids (e.g. Prolific ids) are personal data the owner is responsible for."""
-    return role == OWNER
+    """Panel worker ids (e.g. Prolific ids) are personal data the owner is responsible for: owner only,
+    not scientists, viewers or experts (TEAM_ROLES)."""
+    return role in TEAM_ROLES
 
 
 class HasProjectRole(permissions.BasePermission):

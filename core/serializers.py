@@ -114,7 +114,11 @@ class ExportJobSerializer(serializers.ModelSerializer):
     )
     format = serializers.CharField(source="params.format", read_only=True)
     workflow_slug = serializers.SlugRelatedField(
-        source="workflow", slug_field="slug", read_only=True, allow_null=True, help_text="Null: all workflows."
+        source="workflow",
+        slug_field="slug",
+        read_only=True,
+        allow_null=True,
+        help_text="Null: all workflows.",
     )
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField(help_text="Set once the export succeeded.")
@@ -165,11 +169,17 @@ class ExportRequestSerializer(serializers.Serializer):
         )
 
 
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadedFileField(serializers.FileField):
+    """A file part of a multipart request: binary in the schema (drf-spectacular documents a FileField
+    as the URL a response would carry), so clients and the fuzz test send files, not URLs."""
+
+
 class UploadSerializer(serializers.Serializer):
     files = serializers.ListField(
         # An empty file goes through to the ingest job, which reports it alone; refusing it here
         # would fail the whole upload.
-        child=serializers.FileField(allow_empty_file=True),
+        child=UploadedFileField(allow_empty_file=True),
         allow_empty=False,
         help_text="Avro, Parquet, FITS, .npy/.npz, PNG/JPEG files.",
     )

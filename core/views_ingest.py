@@ -1,4 +1,4 @@
-"""Upload page for project owners and collaborators (WRITE_ROLES, as the uploads API).
+"""Upload page for project owners and scientists (WRITE_ROLES, as the uploads API).
 
 Files → Job(kind=ingest) → core.ingest. Thin: logic lives in ingest.
 """

@@ -43,6 +43,29 @@ def parse_idempotency_key(key, error: type[VoteError] = VoteError) -> uuid.UUID:
         raise error("The idempotency key must be a UUID.") from None
 
 
+def refuse_if_closed(project_id: int, ticket: str | None = None, error: type[VoteError] = VoteError) -> None:
+    """Raise `error` (the app's own vote error, so its handlers catch it) unless the project takes votes
+    now (core.permissions.vote_refusal). The error is marked `project_closed` with `status` 409: the vote
+    is fine, the project's state refuses it, and the pages answer with a page that says so.
+
+    Read fresh inside the vote's transaction: a project paused a moment ago refuses at once. The ticket
+    says when the subject was served, so a vote in flight when the project was paused still counts."""
+    from core.models import Project
+    from core.permissions import vote_refusal
+    from core.tickets import served_and_expiry
+
+    project = Project.objects.filter(pk=project_id).only("name", "status", "status_changed_at").first()
+    if project is None:
+        return
+    served = served_and_expiry(ticket) if ticket else None
+    message = vote_refusal(project, served_at=served[0] if served else None)
+    if message is None:
+        return
+    refused = error(message)
+    refused.status, refused.project_closed = 409, True
+    raise refused
+
+
 def lost_session_retry(participant: Participant) -> bool:
     """Whether `participant` looks like what a retry gets when its session cookie was lost: an
     anonymous participant made for this very request, with no account and no vote of any kind.

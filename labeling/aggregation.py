@@ -46,7 +46,8 @@ def locked_skill(workflow: Workflow, participant_id: int) -> ParticipantSkill:
 def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
     """Incremental update for one new, non-skip vote; the caller holds the subject's row lock
     and saves the subject's p_real and aggregation_method."""
-    said = CLASS_OF_ANSWER.get(vote.answer)
+    # The workflow says which answers count as real or bogus; "not sure" and the like move nothing.
+    said = CLASS_OF_ANSWER.get(workflow.answer_class(vote.answer))
     if workflow.kind != Workflow.REAL_BOGUS or said is None:
         return
     skill = locked_skill(workflow, vote.participant_id)

@@ -18,7 +18,7 @@ from core import ratelimit, tickets
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params, query_bool
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import TokenScopeAllows, can_volunteer
+from core.permissions import TokenScopeAllows, can_volunteer, vote_refusal
 from core.serializers import ErrorSerializer
 from labeling import selection
 from labeling.labels import decided_filter
@@ -65,6 +65,7 @@ def slow_down(exc: ratelimit.RateLimited) -> Response:
         200: NextSubjectSerializer,
         400: ErrorSerializer,
         404: ErrorSerializer,
+        409: OpenApiResponse(ErrorSerializer, description="The project is paused or finished."),
         429: OpenApiResponse(ErrorSerializer, description="Too many requests: slow down (see Retry-After)."),
     },
     tags=["votes"],
@@ -86,6 +87,9 @@ def next_subject(request, project, pk):
             {"detail": "This workflow asks which images are similar: answer it on its page."},
             status=status.HTTP_400_BAD_REQUEST,
         )
+    refusal = vote_refusal(workflow.project)
+    if refusal:  # paused or finished: nothing is served that could not be answered
+        return Response({"detail": refusal}, status=status.HTTP_409_CONFLICT)
     participant = participant_for_request(request)
     try:
         ratelimit.check(request, "serve", participant)
@@ -103,7 +107,7 @@ def next_subject(request, project, pk):
             "subject": subject.pk if subject else None,
             "external_id": subject.external_id if subject else None,
             "images": images,
-            "answers": [*workflow.answers, Vote.SKIP],
+            "answers": [*workflow.answer_keys, Vote.SKIP],
             "ticket": ticket,
             "served_at": served_at.isoformat() if served_at else None,
             "expires_at": expires_at.isoformat() if expires_at else None,
@@ -122,6 +126,10 @@ def next_subject(request, project, pk):
             ErrorSerializer, description="The ticket does not fit: expired, another's, another subject's."
         ),
         404: ErrorSerializer,
+        409: OpenApiResponse(
+            ErrorSerializer,
+            description="The project is paused or finished: no new votes (those already made are kept).",
+        ),
         429: OpenApiResponse(ErrorSerializer, description="Too many votes: slow down (see Retry-After)."),
     },
     tags=["votes"],
@@ -159,8 +167,8 @@ def vote_create(request):
         )
     except tickets.TicketError as exc:
         return Response({"detail": str(exc)}, status=exc.status)
-    except VoteError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    except VoteError as exc:  # 409 for a paused or finished project (core.votes.refuse_if_closed)
+        return Response({"detail": str(exc)}, status=getattr(exc, "status", status.HTTP_400_BAD_REQUEST))
     return Response(
         vote_payload(result), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     )
@@ -218,7 +226,7 @@ class SubjectList(ProjectScopedMixin, generics.ListAPIView):
         qs = self.filter_workflow(qs)
         if params.get("status"):
             if params["status"] not in (Subject.ACTIVE, Subject.RETIRED):
-                raise ValidationError({"status": "Use 'active' or 'retired'."})
+                raise ValidationError({"status": ["Use 'active' or 'retired'."]})
             qs = qs.filter(status=params["status"])
         if params.get("gold"):
             has_gold = Q(gold_label__in=[Subject.REAL, Subject.BOGUS])
@@ -270,10 +278,7 @@ class VoteList(ProjectScopedMixin, generics.ListAPIView):
             "workflow", "subject", "participant"
         )
         qs = self.filter_workflow(qs)
-        if params.get("subject"):
-            if not params["subject"].isdigit():
-                raise ValidationError({"subject": "A subject id is a number."})
-            qs = qs.filter(subject_id=int(params["subject"]))
+        qs = self.filter_id(qs, "subject", "subject_id", "a subject")
         if params.get("answer"):
             qs = qs.filter(answer=params["answer"].strip().lower())
         if params.get("gold"):

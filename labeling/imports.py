@@ -122,8 +122,10 @@ def _span(first: int, last: int) -> str:
 
 def parse_answer_map(text: str | None, workflow: Workflow) -> dict[str, str]:
     """'Yes=real,No=bogus' → {'yes': 'real', 'no': 'bogus'} on top of the defaults."""
-    allowed = set(workflow.answers) | {Vote.SKIP}
-    mapping = {a.lower(): a for a in workflow.answers}
+    allowed = set(workflow.answer_keys) | {Vote.SKIP}
+    mapping = {a.lower(): a for a in workflow.answer_keys}
+    # A button's label names its answer too ("Not sure" → not_sure).
+    mapping.update({o["label"].lower(): o["key"] for o in workflow.answer_options})
     mapping.update({k: v for k, v in DEFAULT_ANSWER_MAP.items() if v in allowed})
     for part in (text or "").split(","):
         if not part.strip():

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from core import answers
 from core.models import Subject, Workflow
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
 from labeling.models import ParticipantSkill, Vote
@@ -75,8 +76,10 @@ def vote_arrays(workflow: Workflow) -> VoteArrays:
 
     Subjects and participants are indexed in ascending id order.
     """
+    # Votes store the answer's key; the workflow says which keys count as real or bogus.
+    class_of_key = {k: CLASS_OF_ANSWER[side] for k, side in answers.class_map(workflow.answers).items()}
     rows = list(
-        Vote.objects.filter(workflow=workflow, answer__in=list(CLASS_OF_ANSWER))
+        Vote.objects.filter(workflow=workflow, answer__in=list(class_of_key))
         .order_by("created_at", "pk")
         .values_list("pk", "subject_id", "participant_id", "answer")
     )
@@ -87,7 +90,7 @@ def vote_arrays(workflow: Workflow) -> VoteArrays:
     return VoteArrays(
         items=np.array([item_of[r[1]] for r in rows], dtype=np.int64),
         workers=np.array([worker_of[r[2]] for r in rows], dtype=np.int64),
-        labels=np.array([CLASS_OF_ANSWER[r[3]] for r in rows], dtype=np.int64),
+        labels=np.array([class_of_key[r[3]] for r in rows], dtype=np.int64),
         subject_ids=subject_ids,
         participant_ids=participant_ids,
         last_vote_pk=max((r[0] for r in rows), default=0),
@@ -156,14 +159,17 @@ def _write_subjects(workflow: Workflow, arrays: VoteArrays, p_real: np.ndarray, 
 def _tallies_from_votes(workflow: Workflow, participant_ids: list[int]) -> dict[int, dict]:
     """Vote and gold tallies per participant, counted in the database at write time."""
     votes = Vote.objects.filter(workflow=workflow, participant_id__in=participant_ids)
-    real_gold = Q(answer__in=list(CLASS_OF_ANSWER), subject__gold_label=Subject.REAL)
-    bogus_gold = Q(answer__in=list(CLASS_OF_ANSWER), subject__gold_label=Subject.BOGUS)
+    said_real = answers.keys_counting_as(workflow.answers, answers.REAL)
+    said_bogus = answers.keys_counting_as(workflow.answers, answers.BOGUS)
+    counted = said_real + said_bogus
+    real_gold = Q(answer__in=counted, subject__gold_label=Subject.REAL)
+    bogus_gold = Q(answer__in=counted, subject__gold_label=Subject.BOGUS)
     rows = votes.values("participant_id").annotate(
-        n_votes=Count("pk", filter=Q(answer__in=list(CLASS_OF_ANSWER))),
+        n_votes=Count("pk", filter=Q(answer__in=counted)),
         real_seen=Count("pk", filter=real_gold),
-        real_said_real=Count("pk", filter=real_gold & Q(answer=Subject.REAL)),
+        real_said_real=Count("pk", filter=real_gold & Q(answer__in=said_real)),
         bogus_seen=Count("pk", filter=bogus_gold),
-        bogus_said_bogus=Count("pk", filter=bogus_gold & Q(answer=Subject.BOGUS)),
+        bogus_said_bogus=Count("pk", filter=bogus_gold & Q(answer__in=said_bogus)),
     )
     return {r.pop("participant_id"): r for r in rows}
 

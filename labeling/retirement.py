@@ -37,9 +37,21 @@ def _send_to_review(subject: Subject, reason: str) -> None:
     subject.save(update_fields=["needs_review", "status", "retired_reason", "retired_at"])
 
 
-def _consensus(subject: Subject) -> tuple[str, int, int] | None:
-    """The leading answer, its votes and all non-skip votes; None without votes."""
-    counts = {a: int(n) for a, n in (subject.answer_counts or {}).items() if a != "skip"}
+def _consensus(subject: Subject, workflow: Workflow | None = None) -> tuple[str, int, int] | None:
+    """The leading side (real or bogus), its votes and all votes that count; None without votes.
+
+    Answers are grouped by what they count as (core.answers): two answers that both mean "real" agree,
+    and an answer that counts as neither ("not sure") is not a vote for either side.
+    """
+    sides = workflow.answer_options if workflow is not None else []
+    side_of = {o["key"]: o["counts_as"] for o in sides}
+    counts: dict[str, int] = {}
+    for a, n in (subject.answer_counts or {}).items():
+        if a == "skip":
+            continue
+        side = side_of.get(a, a) if side_of else a
+        if side:
+            counts[side] = counts.get(side, 0) + int(n)
     total = sum(counts.values())
     if not total:
         return None
@@ -66,7 +78,7 @@ def decision(subject: Subject, workflow: Workflow) -> tuple[str, str] | None:
             if subject.p_real <= workflow.swap_p_low:
                 return "retire", f"swap: bogus, P(real)={subject.p_real:.4f} after {n} votes"
         elif rule == Workflow.RULE_CONSENSUS:
-            leading = _consensus(subject)
+            leading = _consensus(subject, workflow)
             if leading and leading[1] / leading[2] >= workflow.consensus_fraction:
                 answer, votes, total = leading
                 return "retire", f"consensus: {answer} {votes}/{total}"

@@ -4,7 +4,7 @@ volunteer skill (participants as project pseudonyms, core.serializers.Participan
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.models import Subject
+from core.models import Subject, Workflow
 from core.serializers import ParticipantFields
 from labeling.labels import label_of
 from labeling.models import ParticipantSkill, Vote
@@ -43,11 +43,22 @@ class SubjectSerializer(serializers.ModelSerializer):
     def get_label_source(self, obj) -> str:
         return self._label(obj)[1]
 
+    def _votes_for(self, obj, side: str) -> int:
+        # The workflow says which answers count as real or bogus ("not sure" counts as neither).
+        sides = self.context.setdefault("_answer_sides", {})
+        if obj.workflow_id not in sides:
+            workflow = Workflow.objects.filter(pk=obj.workflow_id).only("answers").first()
+            sides[obj.workflow_id] = (
+                {o["key"]: o["counts_as"] for o in workflow.answer_options} if workflow else {}
+            )
+        side_of = sides[obj.workflow_id] or {Subject.REAL: Subject.REAL, Subject.BOGUS: Subject.BOGUS}
+        return sum(int(n) for k, n in (obj.answer_counts or {}).items() if side_of.get(k) == side)
+
     def get_n_real(self, obj) -> int:
-        return int((obj.answer_counts or {}).get(Subject.REAL, 0))
+        return self._votes_for(obj, Subject.REAL)
 
     def get_n_bogus(self, obj) -> int:
-        return int((obj.answer_counts or {}).get(Subject.BOGUS, 0))
+        return self._votes_for(obj, Subject.BOGUS)
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "string", "format": "uri"}})
     def get_images(self, obj) -> dict:

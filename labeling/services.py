@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from core import tickets
 from core.models import Participant, Subject, Workflow
-from core.votes import VoteError, lost_session_retry, parse_idempotency_key, store_vote_once
+from core.votes import VoteError, lost_session_retry, parse_idempotency_key, refuse_if_closed, store_vote_once
 from labeling import aggregation, retirement
 from labeling.models import Vote
 from loop import services as loop_services
@@ -62,14 +62,16 @@ def record_vote(
     if workflow.kind != Workflow.REAL_BOGUS:
         raise VoteError("This workflow asks which images are similar: it takes no real/bogus votes.")
     answer = (answer or "").strip().lower()
-    if answer not in set(workflow.answers) | {Vote.SKIP}:
+    if answer not in set(workflow.answer_keys) | {Vote.SKIP}:
         raise VoteError(
-            f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answers)} or skip)."
+            f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answer_keys)} or skip)."
         )
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
     def build() -> Vote:
+        if source != "import":  # imports record votes made elsewhere, before: the lifecycle is for new ones
+            refuse_if_closed(workflow.project_id, ticket)
         subject = (
             Subject.objects.select_for_update().filter(pk=subject_id, project_id=workflow.project_id).first()
         )
@@ -103,7 +105,11 @@ def record_vote(
             # Late: the subject retired while this volunteer was looking at it. Stored, not dropped.
             subject_was_retired=subject.is_retired,
             was_gold=as_gold,
-            gold_correct=(answer == subject.gold_label) if as_gold and answer != Vote.SKIP else None,
+            # Gold labels are real or bogus; an answer is right when it counts as the expert's side
+            # ("not sure" never is).
+            gold_correct=(workflow.answer_class(answer) == subject.gold_label)
+            if as_gold and answer != Vote.SKIP
+            else None,
             assignment=assignment,
             source=source,
         )
@@ -163,7 +169,7 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
 
     subtype_label, guide = guide_entry(subject.gold_subtype)
     return {
-        "correct": vote.answer == subject.gold_label,
+        "correct": vote.workflow.answer_class(vote.answer) == subject.gold_label,
         "expert_answer": subject.gold_label,
         "subtype": subject.gold_subtype,
         "subtype_label": subtype_label,

@@ -14,7 +14,14 @@ from core import ratelimit, tickets
 from core.formats import parse_client_time
 from core.models import Participant, Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import READ_ROLES, project_for_request, volunteer_project, volunteer_workflow
+from core.permissions import (
+    READ_ROLES,
+    project_for_request,
+    volunteer_project,
+    volunteer_workflow,
+    vote_refusal,
+)
+from core.views_projects import closed_page
 from labeling import selection
 from labeling.models import Vote
 from labeling.services import VoteError, record_vote
@@ -63,6 +70,9 @@ def classify(request, project, workflow):
     workflow = _workflow(request, project, workflow)
     if workflow.kind != Workflow.REAL_BOGUS:
         return redirect(workflow.get_absolute_url())
+    refusal = vote_refusal(workflow.project)
+    if refusal:  # paused or finished: a polite page, and nothing served that could not be answered
+        return closed_page(request, workflow, refusal)
     participant = participant_for_request(request)
     try:
         ratelimit.check(request, "serve", participant)
@@ -135,6 +145,8 @@ def submit_vote(request, project, workflow):
     except tickets.TicketError as exc:
         error, status = str(exc), exc.status
     except (VoteError, ValueError) as exc:
+        if getattr(exc, "project_closed", False):  # paused or finished (core.votes.refuse_if_closed)
+            return closed_page(request, workflow, str(exc), exc.status)
         error, status = str(exc), 400
     if not request.htmx and error is None:
         if feedback:
@@ -155,11 +167,15 @@ def tutorial_seen(request, project, workflow):
 
 def field_guide(request, project):
     project = volunteer_project(request, project)
-    from labeling.fieldguide import field_guide_entries
+    from core.workflow_content import field_guide_entries
 
-    return render(
-        request, "labeling/field_guide.html", {"project": project, "entries": field_guide_entries()}
-    )
+    # Each active workflow's own guide (edited on its builder page; the built-in ZTF guide by default).
+    guides = [
+        {"workflow": w, "entries": field_guide_entries(w)}
+        for w in project.workflows.filter(is_active=True, kind=Workflow.REAL_BOGUS).order_by("pk")
+    ]
+    guides = [g for g in guides if g["entries"]]
+    return render(request, "labeling/field_guide.html", {"project": project, "guides": guides})
 
 
 @login_required

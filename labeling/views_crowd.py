@@ -5,10 +5,10 @@ existence does not leak; a member whose role does not allow a page gets 403):
 
 | page | roles |
 | --- | --- |
-| gold labeling (R / B / S keys) | owner, expert |
-| volunteer skill table | owner, collaborator, viewer |
-| review queue (list) | owner, collaborator, viewer, expert |
-| retire / unretire by hand, retirement settings, recompute now | owner |
+| gold labeling (R / B / S keys) | owner, scientist, expert |
+| volunteer skill table | owner, scientist, viewer |
+| review queue (list) | owner, scientist, viewer, expert |
+| retire / unretire by hand, retirement settings, recompute now | owner, scientist |
 """
 
 import json

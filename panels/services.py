@@ -397,16 +397,23 @@ def _gold_ids(
     if n <= 0:
         return []
     seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
-    gold = list(
+    candidates = (
         Subject.objects.filter(workflow=workflow)
         .exclude(gold_label="")
         .exclude(Exists(seen))
         .exclude(pk__in=list(exclude))
-        .only("pk", "gold_label", "gold_subtype", "metadata", "answer_counts", "status")
     )
-    rng.shuffle(gold)
-    # Active gold first: a vote on a retired subject is stored but flagged late.
-    gold.sort(key=lambda s: s.status != Subject.ACTIVE)
+    # A random window of the gold by its indexed random key, never the whole gold set: a few times
+    # what is needed leaves room for attention checks. Active gold first: a vote on a retired
+    # subject is stored but flagged late.
+    fetch = max(4 * n, 64)
+    ids = _random_order(candidates.filter(status=Subject.ACTIVE), rng, fetch)
+    if len(ids) < fetch:
+        ids += _random_order(candidates.exclude(status=Subject.ACTIVE), rng, fetch - len(ids))
+    loaded = Subject.objects.only(
+        "pk", "gold_label", "gold_subtype", "metadata", "answer_counts", "status"
+    ).in_bulk(ids)
+    gold = [loaded[i] for i in ids if i in loaded]
     obvious = [s.pk for s in gold if is_attention_check(s)]
     chosen = obvious[: min(n_attention, n)]
     taken = set(chosen)

@@ -18,7 +18,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from core.formats import parse_client_time
 from core.models import Project, Subject, Workflow
-from core.permissions import OWNER_ROLES, project_for_request
+from core.permissions import TEAM_ROLES, project_for_request
 from core.ratelimit import client_address
 from labeling.services import VoteError
 from panels import services as tasklinks
@@ -30,7 +30,7 @@ from panels.services import BatchError, TaskLinkError
 
 def _owned_batch(request, project_slug: str, batch_id: int) -> tuple[Project, Batch]:
     """Batches show panel worker ids and payments: owners only (other members 403, anyone else 404)."""
-    project, _ = project_for_request(request, project_slug, OWNER_ROLES)
+    project, _ = project_for_request(request, project_slug, TEAM_ROLES)
     batch = get_object_or_404(
         Batch.objects.select_related("workflow__project"), pk=batch_id, workflow__project=project
     )
@@ -92,7 +92,7 @@ class BatchForm(forms.Form):
 
 @login_required
 def batch_list(request, project):
-    project, _ = project_for_request(request, project, OWNER_ROLES)
+    project, _ = project_for_request(request, project, TEAM_ROLES)
     batches = (
         Batch.objects.filter(workflow__project=project).select_related("workflow").order_by("-created_at")
     )
@@ -101,7 +101,7 @@ def batch_list(request, project):
 
 @login_required
 def batch_create(request, project):
-    project, _ = project_for_request(request, project, OWNER_ROLES)
+    project, _ = project_for_request(request, project, TEAM_ROLES)
     form = BatchForm(request.POST or None, project=project, initial={"expires_at": _default_expiry()})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data

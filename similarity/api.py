@@ -5,7 +5,7 @@ POST /similarity/api/search/.
 Search: multipart or JSON body: ``project`` (slug, required), ``workflow`` (slug; optional when the
 project has one similarity workflow), and either ``file`` (FITS, PNG or JPEG upload) or
 ``subject`` (subject id or external id), plus ``top_k`` (1–100, default 10).
-Owners, collaborators and viewers of the project may search; anyone else gets 404.
+Owners, scientists and viewers of the project may search; anyone else gets 404.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +20,7 @@ from rest_framework.views import APIView
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params
 from core.models import Workflow
 from core.permissions import project_for
+from core.serializers import UploadedFileField
 from similarity import services
 from similarity.models import SimilarityVote
 from similarity.serializers import SimilarityVoteSerializer
@@ -31,7 +31,7 @@ from similarity.views import resolve_query_subject
 class SearchRequestSerializer(serializers.Serializer):
     project = serializers.SlugField()
     workflow = serializers.SlugField(required=False, allow_blank=True)
-    file = serializers.FileField(required=False)
+    file = UploadedFileField(required=False)
     subject = serializers.CharField(required=False, allow_blank=True, max_length=100)
     top_k = serializers.IntegerField(required=False, min_value=1, max_value=100, default=10)
 
@@ -125,9 +125,5 @@ class SimilarityVoteList(ProjectScopedMixin, generics.ListAPIView):
             "task", "participant"
         )
         qs = self.filter_workflow(qs)
-        task = self.request.query_params.get("task", "")
-        if task:
-            if not task.isdigit():
-                raise ValidationError({"task": "A task id is a number."})
-            qs = qs.filter(task_id=int(task))
+        qs = self.filter_id(qs, "task", "task_id", "a task")
         return self.filter_dates(qs, "created", "created_at")

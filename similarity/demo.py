@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from django.db import transaction
 
-from core.models import ModelVersion, Subject, SubjectSet, Workflow
+from core.models import ModelVersion, Subject, Workflow
 from jobs.models import Job
 
 WORKFLOW_SLUG = "similar"
@@ -31,23 +31,22 @@ def seed_similarity_demo(
     n_subjects includes the near-duplicates. With request_training (and no embedding yet) a first
     round is queued: self-supervised pretraining on the cutouts, so search works before any answer.
     """
-    from core.ingest import add_subject
+    from core import workflows
+    from core.ingest import add_subject, subject_set_named
     from mlcore.galaxies import generate_cutouts, near_duplicate
 
-    workflow, _ = Workflow.objects.get_or_create(
-        project=project,
-        slug=WORKFLOW_SLUG,
-        defaults={
-            "name": WORKFLOW_NAME,
-            "kind": Workflow.SIMILARITY,
-            "question": QUESTION,
-            "answers": [],
-            "retirement_limit": 3,
-            "train_every": 60,
-        },
+    # Through the workflow builder's services, as a scientist's workflow is made (idempotent).
+    workflow, _ = workflows.create_workflow(
+        project,
+        WORKFLOW_SLUG,
+        kind=Workflow.SIMILARITY,
+        name=WORKFLOW_NAME,
+        question=QUESTION,
+        is_active=True,
+        retirement_limit=3,
+        train_every=60,
     )
-    subject_set, _ = SubjectSet.objects.get_or_create(project=project, name=SUBJECT_SET_NAME)
-    subject_set.workflows.add(workflow)
+    subject_set = subject_set_named(project, workflow, SUBJECT_SET_NAME)
 
     n_duplicates = int(round(n_subjects * NEAR_DUPLICATE_SHARE))
     n_originals = n_subjects - n_duplicates

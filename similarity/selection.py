@@ -62,6 +62,9 @@ def _pool_ids(workflow: Workflow) -> list[int]:
 def _pick_comparison(workflow: Workflow, rng: random.Random) -> Subject | None:
     used = SimilarityTask.objects.filter(workflow=workflow, comparison=OuterRef("pk"))
     base = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
+    if workflow.comparison_source == Workflow.COMPARE_SET and workflow.comparison_set_id:
+        # The scientist chose where comparison images come from; candidates still come from the pool.
+        base = base.filter(subject_set_id=workflow.comparison_set_id)
     fresh = base.exclude(Exists(used))
     for queryset in (fresh, base):
         r = rng.random()
@@ -179,7 +182,7 @@ def create_task(workflow: Workflow, rng: random.Random | None = None) -> Similar
     if comparison is None:
         return None
     version = active_embedding(workflow)
-    ids, sources, strategy = choose_candidates(workflow, comparison, rng, version)
+    ids, sources, strategy = choose_candidates(workflow, comparison, rng, version, n=workflow.n_candidates)
     if not ids:
         return None
     return SimilarityTask.objects.create(

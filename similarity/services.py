@@ -24,7 +24,7 @@ from django.utils import timezone
 from core import tickets
 from core.models import ModelVersion, Participant, Subject, Workflow
 from core.storage import open_stored
-from core.votes import VoteError, parse_idempotency_key, store_vote_once
+from core.votes import VoteError, parse_idempotency_key, refuse_if_closed, store_vote_once
 from jobs.models import Job
 from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
 
@@ -102,6 +102,11 @@ def record_similarity_vote(
 
     def build() -> SimilarityVote:
         locked = SimilarityTask.objects.select_for_update().get(pk=task.pk)
+        refuse_if_closed(
+            Workflow.objects.filter(pk=locked.workflow_id).values_list("project_id", flat=True).first(),
+            ticket,
+            SimilarityVoteError,
+        )
         if not trusted:
             tickets.verify(
                 ticket,

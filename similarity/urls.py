@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from similarity import api, views
+from similarity import api, views, views_preview
 
 app_name = "similarity"
 urlpatterns = [
@@ -14,4 +14,5 @@ urlpatterns = [
     path("p/<slug:project>/<slug:workflow>/model/", views.models_page, name="models"),
     path("p/<slug:project>/<slug:workflow>/model/job/", views.job_status, name="job_status"),
     path("p/<slug:project>/<slug:workflow>/model/train/", views.train_now, name="train_now"),
+    path("p/<slug:project>/<slug:workflow>/preview/", views_preview.preview, name="preview"),
 ]

@@ -16,10 +16,18 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core import ratelimit, tickets
-from core.formats import parse_client_time
+from core.formats import parse_client_time, parse_id
 from core.models import ModelVersion, Subject, Workflow
 from core.participants import participant_for_request
-from core.permissions import OWNER_ROLES, READ_ROLES, project_for_request, volunteer_workflow, workflow_for
+from core.permissions import (
+    OWNER_ROLES,
+    READ_ROLES,
+    project_for_request,
+    volunteer_workflow,
+    vote_refusal,
+    workflow_for,
+)
+from core.views_projects import closed_page
 from jobs.models import Job
 from similarity import selection, services
 from similarity.models import SimilarityTask, SimilarityVote
@@ -92,6 +100,9 @@ def classify(request, project, workflow):
     workflow_obj = volunteer_workflow(request, project, workflow)
     if workflow_obj.kind != Workflow.SIMILARITY:
         return redirect(workflow_obj.get_absolute_url())
+    refusal = vote_refusal(workflow_obj.project)
+    if refusal:
+        return closed_page(request, workflow_obj, refusal)
     participant = participant_for_request(request)
     try:
         ratelimit.check(request, "serve", participant)
@@ -137,6 +148,8 @@ def submit(request, project, workflow):
         )
     except (services.SimilarityVoteError, tickets.TicketError, ratelimit.RateLimited) as exc:
         status = 429 if isinstance(exc, ratelimit.RateLimited) else getattr(exc, "status", 400)
+        if getattr(exc, "project_closed", False):  # paused or finished: say so, serve nothing new
+            return closed_page(request, workflow, str(exc), status)
         # Nothing is lost: the same task comes back with the same selection, key and ticket, but only
         # if it really was served to this participant: a refusal never serves a task the client chose.
         selected = []
@@ -301,8 +314,8 @@ def resolve_query_subject(project, workflow, value: str) -> Subject:
     value = (value or "").strip()
     queryset = Subject.objects.filter(project=project)
     subject = queryset.filter(external_id=value).first()
-    if subject is None and value.isdigit():
-        subject = queryset.filter(pk=int(value)).first()
+    if subject is None and (pk := parse_id(value)) is not None:
+        subject = queryset.filter(pk=pk).first()
     if subject is None:
         raise QueryImageError(f"No subject '{value[:60]}' in this project.")
     return subject

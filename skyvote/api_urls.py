@@ -1,13 +1,15 @@
 """URLs of the REST API, mounted at /api/ (see docs/api.md): each app's views from its api.py
 (core: projects, workflows, subject sets, model versions, uploads, exports; labeling: votes,
-subjects, skills; similarity: similarity votes), one flat list with the same paths and names."""
+subjects, skills; loop: a workflow's start-from model and "train now"; similarity: similarity votes), one flat list with the same paths and names."""
 
 from csp.decorators import csp_update
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from core import api as core_api
+from core import api_projects, api_workflows
 from labeling import api as labeling_api
+from loop import api as loop_api
 from similarity import api as similarity_api
 
 P = "projects/<slug:project>/"
@@ -19,12 +21,21 @@ docs_policy = csp_update({"style-src": ["'unsafe-inline'"], "worker-src": ["'sel
 
 urlpatterns = [
     path("votes/", labeling_api.vote_create, name="api_vote_create"),
-    path("projects/", core_api.ProjectList.as_view(), name="api_projects"),
-    path(P, core_api.ProjectDetail.as_view(), name="api_project"),
-    path(P + "workflows/", core_api.WorkflowList.as_view(), name="api_workflows"),
-    path(P + "workflows/<int:pk>/", core_api.WorkflowDetail.as_view(), name="api_workflow"),
+    path("projects/", api_projects.ProjectListCreate.as_view(), name="api_projects"),
+    path(P, api_projects.ProjectDetailUpdate.as_view(), name="api_project"),
+    path(P + "members/", api_projects.MemberListCreate.as_view(), name="api_members"),
+    path(P + "members/<int:pk>/", api_projects.MemberDetail.as_view(), name="api_member"),
+    path(P + "workflows/", api_workflows.WorkflowListCreate.as_view(), name="api_workflows"),
+    path(P + "workflows/<int:pk>/", api_workflows.WorkflowDetailUpdate.as_view(), name="api_workflow"),
     path(P + "workflows/<int:pk>/next/", labeling_api.next_subject, name="api_workflow_next"),
-    path(P + "subject-sets/", core_api.SubjectSetList.as_view(), name="api_subject_sets"),
+    path(
+        P + "workflows/<int:pk>/start-from/",
+        loop_api.WorkflowStartFrom.as_view(),
+        name="api_workflow_start_from",
+    ),
+    path(P + "workflows/<int:pk>/train/", loop_api.WorkflowTrain.as_view(), name="api_workflow_train"),
+    path(P + "subject-sets/", api_workflows.SubjectSetListCreate.as_view(), name="api_subject_sets"),
+    path(P + "subject-sets/<int:pk>/", api_workflows.SubjectSetDetail.as_view(), name="api_subject_set"),
     path(P + "subjects/", labeling_api.SubjectList.as_view(), name="api_subjects"),
     path(P + "subjects/<int:pk>/", labeling_api.SubjectDetail.as_view(), name="api_subject"),
     path(P + "votes/", labeling_api.VoteList.as_view(), name="api_votes"),

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import include, path, re_path
+from django.views.defaults import page_not_found
 
 from core.views_files import public_media
 
@@ -10,6 +11,16 @@ def healthz(request):
     """Liveness probe; also the trivial view that benchmarks use as a ceiling."""
     return HttpResponse("ok", content_type="text/plain")
 
+
+def not_found(request, exception):
+    """An address under /api/ that matches no endpoint (a project slug with a space, a negative id)
+    answers JSON like the endpoints' own 404s, so API clients always get the documented error body."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -88,7 +88,9 @@ def test_training_bundle_through_the_api_verifies(
     manifest = verify_bundle(path)
     assert manifest["workflow"] == data.workflow.slug
     with zipfile.ZipFile(path) as zf:
-        assert sorted(zf.namelist()) == ["images.npy", "labels.csv", "manifest.json"]
+        assert sorted(zf.namelist()) == [
+            "croissant.json", "images.npy", "labels.csv", "light_curves.csv", "manifest.json",
+        ]  # fmt: skip
 
 
 def test_bad_export_requests_get_clear_errors_and_create_nothing(client, data, headers):
@@ -158,9 +160,10 @@ def test_exports_page_shows_progress_of_a_running_job(client, data, owner):
     assert bad.status_code == 400 and "not &#x27;xlsx&#x27;" in bad.content.decode()
 
 
-def test_collaborators_export_viewers_do_not_see_the_page(client, data, django_user_model):
+@pytest.mark.parametrize("role", ["scientist", "viewer"])
+def test_scientists_and_viewers_export(client, data, django_user_model, role):
     collaborator = django_user_model.objects.create_user("collab", password="pw-123456789")
-    ProjectMembership.objects.create(project=data.project, user=collaborator, role="collaborator")
+    ProjectMembership.objects.create(project=data.project, user=collaborator, role=role)
     client.force_login(collaborator)
     assert client.get(reverse("core:exports", args=[data.project.slug])).status_code == 200
     dashboard = client.get(reverse("labeling:project_dashboard", args=[data.project.slug])).content.decode()

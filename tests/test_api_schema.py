@@ -58,3 +58,32 @@ def test_schema_command_writes_yaml_too():
     out = io.StringIO()
     call_command("spectacular", "--validate", stdout=out)
     assert out.getvalue().startswith("openapi: 3")
+
+
+def test_every_operation_documents_its_errors_with_the_shared_bodies(client):
+    """core/schema.py: the errors each operation can answer are in the schema, with one of the two
+    shared bodies (what tests/test_api_fuzz.py holds the API to)."""
+    schema = json.loads(client.get(reverse("api_schema") + "?format=json").content)
+    components = schema["components"]["schemas"]
+    assert components["Error"]["required"] == ["detail"]
+    assert "additionalProperties" in components["ValidationError"]
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            expected = {"400", "401"}
+            if "{" in path:
+                expected.add("404")
+            if "requestBody" in operation:
+                expected |= {"403", "411", "413", "415"}
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for code, response in responses.items():
+                if code.startswith("4"):
+                    body = response["content"]["application/json"]["schema"]
+                    assert body == error or error in body.get("oneOf", []), (method, path, code)
+                    assert response["description"], (method, path, code)
+    # Validation errors (400) are either shape; a rate-limited operation says when to come back.
+    vote = schema["paths"]["/api/votes/"]["post"]["responses"]
+    assert len(vote["400"]["content"]["application/json"]["schema"]["oneOf"]) == 2
+    assert "Retry-After" in vote["429"]["headers"]
+    assert "WWW-Authenticate" in vote["401"]["headers"]

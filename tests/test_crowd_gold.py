@@ -100,14 +100,16 @@ def test_review_queue_comes_first_and_a_gold_label_settles_it(client, owner, wor
     assert not waiting.needs_review and waiting.is_retired and waiting.retired_reason == "expert: bogus"
 
 
-def test_experts_may_label_collaborators_may_not_strangers_see_nothing(client, workflow, member):
+def test_experts_and_scientists_may_label_viewers_may_not_strangers_see_nothing(client, workflow, member):
     s = new_subject(workflow, "a")
     client.force_login(member("expert"))
     assert client.get(gold_url(workflow)).status_code == 200
     client.post(gold_url(workflow, "crowd_gold_label"), {"subject": s.pk, "label": "real"})
     assert Subject.objects.get(pk=s.pk).gold_label == "real"
 
-    client.force_login(member("collaborator"))
+    client.force_login(member("scientist"))
+    assert client.get(gold_url(workflow)).status_code == 200
+    client.force_login(member("viewer"))
     assert client.get(gold_url(workflow)).status_code == 403
     assert (
         client.post(gold_url(workflow, "crowd_gold_label"), {"subject": s.pk, "label": "bogus"}).status_code

@@ -50,10 +50,11 @@ def echo(monkeypatch):
 
 def test_each_app_registers_its_exporters():
     found = {e.identifier: e for e in exporters.exporters()}
-    assert list(found) == ["votes", "labels", "bundle", "similarity"]  # INSTALLED_APPS order
+    assert list(found) == ["votes", "labels", "light_curves", "bundle", "similarity"]  # INSTALLED_APPS order
     assert {name: type(e).__module__ for name, e in found.items()} == {
         "votes": "labeling.exporters",
         "labels": "labeling.exporters",
+        "light_curves": "labeling.exporters",
         "bundle": "loop.exporters",
         "similarity": "similarity.exporters",
     }
@@ -99,7 +100,8 @@ def test_exports_page_offers_what_is_registered_and_available(client, project, w
     page = client.get(url).content.decode()
     assert 'value="echo:csv">Echo — CSV<' in page and 'value="echo:jsonl">Echo — JSON Lines<' in page
     assert 'value="labels:fits">Labels — FITS<' in page
-    assert "Training bundle — zip (images .npy, labels, split, manifest)" in page
+    assert "Training bundle — zip (images .npy, labels, light curves, split, manifest)" in page
+    assert 'value="light_curves:parquet">Light curves — Parquet' in page
     assert 'value="similarity:zip"' not in page  # this project has no similarity workflow
     Workflow.objects.create(project=project, slug="sim", name="Similar?", kind=Workflow.SIMILARITY)
     assert 'value="similarity:zip"' in client.get(url).content.decode()
@@ -116,7 +118,7 @@ def test_api_export_kinds_come_from_the_registry(client, project, workflow, owne
     assert wrong.status_code == 400 and "csv, jsonl" in wrong.json()["detail"]
     schema = json.loads(client.get(reverse("api_schema") + "?format=json").content)
     kinds = schema["components"]["schemas"]["ExportEnum"]["enum"]
-    assert kinds == ["votes", "labels", "bundle", "similarity", "echo"]
+    assert kinds == ["votes", "labels", "light_curves", "bundle", "similarity", "echo"]
 
 
 def _imported_apps(app: str) -> dict[str, set[str]]:

@@ -443,9 +443,11 @@ def test_command_summary_and_exit_status(project, workflow, tmp_path, capsys):
     broken = tmp_path / "broken.fits"
     broken.write_text("nope")
     with pytest.raises(CommandError) as caught:
+        # Duplicates are told per subject set: the same set again.
         call_command(
-            "ingest", "--project", "ztf", "--workflow", "rb", "--no-progress", str(good), str(broken)
-        )
+            "ingest", "--project", "ztf", "--workflow", "rb", "--subject-set", "batch 1", "--no-progress",
+            str(good), str(broken),
+        )  # fmt: skip
     assert caught.value.returncode == 1
     out, err = capsys.readouterr()
     assert out.strip().splitlines()[-1] == "ingested 0, duplicates 2, failed 1"

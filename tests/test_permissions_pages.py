@@ -13,12 +13,14 @@ The rules (core.permissions):
 
 | roles | pages |
 | --- | --- |
-| everyone | volunteer pages (of a public project) |
-| owner, collaborator, viewer (READ) | dashboard, volunteer skill, model pages and plots, similarity search and model pages |
-| owner, collaborator (WRITE = EXPORT) | upload, exports |
-| owner, expert (EXPERT) | gold labeling |
-| owner, collaborator, viewer, expert (MEMBER) | review queue |
-| owner (OWNER) | train, promote, recompute, retire/unretire, retirement rule, paid-panel batches |
+| everyone | volunteer pages (of a public project), the project's about page and cover |
+| owner, scientist, viewer (READ) | dashboard, volunteer skill, model pages and plots, similarity search and model pages, workflows and subject sets (lists, a workflow's page) |
+| owner, scientist (WRITE) | upload, the workflow builder (new, edit, settings, tutorial, field guide, launch, preview, a subject set's page) |
+| owner, scientist, viewer (EXPORT) | exports |
+| owner, scientist, expert (EXPERT) | gold labeling |
+| owner, scientist, viewer, expert (MEMBER) | review queue |
+| owner, scientist (OWNER) | project settings and state, train, promote, recompute, retire/unretire, retirement rule |
+| owner (TEAM) | team (members, invitations), deleting the project, paid-panel batches |
 
 PAGES below is the table per URL name, the role sets are spelled out here on purpose (not imported from
 core.permissions): a change to who may do what has to change this file too. A new page that names a
@@ -36,7 +38,7 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.views import APIView
 
-from core.models import ModelVersion, Project, ProjectMembership, Workflow
+from core.models import ModelVersion, Project, ProjectMembership, SubjectSet, Workflow
 from core.storage import private_storage
 from jobs.models import Job
 from panels import services as tasklinks
@@ -45,24 +47,45 @@ from tests.tasklinks_support import make_batch, make_subjects
 pytestmark = pytest.mark.django_db
 
 PUBLIC = "everyone"
-OWNER = {"owner"}
-READ = {"owner", "collaborator", "viewer"}
-WRITE = {"owner", "collaborator"}
-EXPERT = {"owner", "expert"}
-MEMBER = {"owner", "collaborator", "viewer", "expert"}
+TEAM = {"owner"}
+OWNER = {"owner", "scientist"}
+READ = {"owner", "scientist", "viewer"}
+WRITE = {"owner", "scientist"}
+EXPORT = {"owner", "scientist", "viewer"}
+EXPERT = {"owner", "scientist", "expert"}
+MEMBER = {"owner", "scientist", "viewer", "expert"}
 
 # Who visits: anonymous, another project's owner, the project's members, and staff (no membership).
-VISITORS = ("anonymous", "rival", "viewer", "expert", "collaborator", "owner", "staff")
-MEMBERS = ("viewer", "expert", "collaborator")
+VISITORS = ("anonymous", "rival", "viewer", "expert", "scientist", "owner", "staff")
+MEMBERS = ("viewer", "expert", "scientist")
 
 # URL name: (method, POST data, roles allowed, status an allowed visitor gets).
 PAGES = {
     # core
     "core:upload": ("GET", None, WRITE, 200),
     "core:upload_progress": ("GET", None, WRITE, 200),
-    "core:exports": ("GET", None, WRITE, 200),
-    "core:export_progress": ("GET", None, WRITE, 200),
-    "core:export_download": ("GET", None, WRITE, 200),
+    "core:exports": ("GET", None, EXPORT, 200),
+    "core:export_progress": ("GET", None, EXPORT, 200),
+    "core:export_download": ("GET", None, EXPORT, 200),
+    # core: the project builder
+    "core:project_settings": ("GET", None, OWNER, 200),
+    "core:project_delete": ("GET", None, TEAM, 200),
+    "core:team": ("GET", None, TEAM, 200),
+    "core:project_about": ("GET", None, PUBLIC, 200),
+    "core:project_cover": ("GET", None, PUBLIC, 404),  # let in, and this project has no cover
+    # core: the workflow builder
+    "core:workflows": ("GET", None, READ, 200),
+    "core:workflow_new": ("GET", None, WRITE, 200),
+    "core:workflow": ("GET", None, READ, 200),
+    "core:workflow_edit": ("GET", None, WRITE, 200),
+    "core:workflow_settings": ("GET", None, WRITE, 200),
+    "core:workflow_tutorial": ("GET", None, WRITE, 200),
+    "core:workflow_field_guide": ("GET", None, WRITE, 200),
+    "core:workflow_content_image": ("GET", None, PUBLIC, 404),  # let in, and there is no such image
+    "core:workflow_launch": ("POST", {"action": "pause"}, WRITE, 302),
+    "core:workflow_preview": ("GET", None, WRITE, 200),
+    "core:subject_sets": ("GET", None, READ, 200),
+    "core:subject_set": ("GET", None, WRITE, 200),
     # labeling: volunteer pages
     "labeling:field_guide": ("GET", None, PUBLIC, 200),
     "labeling:classify": ("GET", None, PUBLIC, 200),
@@ -88,14 +111,15 @@ PAGES = {
     "loop:saliency": ("GET", None, READ, 200),
     "loop:train": ("POST", {}, OWNER, 302),
     "loop:promote": ("POST", {}, OWNER, 302),
+    "loop:start_from": ("POST", {}, OWNER, 302),
     "loop:plot": ("GET", None, READ, 200),
     # panels: batches show worker ids and payments
-    "panels:batches": ("GET", None, OWNER, 200),
-    "panels:batch_new": ("GET", None, OWNER, 200),
-    "panels:batch": ("GET", None, OWNER, 200),
-    "panels:batch_status": ("POST", {"status": "open"}, OWNER, 302),
-    "panels:batch_csv": ("GET", None, OWNER, 200),
-    "panels:batch_review": ("POST", {"decision": "approved"}, OWNER, 302),
+    "panels:batches": ("GET", None, TEAM, 200),
+    "panels:batch_new": ("GET", None, TEAM, 200),
+    "panels:batch": ("GET", None, TEAM, 200),
+    "panels:batch_status": ("POST", {"status": "open"}, TEAM, 302),
+    "panels:batch_csv": ("GET", None, TEAM, 200),
+    "panels:batch_review": ("POST", {"decision": "approved"}, TEAM, 302),
     # similarity
     "similarity:classify": ("GET", None, PUBLIC, 200),
     "similarity:submit": ("POST", {}, PUBLIC, 400),  # let in, and the empty answer refused
@@ -104,6 +128,7 @@ PAGES = {
     "similarity:models": ("GET", None, READ, 200),
     "similarity:job_status": ("GET", None, READ, 200),
     "similarity:train_now": ("POST", {}, OWNER, 302),
+    "similarity:preview": ("GET", None, WRITE, 200),
 }
 
 
@@ -144,7 +169,7 @@ def expected(visitor: str, allowed, ok: int) -> int | str:
 def world(django_user_model):
     users = {
         name: django_user_model.objects.create_user(name, password=f"pw-{name}-123456")
-        for name in ("owner", "rival", "viewer", "expert", "collaborator")
+        for name in ("owner", "rival", "viewer", "expert", "scientist")
     }
     users["staff"] = django_user_model.objects.create_user("staff", password="pw-staff-123456", is_staff=True)
     project = Project.objects.create(slug="alpha", name="Alpha", owner=users["owner"])
@@ -174,6 +199,7 @@ def world(django_user_model):
     batch = make_batch(rb, users["owner"])
     assignment, _ = tasklinks.start_assignment(batch, "W1")
     ingest_job = Job.objects.create(project=project, workflow=rb, kind=Job.INGEST, status=Job.SUCCEEDED)
+    subject_set = SubjectSet.objects.create(project=project, name="night 1")
     export_job = Job.objects.create(
         project=project, kind=Job.EXPORT, status=Job.SUCCEEDED, params={"kind": "labels", "format": "csv"}
     )
@@ -189,6 +215,7 @@ def world(django_user_model):
         assignment=assignment,
         ingest_job=ingest_job,
         export_job=export_job,
+        subject_set=subject_set,
     )
 
 
@@ -202,6 +229,8 @@ def _kwargs(name: str, kwarg_names: list[str], world, project_slug: str | None =
         "batch": world.batch.pk,
         "assignment": world.assignment.pk,
         "job": (world.ingest_job if name.startswith("core:upload") else world.export_job).pk,
+        "subject_set": world.subject_set.pk,
+        "name": "missing.png",
     }
     missing = [k for k in kwarg_names if k not in values]
     assert not missing, f"{name}: the test world has no value for {missing}"

@@ -211,6 +211,38 @@ def test_a_nul_byte_in_an_api_query_parameter_is_a_400(api, project, workflow, n
     assert "NUL" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "name, query",
+    [
+        # "²" is a digit to str.isdigit() but not to int(); 10**30 is beyond any id, which the database
+        # cannot even compare a foreign key with (SQLite cannot bind it, PostgreSQL rejects it).
+        ("api_votes", "subject=%C2%B2"),
+        ("api_votes", f"subject={10**30}"),
+        ("api_similarity_votes", "task=%C2%B2"),
+        ("api_similarity_votes", f"task={10**30}"),
+        ("api_subjects", "workflow=%C2%B2"),
+        ("api_subjects", f"workflow={10**30}"),
+        # Moved to UTC, these dates leave the years 1 to 9999 that Python and the database hold.
+        ("api_votes", "created_after=0001-01-01T00:00:00%2B05:00"),
+        ("api_subjects", "retired_before=9999-12-31T23:59:59-05:00"),
+    ],
+)
+def test_odd_ids_and_dates_in_api_filters_are_a_400_naming_the_parameter(api, project, workflow, name, query):
+    response = api.get(reverse(name, args=[project.slug]) + "?" + query)
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [query.split("=")[0]]
+
+
+def test_odd_subject_ids_in_a_search_are_a_400(api, project, workflow):
+    from core.models import Workflow
+
+    Workflow.objects.create(project=project, slug="sim", name="Similar?", kind=Workflow.SIMILARITY)
+    for subject in ("²", str(10**30)):
+        body = {"project": project.slug, "subject": subject}
+        response = api.post(reverse("similarity:api_search"), body, format="json")
+        assert response.status_code == 400 and "No subject" in response.json()["detail"], response.content
+
+
 @pytest.mark.parametrize("path", ["/p/ztf/?q=%00", "/p/ztf/rb/?q=%00", "/p/ztf/rb/volunteers/?page=%00"])
 def test_a_nul_byte_in_a_page_query_is_a_400(client, owner, workflow, path):
     client.force_login(owner)

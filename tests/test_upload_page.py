@@ -1,4 +1,4 @@
-"""The upload page: owners and collaborators, multiple files, same ingestion service, progress via the Job row."""
+"""The upload page: owners and scientists, multiple files, same ingestion service, progress via the Job row."""
 
 import io
 from pathlib import Path
@@ -28,7 +28,7 @@ def users(db):
 @pytest.fixture
 def project(users):
     project = Project.objects.create(slug="ztf", name="ZTF", owner=users["owner"])
-    ProjectMembership.objects.create(project=project, user=users["collab"], role="collaborator")
+    ProjectMembership.objects.create(project=project, user=users["collab"], role="scientist")
     ProjectMembership.objects.create(project=project, user=users["viewer"], role="viewer")
     return project
 
@@ -45,7 +45,7 @@ def npy_upload(name="stack.npy", n=2) -> SimpleUploadedFile:
 
 
 @pytest.mark.parametrize("who, status", [(None, 302), ("viewer", 403), ("stranger", 404)])
-def test_only_owners_and_collaborators_upload(client, users, project, workflow, who, status):
+def test_only_owners_and_scientists_upload(client, users, project, workflow, who, status):
     """As the uploads API (WRITE_ROLES): a viewer is refused (403), someone without a role learns nothing
     (404), and an anonymous visitor is sent to log in (302)."""
     if who:
@@ -57,7 +57,7 @@ def test_only_owners_and_collaborators_upload(client, users, project, workflow, 
     assert Subject.objects.count() == 0 and Job.objects.count() == 0
 
 
-def test_a_collaborator_uploads(client, users, project, workflow):
+def test_a_scientist_uploads(client, users, project, workflow):
     client.force_login(users["collab"])
     page = client.get(reverse("core:upload", args=[project.slug]))
     assert page.status_code == 200 and b'name="files" multiple' in page.content

@@ -55,7 +55,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--owner", default=None, help="owner of a project made by --create")
         parser.add_argument(
-            "--kind", default="real_bogus", choices=["real_bogus", "similarity"], help="kind of a workflow made by --create"
+            "--kind",
+            default="real_bogus",
+            choices=["real_bogus", "similarity"],
+            help="kind of a workflow made by --create",
         )
 
     def handle(self, *args, paths, project, workflow, subject_set, no_progress, filters, watch, **options):
