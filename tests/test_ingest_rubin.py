@@ -715,11 +715,12 @@ def test_classify_page_shows_ztf_and_rubin_alerts_the_right_way_round(
             ztf_dir / "avro" / "472263571115095000.avro",  # ZTF, brighter now
             ztf_dir / "avro" / "1661382530015060001.avro",  # ZTF, fainter now
             rubin_dir / "avro" / V9_ALERT,  # Rubin, 0.2″ pixels, turned 28° to north up
+            rubin_dir / "avro" / V10_CONTAINER,  # Rubin, 7 alerts, most with 300-odd earlier detections
         ],
         project=project,
         workflow=workflow,
     )
-    assert report.ingested == 3, report.errors
+    assert report.ingested == 3 + 7, report.errors
     names = {
         "472263571115095000": "classify-ztf-positive.png",
         "1661382530015060001": "classify-ztf-negative.png",
@@ -729,8 +730,8 @@ def test_classify_page_shows_ztf_and_rubin_alerts_the_right_way_round(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.goto(f"{live_server.url}/p/{project.slug}/{workflow.slug}/")
     page.click("#tutorial-close")
-    shot = []
-    for done in range(3):
+    shot, rubin_light_curves = [], 0
+    for done in range(len(by_pk)):
         # Science, reference and difference (and whatever else the page shows beside them).
         page.wait_for_function("() => document.querySelectorAll('.triplet img').length >= 3")
         page.wait_for_function(
@@ -738,13 +739,23 @@ def test_classify_page_shows_ztf_and_rubin_alerts_the_right_way_round(
         )
         subject = by_pk[page.get_attribute(".triplet", "data-subject")]
         facts = page.inner_text("ul.facts")
-        assert ("brighter now" in facts) == (subject.metadata["difference_sign"] == "positive"), facts
+        if subject.metadata.get("is_dipole"):  # a dipole is both: the text says so instead of a sign
+            assert "brighter (orange) on one side and fainter (blue)" in facts, facts
+        else:
+            assert ("brighter now" in facts) == (subject.metadata["difference_sign"] == "positive"), facts
         assert "reliability" not in page.content().lower()
-        page.screenshot(path=SCREENSHOTS / names[subject.external_id], full_page=True)
-        shot.append(subject.external_id)
+        # The light curve is drawn beside the stamps whenever there are earlier points.
+        history = [p for p in subject.light_curve if not p.get("current")]
+        assert page.locator("figure.light-curve img").count() == (1 if history else 0), subject.external_id
+        if subject.external_id in names:
+            page.screenshot(path=SCREENSHOTS / names[subject.external_id], full_page=True)
+            shot.append(subject.external_id)
+        elif history and subject.survey == "rubin" and not rubin_light_curves:
+            rubin_light_curves += 1
+            page.screenshot(path=SCREENSHOTS / "classify-rubin-light-curve.png", full_page=True)
         page.keyboard.press("r")
         page.wait_for_function(
             f"() => document.getElementById('counter').textContent.trim() === '{done + 1}'"
         )
-    assert sorted(shot) == sorted(names)
+    assert sorted(shot) == sorted(names) and rubin_light_curves == 1
     assert all((SCREENSHOTS / name).stat().st_size > 10_000 for name in names.values())
