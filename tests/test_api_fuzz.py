@@ -3,9 +3,9 @@
 Every operation of /api/schema/ is called with generated data (valid and invalid), authenticated as the
 owner of a project that has two workflows, subjects (one gold), votes (one a panel worker's), a
 similarity task and vote, an active model with its checkpoint, a finished export and an ingest job's
-report. Generated path, query and body values are mostly replaced by that project's slug and ids
-(schemathesis dictionaries), so the calls reach past the permission checks into the views and
-serializers rather than ending in 404s. Any 5xx fails the test, and so does a response the schema does
+report. Every call names that project, and most name its objects' ids, workflows, dates and answers
+(schemathesis dictionaries, with a few odd values that once got a 500), so the calls reach past the
+permission checks into the views and serializers rather than ending in 404s. Any 5xx fails the test, and so does a response the schema does
 not document (status code, content type or body), so the schema stays true to what the API answers.
 
 What the fuzzer cannot reach: a vote with a valid ticket (a ticket is signed for one served subject and
@@ -144,6 +144,14 @@ def token(django_user_model, project, workflow, make_subjects):
 )
 def test_no_request_gets_a_server_error(case, token):
     case.headers = {**(case.headers or {}), "Authorization": f"Token {token}"}
+    if (
+        case.operation.path == "/api/projects/{project}/"
+        and isinstance(case.body, dict)
+        and "slug" in case.body
+    ):
+        # Updates keep the project's slug: renamed, it would leave nothing to call for the rest of the
+        # examples (schemathesis's coverage phase draws no dictionary values, so "body.slug" is not enough).
+        case.body["slug"] = PROJECT
     response = case.call()
     case.validate_response(response, checks=CHECKS)
 

@@ -87,3 +87,11 @@ def test_every_operation_documents_its_errors_with_the_shared_bodies(client):
     assert len(vote["400"]["content"]["application/json"]["schema"]["oneOf"]) == 2
     assert "Retry-After" in vote["429"]["headers"]
     assert "WWW-Authenticate" in vote["401"]["headers"]
+
+
+def test_an_api_address_that_matches_nothing_is_a_json_404(client):
+    """Like the endpoints' own 404s (the schema's `Error`): a slug with a space, a negative id."""
+    for path in ("/api/projects/no%20such/", "/api/projects/ztf/workflows/-1/", "/api/nothing/"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json() == {"detail": "Not found."}, path
+    assert "json" not in client.get("/no/such/page/")["Content-Type"]  # pages keep their HTML 404
