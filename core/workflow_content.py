@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from core.formats import parse_id
 from core.markup import render_markdown
 from core.storage import private_storage
 
@@ -170,7 +171,7 @@ def check_ref(workflow, ref: str, new_uploads=()) -> str:
         # A bare id or external id (which may itself contain a colon) names a subject.
         kind, value = "subject", ref
     if kind == "subject":
-        subject = Subject.objects.filter(project_id=workflow.project_id, pk=value if value.isdigit() else 0)
+        subject = Subject.objects.filter(project_id=workflow.project_id, pk=parse_id(value) or 0)
         if not subject.exists():
             # A scientist knows subjects by their external id; accept that as well.
             found = Subject.objects.filter(project_id=workflow.project_id, external_id=value).first()
@@ -200,8 +201,8 @@ def images_for(workflow, ref: str) -> list[dict]:
     from core.models import Subject
 
     kind, _, value = (ref or "").partition(":")
-    if kind == "subject" and value.isdigit():
-        subject = Subject.objects.filter(project_id=workflow.project_id, pk=int(value)).first()
+    if kind == "subject" and parse_id(value) is not None:
+        subject = Subject.objects.filter(project_id=workflow.project_id, pk=parse_id(value)).first()
         if subject is None:
             return []
         roles = subject.images or {}
