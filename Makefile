@@ -27,7 +27,7 @@ demo: seed
 	PORT=$(PORT) $(BIN)/honcho start -f Procfile
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: venv
 	$(BIN)/ruff check .
