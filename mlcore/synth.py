@@ -689,15 +689,16 @@ def _measure(images, cond, size):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _check_subtypes(subtypes):
+def _check_subtypes(subtypes, allowed=ALL_SUBTYPES):
+    """The requested subtypes, deduplicated, each one of `allowed` (the generator's own list)."""
     if subtypes is None:
-        return list(ALL_SUBTYPES)
+        return list(allowed)
     if isinstance(subtypes, str):
         subtypes = [subtypes]
     subtypes = list(dict.fromkeys(subtypes))
-    unknown = [s for s in subtypes if s not in ALL_SUBTYPES]
+    unknown = [s for s in subtypes if s not in allowed]
     if unknown or not subtypes:
-        raise ValueError(f"unknown subtype(s) {unknown}; choose from {', '.join(ALL_SUBTYPES)}")
+        raise ValueError(f"unknown subtype(s) {unknown}; choose from {', '.join(allowed)}")
     return subtypes
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mlcore.synth import _measure, _powerlaw_mags, _render_scene, _Sources
+from mlcore.synth import _check_subtypes, _measure, _powerlaw_mags, _render_scene, _Sources
 
 __all__ = [
     "RUBIN_PIXEL_SCALE",
@@ -339,18 +339,6 @@ def _generate_chunk(rng: np.random.Generator, subtype_idx: np.ndarray, hard: np.
     return images, variances, conditions
 
 
-def _check_subtypes(subtypes):
-    if subtypes is None:
-        return list(ALL_SUBTYPES)
-    if isinstance(subtypes, str):
-        subtypes = [subtypes]
-    subtypes = list(dict.fromkeys(subtypes))
-    unknown = [s for s in subtypes if s not in ALL_SUBTYPES]
-    if unknown or not subtypes:
-        raise ValueError(f"unknown subtype(s) {unknown}; choose from {', '.join(ALL_SUBTYPES)}")
-    return subtypes
-
-
 def generate_rubin(
     n: int,
     seed: int = 0,
@@ -368,7 +356,7 @@ def generate_rubin(
         raise ValueError(f"real_fraction must be in [0, 1], got {real_fraction}")
     if not 0.0 <= hard_fraction <= 1.0:
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
-    chosen = _check_subtypes(subtypes)
+    chosen = _check_subtypes(subtypes, ALL_SUBTYPES)
     real_types = [s for s in chosen if s in REAL_SUBTYPES]
     bogus_types = [s for s in chosen if s in BOGUS_SUBTYPES]
     rng = np.random.default_rng(seed)
