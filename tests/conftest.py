@@ -11,6 +11,15 @@ RUBIN_DIR = ZTF_DIR.parent / "rubin"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 
+def pytest_configure(config):
+    """With several test processes (make test runs two), each one's PyTorch would start a thread per core
+    and the processes would fight over the cores: give each its share. Set before torch is imported (it
+    reads the variable once); worker processes that tests start inherit it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `postgres` need real concurrent writers: skipped unless the suite runs on PostgreSQL.
     Tests marked `fuzz` run only when a -m expression names them (their own CI step)."""

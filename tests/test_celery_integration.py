@@ -4,7 +4,7 @@ The worker is a separate process started with `celery -A skyvote worker -Q defau
 embedded filesystem broker in a temporary folder, or on Redis when CELERY_BROKER_URL=redis://...
 is set (CI). The test and the worker share a database file (SQLite: the in-memory test database
 is swapped for a file for these tests; PostgreSQL: the test database, with transactional_db) and
-a media folder. Each test runs a few tiny rounds (~300 synthetic subjects, 2 epochs).
+a media folder. Each test runs a few tiny rounds (160 synthetic subjects, 2 epochs).
 """
 
 import copy
@@ -42,7 +42,7 @@ DEAD_REDIS = "redis://127.0.0.1:1/15"  # nothing listens on port 1
 STALE_S = 3.0
 QUICK_TRAINING = {"SKYVOTE_TRAIN_MAX_EPOCHS": "2", "SKYVOTE_TRAIN_TIME_BUDGET_S": "30"}
 # Long enough to be killed in the middle of it; the time budget bounds it anyway.
-SLOW_TRAINING = {"SKYVOTE_TRAIN_MAX_EPOCHS": "500", "SKYVOTE_TRAIN_TIME_BUDGET_S": "120"}
+SLOW_TRAINING = {"SKYVOTE_TRAIN_MAX_EPOCHS": "500", "SKYVOTE_TRAIN_TIME_BUDGET_S": "40"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,10 +229,10 @@ def _finished(job_id):
 
 
 # ---------------------------------------------------------------------------------------------
-# A workflow with ~300 synthetic subjects
+# A workflow with 160 synthetic subjects
 
 
-N_SUBJECTS, N_GOLD, TRAIN_EVERY = 300, 40, 60
+N_SUBJECTS, N_GOLD, TRAIN_EVERY = 160, 30, 60
 
 
 @pytest.fixture

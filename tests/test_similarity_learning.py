@@ -110,7 +110,8 @@ def trained(project, django_capture_on_commit_callbacks):
 
 
 @pytest.mark.django_db
-def test_a_round_registers_an_active_version_with_metrics_and_index(trained):
+def test_a_round_registers_an_active_version_that_tasks_and_search_use(trained, owner, django_user_model):
+    # One test for what one round enables (tasks, then search): a round is the slow part.
     workflow, job = trained
     assert job.status == Job.SUCCEEDED, job.error
     version = ModelVersion.objects.get(workflow=workflow, kind=ModelVersion.EMBEDDING)
@@ -128,6 +129,7 @@ def test_a_round_registers_an_active_version_with_metrics_and_index(trained):
     hits, _ = search(workflow, subject=task.comparison, top_k=4)
     nearest = {c for c, s in zip(task.candidates, task.candidate_sources, strict=True) if s == "nearest"}
     assert nearest == {h.subject.pk for h in hits}
+    _search_api_returns_the_near_duplicate_first(workflow, owner, django_user_model)
 
 
 @pytest.mark.django_db
@@ -208,9 +210,7 @@ def _fits_bytes(array):
     return buffer.getvalue()
 
 
-@pytest.mark.django_db
-def test_search_api_returns_the_near_duplicate_first(trained, owner, django_user_model):
-    workflow, _job = trained
+def _search_api_returns_the_near_duplicate_first(workflow, owner, django_user_model):
     duplicate = (
         Subject.objects.filter(workflow=workflow, metadata__has_key="near_duplicate_of")
         .order_by("pk")
