@@ -41,6 +41,8 @@ class Assignment(models.Model):
     worker_id = models.CharField(max_length=200)
     study_id = models.CharField(max_length=200, blank=True)
     session_id = models.CharField(max_length=200, blank=True)
+    # The assignment's items in order, whatever one task of the workflow's kind is: subject ids for
+    # real/bogus, similarity task ids for similarity (core.tasklink_kinds; the name predates the latter).
     subject_ids = models.JSONField(default=list, help_text="The fixed list of subjects, in order.")
     n_done = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(default=timezone.now)

@@ -2,10 +2,11 @@
 
 A project owner creates a Batch for a workflow. The panel (Prolific or any panel that sends people to a
 URL and takes a completion code back) gets one signed link per batch; a worker id in the query string
-identifies the person. Each worker gets one Assignment per batch: a fixed, shuffled list of ordinary
-subjects from the selector's unretired pool plus gold subjects. Answers are ordinary votes through
-`labeling.services.record_vote` (participant kind "worker", source "panel"), so they enter aggregation
-with the worker's learned skill like anyone else's.
+identifies the person. Each worker gets one Assignment per batch: a fixed, shuffled list of tasks with
+gold or check tasks among them. What a task is belongs to the workflow's kind: its handler, found in
+core.tasklink_kinds, chooses the tasks, stores answers through the kind's own vote service (participant
+kind "worker", source "panel") and says which answers were checks (panels.kinds for real/bogus,
+similarity.panels for similarity). Everything else here is the same for every kind.
 
 The study link and a worker id are not secret (anyone may learn both), so they never open an existing
 assignment by themselves. The browser that starts gets a random resume key in a signed cookie (the
@@ -34,15 +35,20 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from core import ratelimit
+from core import ratelimit, tasklink_kinds
 from core.formats import FormulaSafeCsvWriter
-from core.models import Participant, Subject, Workflow
-from labeling.models import Vote
-from labeling.services import VoteResult, record_vote
+from core.models import Participant, Workflow
+from core.tasklink_kinds import PanelAnswer, TaskKind
+from panels.kinds import (  # noqa: F401 (the real/bogus parts, still reachable under their old names)
+    OBVIOUS_SUBTYPES,
+    TASKS_PER_ATTENTION_CHECK,
+    choose_subjects,
+    is_attention_check,
+)
 from panels.models import Assignment, Batch
 
 BATCH_TOKEN_SALT = "skyvote.tasklinks.batch"
@@ -56,12 +62,9 @@ MAX_TASKS_PER_ASSIGNMENT = 500
 MAX_ASSIGNMENTS = 10_000
 # Workers who started before the expiry may finish within this grace period; nobody new may start.
 EXPIRY_GRACE = timedelta(hours=2)
-# Median seconds per task below this is flagged "too fast": a triplet cannot be judged in under a second.
+# Median seconds per task below this is flagged "too fast": no task can be judged in under a second.
 TOO_FAST_SECONDS = 1.0
-# One attention check (obvious gold) per this many tasks, when the workflow has obvious gold subjects.
-TASKS_PER_ATTENTION_CHECK = 25
-# Gold subtypes that nobody paying attention gets wrong (see mlcore.synth.SUBTYPE_DESCRIPTIONS).
-OBVIOUS_SUBTYPES = frozenset({"satellite_streak", "masked_bright_star", "new_point_source"})
+IMAGE_HANDLE_SALT = "skyvote.tasklinks.image"
 # Default per-worker rate limit: at most this many answers per window (seconds).
 DEFAULT_RATE_LIMIT = (3, 1)
 # New assignments (requests, per seconds) from one client address (an IPv6 /64 counts as one address)
@@ -131,11 +134,9 @@ def create_batch(
     return_url_template: str = "",
     created_by=None,
 ) -> Batch:
-    if workflow.kind != Workflow.REAL_BOGUS:
-        raise BatchError(
-            "workflow",
-            "Task links support real/bogus workflows only; similarity tasks are not supported yet.",
-        )
+    handler = tasklink_kinds.task_kind(workflow.kind)
+    if handler is None:
+        raise BatchError("workflow", f"Task links do not support {workflow.get_kind_display()} workflows.")
     name = (name or "").strip()
     if not name:
         raise BatchError("name", "Give the batch a name, e.g. 'Pilot, 10 people'.")
@@ -155,22 +156,12 @@ def create_batch(
         if expires_at <= timezone.now():
             raise BatchError("expires_at", "The expiry date is in the past; pick a later date.")
     return_url_template = validate_return_url_template(return_url_template)
-
-    available = Subject.objects.filter(workflow=workflow).filter(status=Subject.ACTIVE).count()
-    available += (
-        Subject.objects.filter(workflow=workflow, status=Subject.RETIRED).exclude(gold_label="").count()
+    # Enough subjects, gold where the kind needs it: the kind's own COUNT queries, never a list of ids.
+    problem = handler.batch_problem(
+        workflow, tasks_per_assignment=tasks_per_assignment, gold_share=gold_share
     )
-    if available < tasks_per_assignment:
-        raise BatchError(
-            "tasks_per_assignment",
-            f"This workflow has only {available} subjects a worker could see; "
-            f"lower the tasks per assignment or add subjects first.",
-        )
-    if gold_share > 0 and not Subject.objects.filter(workflow=workflow).exclude(gold_label="").exists():
-        raise BatchError(
-            "gold_share",
-            "This workflow has no gold subjects yet: label some on the gold page, or set the gold share to 0.",
-        )
+    if problem:
+        raise BatchError(*problem)
     return Batch.objects.create(
         workflow=workflow,
         name=name[:200],
@@ -316,22 +307,6 @@ def assignment_problem(assignment: Assignment, now: datetime | None = None) -> T
 # --- assignments ---------------------------------------------------------------------------
 
 
-def is_attention_check(subject: Subject) -> bool:
-    """An attention check is an obvious gold subject: anyone looking gets it right."""
-    if not subject.gold_label:
-        return False
-    meta = subject.metadata or {}
-    if "attention_check" in meta:
-        return bool(meta["attention_check"])
-    if meta.get("difficulty") == "hard":
-        return False
-    if subject.gold_subtype in OBVIOUS_SUBTYPES:
-        return True
-    counts = subject.answer_counts or {}
-    total = sum(counts.values())
-    return total >= 5 and counts.get(subject.gold_label, 0) / total >= 0.95
-
-
 def _worker_participant(batch: Batch, worker_id: str) -> Participant:
     """The same panel worker in another batch of this project is the same participant (skill carries over);
     between projects they are never linked."""
@@ -345,116 +320,6 @@ def _worker_participant(batch: Batch, worker_id: str) -> Participant:
         .first()
     )
     return existing or Participant.objects.create(kind=Participant.WORKER, external_id=worker_id)
-
-
-def _random_order(qs, rng: random.Random, limit: int) -> list[int]:
-    """Up to `limit` ids in random order from an indexed random_key pivot (no ORDER BY RANDOM())."""
-    pivot = rng.random()
-    ids = list(qs.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:limit])
-    if len(ids) < limit:
-        ids += list(
-            qs.filter(random_key__lt=pivot)
-            .order_by("random_key")
-            .values_list("pk", flat=True)[: limit - len(ids)]
-        )
-    return ids
-
-
-def _ordinary_ids(workflow: Workflow, pool, n: int, reserved: set[int], rng: random.Random) -> list[int]:
-    """n ordinary subjects: the selector's ranking with its exploration share when a model is active,
-    random otherwise; subjects already handed to other open assignments come last."""
-    if n <= 0:
-        return []
-    fetch = max(4 * n, 64) + len(reserved)
-    if workflow.active_model_id:
-        n_explore = sum(rng.random() < workflow.exploration_share for _ in range(n))
-        ranked = list(pool.order_by("-priority", "random_key").values_list("pk", flat=True)[:fetch])
-        explore = _random_order(pool, rng, fetch)
-        candidates = [i for i in ranked if i not in reserved] + [i for i in ranked if i in reserved]
-        chosen = candidates[: n - n_explore]
-        taken = set(chosen)
-        for i in [i for i in explore if i not in reserved] + [i for i in explore if i in reserved]:
-            if len(chosen) >= n:
-                break
-            if i not in taken:
-                chosen.append(i)
-                taken.add(i)
-        for i in candidates:  # a small pool: fill up from the ranking
-            if len(chosen) >= n:
-                break
-            if i not in taken:
-                chosen.append(i)
-                taken.add(i)
-        return chosen
-    ids = _random_order(pool, rng, fetch)
-    ordered = [i for i in ids if i not in reserved] + [i for i in ids if i in reserved]
-    return ordered[:n]
-
-
-def _gold_ids(
-    workflow: Workflow, participant: Participant, n: int, n_attention: int, rng: random.Random, exclude=()
-) -> list[int]:
-    if n <= 0:
-        return []
-    seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
-    candidates = (
-        Subject.objects.filter(workflow=workflow)
-        .exclude(gold_label="")
-        .exclude(Exists(seen))
-        .exclude(pk__in=list(exclude))
-    )
-    # A random window of the gold by its indexed random key, never the whole gold set: a few times
-    # what is needed leaves room for attention checks. Active gold first: a vote on a retired
-    # subject is stored but flagged late.
-    fetch = max(4 * n, 64)
-    ids = _random_order(candidates.filter(status=Subject.ACTIVE), rng, fetch)
-    if len(ids) < fetch:
-        ids += _random_order(candidates.exclude(status=Subject.ACTIVE), rng, fetch - len(ids))
-    loaded = Subject.objects.only(
-        "pk", "gold_label", "gold_subtype", "metadata", "answer_counts", "status"
-    ).in_bulk(ids)
-    gold = [loaded[i] for i in ids if i in loaded]
-    obvious = [s.pk for s in gold if is_attention_check(s)]
-    chosen = obvious[: min(n_attention, n)]
-    taken = set(chosen)
-    rest = [s.pk for s in gold if s.pk not in taken]
-    return chosen + rest[: n - len(chosen)]
-
-
-def choose_subjects(batch: Batch, participant: Participant, rng: random.Random | None = None) -> list[int]:
-    """The fixed, shuffled task list of a new assignment."""
-    rng = rng or random.Random()
-    workflow = batch.workflow
-    n = batch.tasks_per_assignment
-    n_gold = round(n * batch.gold_share)
-    n_attention = -(-n // TASKS_PER_ATTENTION_CHECK) if n_gold else 0
-
-    seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
-    pool = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE, gold_label="").exclude(
-        Exists(seen)
-    )
-    # Spread workers over the pool: subjects in other unfinished assignments of this batch come last,
-    # and never twice to the same worker across their own unfinished assignments.
-    reserved: set[int] = set()
-    for ids in Assignment.objects.filter(
-        batch=batch, completed_at__isnull=True, released_at__isnull=True
-    ).values_list("subject_ids", flat=True):
-        reserved.update(ids)
-    own: set[int] = set()
-    for ids in Assignment.objects.filter(
-        batch__workflow=workflow, participant=participant, completed_at__isnull=True, released_at__isnull=True
-    ).values_list("subject_ids", flat=True):
-        own.update(ids)
-    if own:
-        pool = pool.exclude(pk__in=own)
-    gold = _gold_ids(workflow, participant, n_gold, n_attention, rng, exclude=own)
-    ordinary = _ordinary_ids(workflow, pool, n - len(gold), reserved, rng)
-    if len(gold) + len(ordinary) < n:  # not enough ordinary subjects: more gold, if there is any
-        extra = _gold_ids(workflow, participant, n, 0, rng, exclude=own)
-        gold += [i for i in extra if i not in set(gold)][: n - len(gold) - len(ordinary)]
-    ids = gold + ordinary
-    rng.shuffle(ids)
-    return ids
 
 
 def start_assignment(
@@ -483,7 +348,7 @@ def start_assignment(
             if problem:
                 raise problem
             participant = _worker_participant(locked, worker_id)
-            subject_ids = choose_subjects(locked, participant, rng)
+            subject_ids = kind_of(locked).choose_items(locked, participant, rng or random.Random())
             if not subject_ids:
                 raise TaskLinkError(
                     TaskLinkError.EXHAUSTED,
@@ -562,10 +427,11 @@ def abandon_after() -> timedelta:
     return value if isinstance(value, timedelta) else timedelta(minutes=float(value))
 
 
-def _stale(qs, now: datetime):
-    """Unfinished, unreleased assignments with no answer since the cutoff (nor a start after it)."""
+def _stale(batch: Batch, qs, now: datetime):
+    """Unfinished, unreleased assignments of the batch with no answer since the cutoff (nor a start
+    after it)."""
     cutoff = now - abandon_after()
-    recent = Vote.objects.filter(assignment=OuterRef("pk"), created_at__gte=cutoff)
+    recent = kind_of(batch).recent_answers(batch.workflow, cutoff)
     return qs.filter(completed_at__isnull=True, released_at__isnull=True, started_at__lt=cutoff).exclude(
         Exists(recent)
     )
@@ -575,20 +441,20 @@ def holding_places(batch: Batch, now: datetime | None = None):
     """The assignments that count against n_assignments: neither released nor due to be."""
     now = now or timezone.now()
     live = Assignment.objects.filter(batch=batch, released_at__isnull=True)
-    return live.exclude(pk__in=_stale(Assignment.objects.filter(batch=batch), now).values("pk"))
+    return live.exclude(pk__in=_stale(batch, Assignment.objects.filter(batch=batch), now).values("pk"))
 
 
 def release_abandoned(batch: Batch, now: datetime | None = None) -> int:
     """Mark the batch's abandoned assignments released; the rows and their votes stay for the record."""
     now = now or timezone.now()
-    return _stale(Assignment.objects.filter(batch=batch), now).update(released_at=now)
+    return _stale(batch, Assignment.objects.filter(batch=batch), now).update(released_at=now)
 
 
 def release_if_abandoned(assignment: Assignment, now: datetime | None = None) -> bool:
     """Release this one assignment when it is abandoned (checked whenever it is reached); True if released."""
     if assignment.released_at is None:
         now = now or timezone.now()
-        if _stale(Assignment.objects.filter(pk=assignment.pk), now).update(released_at=now):
+        if _stale(assignment.batch, Assignment.objects.filter(pk=assignment.pk), now).update(released_at=now):
             assignment.released_at = now
     return assignment.released_at is not None
 
@@ -608,26 +474,50 @@ class Progress:
         return round(100 * self.done / self.total) if self.total else 100
 
 
+def kind_of(batch: Batch) -> TaskKind:
+    """The handler of the batch's kind of task (core.tasklink_kinds)."""
+    handler = tasklink_kinds.task_kind(batch.workflow.kind)
+    if handler is None:  # a batch made before its kind lost its handler: nothing can go on
+        raise TaskLinkError(TaskLinkError.INVALID, "This study's kind of task is not supported any more.")
+    return handler
+
+
 def progress(assignment: Assignment) -> Progress:
-    """Answered subjects count as done; a subject deleted since the assignment began cannot be answered
+    """Answered items count as done; an item deleted since the assignment began cannot be answered
     and counts as done too, so nobody is stuck."""
-    ids = [int(i) for i in assignment.subject_ids]
-    workflow_id = assignment.batch.workflow_id
-    answered = set(
-        Vote.objects.filter(
-            workflow_id=workflow_id, participant_id=assignment.participant_id, subject_id__in=ids
-        ).values_list("subject_id", flat=True)
-    )
-    existing = set(Subject.objects.filter(pk__in=ids, workflow_id=workflow_id).values_list("pk", flat=True))
-    pending = [i for i in ids if i in existing and i not in answered]
-    return Progress(total=len(ids), done=len(ids) - len(pending), pending=pending)
+    total = len(assignment.subject_ids)
+    pending = kind_of(assignment.batch).pending(assignment)
+    return Progress(total=total, done=total - len(pending), pending=pending)
 
 
-def current_subject(assignment: Assignment, state: Progress | None = None) -> Subject | None:
+def current_item(assignment: Assignment, state: Progress | None = None) -> int | None:
     state = state or progress(assignment)
-    if not state.pending:
+    return state.pending[0] if state.pending else None
+
+
+def in_assignment(assignment: Assignment, item_id) -> bool:
+    try:
+        return int(item_id) in {int(i) for i in assignment.subject_ids}
+    except (TypeError, ValueError):
+        return False
+
+
+def image_handle(assignment: Assignment, item_id: int, slot: str) -> str:
+    """The opaque name of one image of an item on the task page: per assignment, item and slot, so two
+    tiles showing the same subject (a similarity check) have different URLs, and none names the subject."""
+    return salted_hmac(
+        IMAGE_HANDLE_SALT, f"{assignment.pk}:{int(item_id)}:{slot}", algorithm="sha256"
+    ).hexdigest()[:24]
+
+
+def image_name(assignment: Assignment, item_id: int, handle: str) -> str | None:
+    """The stored PNG behind a handle of `image_handle`, or None (not this assignment's)."""
+    if not in_assignment(assignment, item_id):
         return None
-    return Subject.objects.select_related("project").filter(pk=state.pending[0]).first()
+    for slot, name in kind_of(assignment.batch).images(assignment, int(item_id)).items():
+        if constant_time_compare(handle, image_handle(assignment, item_id, slot)):
+            return name
+    return None
 
 
 def sync_progress(assignment: Assignment) -> Progress:
@@ -648,6 +538,34 @@ def sync_progress(assignment: Assignment) -> Progress:
     return state
 
 
+def submit(
+    assignment: Assignment,
+    item_id: int,
+    data,
+    *,
+    idempotency_key,
+    started_at: datetime | None = None,
+    user_agent: str = "",
+    viewport: str = "",
+):
+    """Store one answer of an assignment through its kind's own vote service (exactly once per
+    idempotency key and per item); `data` is the answer form. Returns (feedback for the page or None,
+    progress). Raises TaskLinkError for an item not in the assignment and core.votes.VoteError for an
+    answer that makes no sense."""
+    if not in_assignment(assignment, item_id):
+        raise TaskLinkError(TaskLinkError.INVALID, "This task is not part of your tasks.")
+    feedback = kind_of(assignment.batch).submit(
+        assignment,
+        int(item_id),
+        data,
+        idempotency_key=idempotency_key,
+        started_at=started_at,
+        user_agent=user_agent,
+        viewport=viewport,
+    )
+    return feedback, sync_progress(assignment)
+
+
 def submit_answer(
     assignment: Assignment,
     *,
@@ -657,24 +575,17 @@ def submit_answer(
     started_at: datetime | None = None,
     user_agent: str = "",
     viewport: str = "",
-) -> tuple[VoteResult, Progress]:
-    """Store one answer of an assignment as an ordinary vote; the caller checked that the subject belongs to it."""
-    if int(subject_id) not in {int(i) for i in assignment.subject_ids}:
-        raise TaskLinkError(TaskLinkError.INVALID, "This subject is not part of your tasks.")
-    result = record_vote(
-        workflow=assignment.batch.workflow,
-        subject_id=int(subject_id),
-        participant=assignment.participant,
-        answer=answer,
+):
+    """A real/bogus answer (`answer`: the answer key) of an assignment; see submit()."""
+    return submit(
+        assignment,
+        subject_id,
+        {"answer": answer},
         idempotency_key=idempotency_key,
         started_at=started_at,
         user_agent=user_agent,
         viewport=viewport,
-        assignment=assignment,
-        source="panel",
-        trusted=True,  # the assignment's subject list is the proof of serving: no tickets
     )
-    return result, sync_progress(assignment)
 
 
 # --- rate limiting ---------------------------------------------------------------------------
@@ -790,14 +701,14 @@ class WorkerQuality:
         return "complete" if self.is_complete else "abandoned" if self.is_abandoned else "in progress"
 
 
-def _median_seconds(votes: list[Vote]) -> float | None:
+def _median_seconds(answers: list[PanelAnswer]) -> float | None:
     """Median time per task from the server's clock: gaps between consecutive answers (robust to a
     pause, and to a worker's wrong clock); a single answer uses its own shown→answered time."""
-    times = sorted(v.created_at for v in votes)
+    times = sorted(a.created_at for a in answers)
     if len(times) >= 2:
         return statistics.median((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
-    if votes and votes[0].started_at and votes[0].finished_at:
-        return max(0.0, (votes[0].finished_at - votes[0].started_at).total_seconds())
+    if answers and answers[0].started_at and answers[0].finished_at:
+        return max(0.0, (answers[0].finished_at - answers[0].started_at).total_seconds())
     return None
 
 
@@ -836,52 +747,33 @@ def _suggest(q: WorkerQuality) -> None:
 
 
 def batch_quality(batch: Batch) -> list[WorkerQuality]:
-    """Quality of every assignment of a batch, from two queries."""
+    """Quality of every assignment of a batch: one query for the assignments, the kind's for the answers."""
     assignments = list(batch.assignments.select_related("participant").order_by("started_at", "pk"))
     for a in assignments:
         a.batch = batch
-    votes_by_assignment: dict[int, list[Vote]] = {a.pk: [] for a in assignments}
-    votes = (
-        Vote.objects.filter(assignment__batch=batch)
-        .select_related("subject")
-        .only(
-            "assignment_id",
-            "answer",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "was_gold",
-            "gold_correct",
-            "subject__gold_label",
-            "subject__gold_subtype",
-            "subject__metadata",
-            "subject__answer_counts",
-        )
-    )
-    for vote in votes:
-        votes_by_assignment.setdefault(vote.assignment_id, []).append(vote)
-    return [_quality(a, votes_by_assignment.get(a.pk, [])) for a in assignments]
+    answers = kind_of(batch).answers(batch, assignments) if assignments else {}
+    return [_quality(a, answers.get(a.pk, [])) for a in assignments]
 
 
 def assignment_quality(assignment: Assignment) -> WorkerQuality:
-    votes = list(Vote.objects.filter(assignment=assignment).select_related("subject"))
-    return _quality(assignment, votes)
+    answers = kind_of(assignment.batch).answers(assignment.batch, [assignment])
+    return _quality(assignment, answers.get(assignment.pk, []))
 
 
-def _quality(assignment: Assignment, votes: list[Vote]) -> WorkerQuality:
+def _quality(assignment: Assignment, answers: list[PanelAnswer]) -> WorkerQuality:
     q = WorkerQuality(assignment=assignment, total=len(assignment.subject_ids), done=assignment.n_done)
-    for vote in votes:
-        if vote.answer == Vote.SKIP:
+    for answer in answers:
+        if answer.skipped:
             q.n_skipped += 1
             continue
         q.n_answered += 1
-        if vote.was_gold and vote.gold_correct is not None:
+        if answer.gold_correct is not None:
             q.n_gold += 1
-            q.n_gold_correct += bool(vote.gold_correct)
-            if is_attention_check(vote.subject):
+            q.n_gold_correct += answer.gold_correct
+            if answer.attention_check:
                 q.n_attention += 1
-                q.n_attention_passed += bool(vote.gold_correct)
-    q.median_seconds = _median_seconds(votes)
+                q.n_attention_passed += answer.gold_correct
+    q.median_seconds = _median_seconds(answers)
     _suggest(q)
     return q
 

@@ -20,5 +20,6 @@ urlpatterns = [
     path("t/<str:token>/start/", views.panel_start, name="start"),
     path("t/<str:token>/a/<str:akey>/", views.panel_task, name="task"),
     path("t/<str:token>/a/<str:akey>/vote/", views.panel_vote, name="vote"),
+    path("t/<str:token>/a/<str:akey>/img/<int:item>/<slug:handle>.png", views.panel_image, name="image"),
     path("t/<str:token>/a/<str:akey>/done/", views.panel_done, name="done"),
 ]

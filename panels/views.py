@@ -1,7 +1,7 @@
-"""Paid-panel pages: owners' batch pages and the annotators' task-link pages. Logic: tasklinks."""
+"""Paid-panel pages: owners' batch pages and the annotators' task-link pages. Logic: tasklinks (and,
+for what one task is, the handler of the workflow's kind: core.tasklink_kinds)."""
 
 import io
-import random
 import uuid
 from datetime import timedelta
 
@@ -13,13 +13,15 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
+from core import tasklink_kinds
 from core.formats import parse_client_time
-from core.models import Project, Subject, Workflow
+from core.models import Project, Workflow
 from core.permissions import TEAM_ROLES, project_for_request
 from core.ratelimit import client_address
+from core.storage import file_response
 from labeling.services import VoteError
 from panels import services as tasklinks
 from panels.models import Assignment, Batch
@@ -48,7 +50,7 @@ class BatchForm(forms.Form):
         min_value=1,
         max_value=tasklinks.MAX_TASKS_PER_ASSIGNMENT,
         initial=50,
-        help_text="Subjects each person classifies.",
+        help_text="Tasks each person does (real/bogus: subjects; similarity: comparisons of 15).",
     )
     n_assignments = forms.IntegerField(
         min_value=1,
@@ -62,7 +64,8 @@ class BatchForm(forms.Form):
         max_value=100,
         initial=10,
         label="Gold share (%)",
-        help_text="Share of each assignment drawn from expert-labelled subjects, for quality checks.",
+        help_text="Share of each assignment that checks quality: expert-labelled subjects (real/bogus), or "
+        "tasks that show the comparison image itself among the candidates (similarity).",
     )
     expires_at = forms.DateTimeField(
         label="Expires at (UTC)",
@@ -87,7 +90,9 @@ class BatchForm(forms.Form):
 
     def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["workflow"].queryset = project.workflows.filter(kind=Workflow.REAL_BOGUS, is_active=True)
+        self.fields["workflow"].queryset = project.workflows.filter(
+            kind__in=tasklink_kinds.supported_kinds(), is_active=True
+        )
 
 
 @login_required
@@ -286,15 +291,6 @@ def _task_urls(token: str, assignment: Assignment) -> dict[str, str]:
     }
 
 
-def _sample_subject(batch: Batch) -> Subject | None:
-    """A preview sample: an ordinary (never a gold) subject, shown without a form."""
-    qs = Subject.objects.filter(workflow=batch.workflow, status=Subject.ACTIVE, gold_label="")
-    return (
-        qs.filter(random_key__gte=random.random()).order_by("random_key").first()
-        or qs.order_by("random_key").first()
-    )
-
-
 @require_GET
 def panel_landing(request, token):
     """The link pasted into the panel. Without a worker id it is a preview that records nothing."""
@@ -315,7 +311,10 @@ def panel_landing(request, token):
         "session_id": tasklinks.clean_panel_field(request.GET.get("SESSION_ID")),
     }
     if worker_id is None:
-        context["sample"] = _sample_subject(batch)
+        try:
+            context.update(tasklinks.kind_of(batch).preview_context(batch))
+        except TaskLinkError as exc:
+            return _unavailable(request, exc, batch)
         return render(request, "panels/preview.html", context)
 
     resume_key = _resume_key(request, batch)
@@ -388,7 +387,7 @@ def panel_start(request, token):
     return _set_resume_cookie(response, token, batch, new_key) if new_key and created else response
 
 
-def _assignment_or_error(request, token, akey):
+def _assignment_or_error(request, token, akey, *, release=True):
     batch, error_page = _batch_or_error(request, token)
     if error_page:
         return None, error_page
@@ -397,28 +396,50 @@ def _assignment_or_error(request, token, akey):
     except TaskLinkError as exc:
         return None, _unavailable(request, exc, batch)
     # An abandoned assignment is released when next reached; assignment_problem() then refuses it.
-    tasklinks.release_if_abandoned(assignment)
+    if release:
+        tasklinks.release_if_abandoned(assignment)
     return assignment, None
 
 
-def _task_context(token, assignment, state, subject, feedback=None, error=None):
+def _task_context(token, assignment, state, item_id, feedback=None, error=None, data=None):
+    """The task page of one item; `data`: a refused answer, shown again as it was (its selection, its
+    start time) so nothing is lost. A new key each time: a refused answer stored nothing, and one item
+    takes one answer per worker whatever the key."""
     batch = assignment.batch
-    return {
+    handler = tasklinks.kind_of(batch)
+    urls = _task_urls(token, assignment)
+    akey = tasklinks.assignment_token(assignment)
+
+    def image_url(slot: str) -> str:
+        handle = tasklinks.image_handle(assignment, item_id, slot)
+        return reverse("panels:image", args=[token, akey, item_id, handle])
+
+    started = parse_client_time(data.get("started_at")) if data is not None else None
+    context = {
         "project": batch.workflow.project,
         "workflow": batch.workflow,
         "batch": batch,
         "assignment": assignment,
-        "subject": subject,
+        "task_partial": handler.task_partial,
         "n_done": state.done,
         "n_total": state.total,
         "progress": state,
         "vote_key": uuid.uuid4(),
-        "shown_at": timezone.now().isoformat(),
+        "shown_at": (started or timezone.now()).isoformat(),
         "feedback": feedback,
         "error": error,
         "show_tutorial": False,
-        **_task_urls(token, assignment),
+        "submit_url": urls["vote_url"],
+        **urls,
     }
+    if item_id is not None:
+        context.update(handler.task_context(assignment, item_id, image_url=image_url, data=data))
+    return context
+
+
+def _task_response(request, context, status=200):
+    template = "panels/task.html#panel_task" if request.htmx else "panels/task.html"
+    return render(request, template, context, status=status)
 
 
 @require_GET
@@ -426,15 +447,18 @@ def panel_task(request, token, akey):
     assignment, error_page = _assignment_or_error(request, token, akey)
     if error_page:
         return error_page
-    state = tasklinks.progress(assignment)
+    try:
+        state = tasklinks.progress(assignment)
+    except TaskLinkError as exc:
+        return _unavailable(request, exc, assignment.batch)
     if state.is_complete:
         tasklinks.sync_progress(assignment)
         return redirect(_task_urls(token, assignment)["done_url"])
     problem = tasklinks.assignment_problem(assignment)
     if problem:
         return _unavailable(request, problem, assignment.batch)
-    subject = tasklinks.current_subject(assignment, state)
-    return render(request, "panels/task.html", _task_context(token, assignment, state, subject))
+    item_id = tasklinks.current_item(assignment, state)
+    return render(request, "panels/task.html", _task_context(token, assignment, state, item_id))
 
 
 @require_POST
@@ -444,11 +468,12 @@ def panel_vote(request, token, akey):
         return error_page
     urls = _task_urls(token, assignment)
     try:
-        subject_id = int(request.POST.get("subject", ""))
-    except ValueError:
-        raise Http404("No such task.")
-    # A task link reaches only its own assignment's subjects; anything else does not exist for it.
-    if subject_id not in {int(i) for i in assignment.subject_ids}:
+        handler = tasklinks.kind_of(assignment.batch)
+    except TaskLinkError as exc:
+        return _unavailable(request, exc, assignment.batch)
+    item_id = handler.item_from_post(request.POST)
+    # A task link reaches only its own assignment's tasks; anything else does not exist for it.
+    if item_id is None or not tasklinks.in_assignment(assignment, item_id):
         raise Http404("No such task.")
     problem = tasklinks.assignment_problem(assignment)
     if problem and assignment.completed_at is None:
@@ -456,42 +481,61 @@ def panel_vote(request, token, akey):
 
     if not tasklinks.allow_request(f"a{assignment.pk}"):
         state = tasklinks.progress(assignment)
-        subject = Subject.objects.filter(pk=subject_id).first() if subject_id in state.pending else None
-        subject = subject or tasklinks.current_subject(assignment, state)
-        return _rate_limited(request, _task_context(token, assignment, state, subject))
+        shown = item_id if item_id in state.pending else tasklinks.current_item(assignment, state)
+        data = request.POST if shown == item_id else None
+        return _rate_limited(request, _task_context(token, assignment, state, shown, data=data))
 
     feedback = error = None
+    status = 400
     try:
-        result, state = tasklinks.submit_answer(
+        feedback, state = tasklinks.submit(
             assignment,
-            subject_id=subject_id,
-            answer=request.POST.get("answer", ""),
+            item_id,
+            request.POST,
             idempotency_key=request.POST.get("key", ""),
             started_at=parse_client_time(request.POST.get("started_at")),
             user_agent=request.headers.get("User-Agent", ""),
             viewport=request.POST.get("viewport", ""),
         )
-        feedback = result.feedback
     except (VoteError, TaskLinkError) as exc:
         error = exc.message if isinstance(exc, TaskLinkError) else str(exc)
+        status = getattr(exc, "status", 400)  # 409: the project is paused or finished
         state = tasklinks.progress(assignment)
     if state.is_complete:
         if request.htmx:
             return HttpResponseClientRedirect(urls["done_url"])
         return redirect(urls["done_url"])
+    if error:
+        # The refused answer's task again, as it was (its key, its selection), with the reason; htmx
+        # swaps it in as an ordinary answer (200), a plain form post gets the full page with a 4xx.
+        shown = item_id if item_id in state.pending else tasklinks.current_item(assignment, state)
+        data = request.POST if shown == item_id else None
+        context = _task_context(token, assignment, state, shown, error=error, data=data)
+        return _task_response(request, context, status=200 if request.htmx else status)
     if not request.htmx:
-        if error:
-            subject = tasklinks.current_subject(assignment, state)
-            return render(
-                request,
-                "panels/task.html",
-                _task_context(token, assignment, state, subject, error=error),
-                status=400,
-            )
         return redirect(urls["task_url"])
-    subject = tasklinks.current_subject(assignment, state)
-    context = _task_context(token, assignment, state, subject, feedback=feedback, error=error)
-    return render(request, "panels/task.html#panel_task", context)
+    item = tasklinks.current_item(assignment, state)
+    return _task_response(request, _task_context(token, assignment, state, item, feedback=feedback))
+
+
+@require_safe
+def panel_image(request, token, akey, item, handle):
+    """An image of one of the assignment's tasks under an opaque name (tasklinks.image_handle): the
+    page never shows which subject a tile is, so a similarity check tile looks like any other. Read-only:
+    a page loads 16 of these at once, and releasing abandoned places is the pages' job."""
+    assignment, error_page = _assignment_or_error(request, token, akey, release=False)
+    if error_page:
+        return error_page
+    try:
+        name = tasklinks.image_name(assignment, item, handle)
+    except TaskLinkError:
+        name = None
+    if not name:
+        raise Http404("No such image.")
+    # The stored file name is the subject's: an inline name of our own keeps it out of the headers too.
+    return file_response(
+        name, content_type="image/png", filename="image.png", cache_control="private, max-age=3600"
+    )
 
 
 @require_GET

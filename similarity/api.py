@@ -121,9 +121,10 @@ class SimilarityVoteList(ProjectScopedMixin, generics.ListAPIView):
     def get_queryset(self):
         if self.fake():
             return SimilarityVote.objects.none()
-        qs = SimilarityVote.objects.filter(workflow__project=self.project).select_related(
-            "task", "participant"
-        )
+        # Answers to check tasks of paid assignments are attention checks, not similarity data.
+        qs = SimilarityVote.objects.filter(
+            workflow__project=self.project, task__check_candidate__isnull=True
+        ).select_related("task", "participant")
         qs = self.filter_workflow(qs)
         qs = self.filter_id(qs, "task", "task_id", "a task")
         return self.filter_dates(qs, "created", "created_at")

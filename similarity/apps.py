@@ -6,5 +6,8 @@ class SimilarityConfig(AppConfig):
     verbose_name = "Similarity"
 
     def ready(self):
-        # Job kinds (embedding rounds) and exporters register themselves on import.
-        from similarity import exporters, training  # noqa: F401
+        # Job kinds (embedding rounds) and exporters register themselves on import; the paid-panel
+        # handler registers into core's registry (this app never imports panels).
+        from similarity import exporters, panels, training  # noqa: F401
+
+        panels.register()

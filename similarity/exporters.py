@@ -97,7 +97,9 @@ def similarity_choice_rows(project, workflows, include_worker_ids: bool, upto_pk
         "task__comparison_id", "task__comparison__external_id", "task__candidates", "task__candidate_sources",
         "chosen", "none_similar", "started_at", "finished_at", "created_at",
     ]  # fmt: skip
-    qs = SimilarityVote.objects.filter(workflow_id__in=list(slugs), pk__lte=upto_pk)
+    qs = SimilarityVote.objects.filter(
+        workflow_id__in=list(slugs), pk__lte=upto_pk, task__check_candidate__isnull=True
+    )
     for chunk in keyset_chunks(qs, fields, chunk_size):
         names = _external_ids(c for row in chunk for c in (row[8] or []))
         rows = []
@@ -151,7 +153,7 @@ def similarity_task_rows(workflows, chunk_size: int):
         "pk", "workflow_id", "comparison_id", "comparison__external_id", "candidates", "strategy",
         "model_version__version", "n_votes", "retired", "created_at",
     ]  # fmt: skip
-    qs = SimilarityTask.objects.filter(workflow_id__in=list(slugs))
+    qs = SimilarityTask.objects.filter(workflow_id__in=list(slugs), check_candidate__isnull=True)
     for chunk in keyset_chunks(qs, fields, chunk_size):
         yield [
             (pk, slugs[wid], comp, comp_ext, len(cands or []), strategy, version, n, retired, made)
@@ -188,11 +190,12 @@ def export_similarity(
     tasks.csv (one row per task) and pairs.csv (shown/chosen counts per pair), plus manifest.json."""
     workflows = project_workflows(project, workflow, kinds=[Workflow.SIMILARITY])
     ids = [w.pk for w in workflows]
-    votes = SimilarityVote.objects.filter(workflow_id__in=ids)
+    # Check tasks of paid assignments (the comparison among its own candidates) are not similarity data.
+    votes = SimilarityVote.objects.filter(workflow_id__in=ids, task__check_candidate__isnull=True)
     upto = votes.order_by("-pk").values_list("pk", flat=True).first() or 0
     total = (
         votes.filter(pk__lte=upto).count()
-        + SimilarityTask.objects.filter(workflow_id__in=ids).count()
+        + SimilarityTask.objects.filter(workflow_id__in=ids, check_candidate__isnull=True).count()
         + PairStat.objects.filter(workflow_id__in=ids).count()
     )
     tick = Progress(total, progress)

@@ -2,7 +2,7 @@
 
 Invariants are database constraints: one vote per (task, participant); a vote is either
 "none similar" with nothing chosen or has 1–15 chosen; a pair is never chosen more often
-than it was shown.
+than it was shown; a check task's check candidate is its own comparison.
 """
 
 import math
@@ -34,9 +34,21 @@ class SimilarityTask(models.Model):
     n_votes = models.PositiveIntegerField(default=0)
     retired = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # A check task of a paid assignment shows the comparison itself as one of the candidates: anyone
+    # paying attention chooses it. Never served to volunteers, never in pair counts, training data or
+    # exports (similarity.selection, services, training, exporters); null for every ordinary task.
+    check_candidate = models.ForeignKey(
+        Subject, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["workflow", "retired", "created_at"], name="simtask_open")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(check_candidate__isnull=True) | Q(check_candidate=F("comparison")),
+                name="simtask_check_is_comparison",
+            )
+        ]
 
     def __str__(self):
         return f"task {self.pk}: {self.comparison_id} vs {len(self.candidates)}"

@@ -59,13 +59,37 @@ def _pool_ids(workflow: Workflow) -> list[int]:
     )
 
 
-def _pick_comparison(workflow: Workflow, rng: random.Random) -> Subject | None:
-    used = SimilarityTask.objects.filter(workflow=workflow, comparison=OuterRef("pk"))
+def _comparison_querysets(workflow: Workflow):
+    """(subjects never a comparison yet, all possible comparisons)."""
+    # Check tasks do not count: their comparison was not compared with anything.
+    used = SimilarityTask.objects.filter(
+        workflow=workflow, comparison=OuterRef("pk"), check_candidate__isnull=True
+    )
     base = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
     if workflow.comparison_source == Workflow.COMPARE_SET and workflow.comparison_set_id:
         # The scientist chose where comparison images come from; candidates still come from the pool.
         base = base.filter(subject_set_id=workflow.comparison_set_id)
-    fresh = base.exclude(Exists(used))
+    return base.exclude(Exists(used)), base
+
+
+def random_window(queryset, rng: random.Random, limit: int) -> list[int]:
+    """Up to `limit` ids from a random point of the indexed random_key order, wrapping round: a random
+    subset of the queryset without loading it (random_key is uniform and independent of everything)."""
+    pivot = rng.random()
+    ids = list(
+        queryset.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:limit]
+    )
+    if len(ids) < limit:
+        ids += list(
+            queryset.filter(random_key__lt=pivot)
+            .order_by("random_key")
+            .values_list("pk", flat=True)[: limit - len(ids)]
+        )
+    return ids
+
+
+def _pick_comparison(workflow: Workflow, rng: random.Random) -> Subject | None:
+    fresh, base = _comparison_querysets(workflow)
     for queryset in (fresh, base):
         r = rng.random()
         subject = queryset.filter(random_key__gte=r).order_by("random_key").first()
@@ -93,9 +117,11 @@ def choose_candidates(
     rng: random.Random,
     version: ModelVersion | None = None,
     n: int = N_CANDIDATES,
+    pool: list[int] | None = None,
 ) -> tuple[list[int], list[str], str]:
-    """(candidate ids in display order, why each was picked, strategy)."""
-    pool = [i for i in _pool_ids(workflow) if i != comparison.pk]
+    """(candidate ids in display order, why each was picked, strategy). `pool`: the ids to choose
+    from, when the caller already has them (by default every active subject of the workflow)."""
+    pool = [i for i in (_pool_ids(workflow) if pool is None else pool) if i != comparison.pk]
     n = min(n, len(pool))
     if version is None:
         ids = rng.sample(pool, n)
@@ -195,9 +221,75 @@ def create_task(workflow: Workflow, rng: random.Random | None = None) -> Similar
     )
 
 
+def create_task_set(
+    workflow: Workflow, n: int, *, n_checks: int = 0, rng: random.Random | None = None
+) -> list[SimilarityTask]:
+    """`n` new tasks made in one go (a paid assignment's), `n_checks` of them check tasks: the
+    comparison itself sits among the candidates at a random tile. Each task has its own comparison
+    while the workflow has enough subjects (never-compared ones first).
+
+    Candidates are chosen like a volunteer's (choose_candidates: mixed embedding ranks when there is an
+    active embedding). Without an embedding they come from one random window of the pool a few times
+    the size the tasks need, so the pool is never loaded whole; with one, the ranking needs every
+    active id, loaded once for all the tasks (the index already holds a vector per subject)."""
+    from similarity.services import active_embedding
+
+    rng = rng or random.Random()
+    n_checks = max(0, min(n_checks, n))
+    n_candidates = workflow.n_candidates
+    fresh, base = _comparison_querysets(workflow)
+    comparisons = random_window(fresh, rng, n)
+    if len(comparisons) < n:
+        taken = set(comparisons)
+        comparisons += [i for i in random_window(base, rng, n + len(taken)) if i not in taken][
+            : n - len(comparisons)
+        ]
+    if not comparisons:
+        return []
+    distinct = len(comparisons)
+    # Fewer subjects than tasks: the comparisons come round again (with other candidates).
+    comparisons += [comparisons[i % distinct] for i in range(n - distinct)]
+    version = active_embedding(workflow)
+    pool_qs = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
+    if version is None:
+        pool = random_window(pool_qs, rng, max(4 * n_candidates, 2 * n_candidates * n))
+    else:
+        pool = _pool_ids(workflow)
+    subjects = Subject.objects.only("pk").in_bulk(comparisons)
+    is_check = [True] * n_checks + [False] * (n - n_checks)
+    rng.shuffle(is_check)
+    tasks = []
+    for comparison_id, check in zip(comparisons, is_check, strict=True):
+        comparison = subjects[comparison_id]
+        ids, sources, strategy = choose_candidates(
+            workflow, comparison, rng, version, n=n_candidates - 1 if check else n_candidates, pool=pool
+        )
+        if not ids:
+            continue
+        if check:
+            at = rng.randrange(len(ids) + 1)
+            ids.insert(at, comparison_id)
+            sources.insert(at, "check")
+        tasks.append(
+            SimilarityTask(
+                workflow=workflow,
+                comparison_id=comparison_id,
+                candidates=ids,
+                candidate_sources=sources,
+                strategy=strategy,
+                model_version=version if strategy == SimilarityTask.EMBEDDING else None,
+                check_candidate_id=comparison_id if check else None,
+            )
+        )
+    return SimilarityTask.objects.bulk_create(tasks)
+
+
 def open_tasks_for(workflow: Workflow, participant: Participant):
     answered = SimilarityVote.objects.filter(task=OuterRef("pk"), participant=participant)
-    return SimilarityTask.objects.filter(workflow=workflow, retired=False).exclude(Exists(answered))
+    # Check tasks exist for paid assignments only: a volunteer never gets one.
+    return SimilarityTask.objects.filter(
+        workflow=workflow, retired=False, check_candidate__isnull=True
+    ).exclude(Exists(answered))
 
 
 def next_task(
@@ -220,7 +312,10 @@ def ensure_task_pool(workflow: Workflow, n_open: int, rng: random.Random | None 
     """Create tasks until the workflow has at least `n_open` open ones; returns how many were made."""
     rng = rng or random.Random()
     made = 0
-    while SimilarityTask.objects.filter(workflow=workflow, retired=False).count() < n_open:
+    while (
+        SimilarityTask.objects.filter(workflow=workflow, retired=False, check_candidate__isnull=True).count()
+        < n_open
+    ):
         if create_task(workflow, rng) is None:
             break
         made += 1

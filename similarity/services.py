@@ -165,6 +165,9 @@ def _apply_vote(task: SimilarityTask, vote: SimilarityVote) -> bool:
     n_votes = task.n_votes + 1
     retire = not task.retired and n_votes >= max(1, workflow.retirement_limit)
     SimilarityTask.objects.filter(pk=task.pk).update(n_votes=F("n_votes") + 1, retired=task.retired or retire)
+    if task.check_candidate_id is not None:
+        # A check task's answer says whether the worker paid attention, nothing about similarity.
+        return retire
     candidates = [c for c in task.candidates if c != task.comparison_id]
     now = timezone.now()
     PairStat.objects.bulk_create(
@@ -202,7 +205,12 @@ def open_embedding_job(workflow: Workflow) -> Job | None:
 def answers_since_last_round(workflow: Workflow) -> int:
     """New answers since the last round was requested (Workflow.labels_at_last_round counts answers
     for similarity workflows)."""
-    return SimilarityVote.objects.filter(workflow=workflow).count() - workflow.labels_at_last_round
+    return data_votes(workflow).count() - workflow.labels_at_last_round
+
+
+def data_votes(workflow: Workflow):
+    """The workflow's answers that are similarity data: every answer but those of check tasks."""
+    return SimilarityVote.objects.filter(workflow=workflow, task__check_candidate__isnull=True)
 
 
 def on_similarity_votes_committed(workflow_id: int) -> None:
@@ -236,7 +244,7 @@ def request_embedding_round(
         existing = open_embedding_job(workflow)
         if existing is not None:
             return existing, False
-        n_answers = SimilarityVote.objects.filter(workflow=workflow).count()
+        n_answers = data_votes(workflow).count()
         params = {"reason": reason, "answers_at_request": n_answers}
         if train_settings:
             params["train_settings"] = dict(train_settings)

@@ -71,7 +71,7 @@ def workflow_answers(workflow: Workflow):
 
     train, heldout = [], []
     rows = (
-        SimilarityVote.objects.filter(workflow=workflow)
+        SimilarityVote.objects.filter(workflow=workflow, task__check_candidate__isnull=True)
         .select_related("task")
         .order_by("pk")
         .values_list("task_id", "task__comparison_id", "task__candidates", "chosen")

@@ -80,13 +80,16 @@ def test_gold_share_without_gold_subjects_is_explained(client, owner, workflow):
     assert response.status_code == 302 and Batch.objects.get().gold_share == 0.0
 
 
-def test_similarity_workflows_are_not_offered(client, owner, project, workflow):
+def test_both_kinds_of_workflow_are_offered_and_a_small_similarity_one_is_refused(
+    client, owner, project, workflow
+):
     sim = Workflow.objects.create(project=project, slug="similar", name="Similar?", kind=Workflow.SIMILARITY)
     make_subjects(workflow, n_ordinary=6, n_gold=0)
     client.force_login(owner)
     page = client.get(reverse("panels:batch_new", args=[project.slug])).content.decode()
-    assert f'<option value="{workflow.pk}"' in page and f'<option value="{sim.pk}"' not in page
-    with pytest.raises(tasklinks.BatchError, match="similarity tasks are not supported"):
+    assert f'<option value="{workflow.pk}"' in page and f'<option value="{sim.pk}"' in page
+    # Similarity batches: tests/test_tasklinks_similarity.py. One without subjects says what it needs.
+    with pytest.raises(tasklinks.BatchError, match="a similarity task needs 16"):
         make_batch(sim, gold_share=0.0)
 
 

@@ -6,3 +6,10 @@ document.body.addEventListener("htmx:beforeSwap", function (event) {
     event.detail.isError = false;
   }
 });
+
+// While the instructions are open, keys belong to the dialog (Esc closes it), not to the task
+// underneath: stop them before the task page's own key handlers (classify.js, similarity.js) see them.
+window.addEventListener("keydown", function (event) {
+  var help = document.getElementById("panel-help");
+  if (help && help.open && event.key !== "Escape") event.stopPropagation();
+}, true);
