@@ -15,6 +15,14 @@ east left, and the difference with its true sign — ZTF's difference of a fadin
 false) arrives multiplied by −1 and is negated back, so orange is brighter now and blue fainter on
 every survey, as the text beside the images says.
 
+Contrast presets (STRETCHES, chosen by volunteers on the classify page): "zscale" is the look above and
+the only one stored; "minmax" (science/reference: linear from the minimum to the maximum; difference:
+linear, limits ± max |diff|) and "asinh" (science/reference: asinh from ZScale's lower limit, the sky,
+to the maximum, so faint wings and bright cores both show; difference: limits ± max |diff| with a
+strong asinh easing) are drawn from the stored array when asked for (render_subject_stretch). They are
+real stretches of the data, not filters on the 8-bit PNG; the difference keeps its colours (orange
+brighter, blue fainter) under every preset.
+
 Bump RENDER_VERSION whenever the look changes: `render_subject` re-renders subjects
 whose render_version differs, and `manage.py rerender` does it for every subject below the
 current version, in batches.
@@ -25,7 +33,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from astropy.visualization import LinearStretch, ZScaleInterval
+from astropy.visualization import AsinhStretch, LinearStretch, ZScaleInterval
 from PIL import Image
 
 # 3: north up, east left, and ZTF's sign-flipped differences of fading sources negated back.
@@ -42,31 +50,50 @@ POSITIVE_RGB = np.array([255.0, 120.0, 20.0])
 DIFF_PERCENTILE = 99.0
 DIFF_NOISE_SIGMAS = 8.0
 _ZSCALE = ZScaleInterval()
+# Contrast presets; the first is the stored look and the default everywhere.
+STRETCHES = ("zscale", "minmax", "asinh")
+DEFAULT_STRETCH = STRETCHES[0]
+# AsinhStretch's softening for science/reference (linear below ~a of the range, logarithmic above),
+# and the difference's easing scale as a fraction of its limit (smaller: faint residuals brighter).
+ASINH_A = 0.1
+DIFF_ASINH_SCALE = 0.05
 
 
 def _finite(array: np.ndarray) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def _grey_levels(image: np.ndarray) -> np.ndarray:
-    """(H, W) → (H, W) float in 0..1 via ZScale + linear stretch; NaN stays NaN."""
-    values = _finite(image)
-    levels = np.full(image.shape, np.nan, dtype=np.float64)
-    if values.size == 0:
-        return levels
+def _zscale_limits(values: np.ndarray) -> tuple[float, float]:
     try:
         vmin, vmax = _ZSCALE.get_limits(values)
     except Exception:  # zscale can fail on degenerate inputs; fall back to min/max
         vmin, vmax = float(values.min()), float(values.max())
     if not (np.isfinite(vmin) and np.isfinite(vmax)) or vmax <= vmin:
         vmin, vmax = float(values.min()), float(values.max())
+    return float(vmin), float(vmax)
+
+
+def _grey_levels(image: np.ndarray, stretch: str = DEFAULT_STRETCH) -> np.ndarray:
+    """(H, W) → (H, W) float in 0..1 via the `stretch` preset (ZScale + linear by default); NaN stays NaN."""
+    values = _finite(image)
+    levels = np.full(image.shape, np.nan, dtype=np.float64)
+    if values.size == 0:
+        return levels
+    if stretch == "minmax":
+        vmin, vmax = float(values.min()), float(values.max())
+    elif stretch == "asinh":
+        # From the sky (ZScale's lower limit) to the brightest pixel: nothing saturates.
+        vmin, vmax = _zscale_limits(values)[0], float(values.max())
+    else:
+        vmin, vmax = _zscale_limits(values)
     finite = np.isfinite(image)
     if vmax <= vmin:
         # Constant image: mid grey rather than a division by zero.
         levels[finite] = 0.5
         return levels
     scaled = np.clip((image[finite].astype(np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
-    levels[finite] = LinearStretch()(scaled, clip=True)
+    curve = AsinhStretch(a=ASINH_A) if stretch == "asinh" else LinearStretch()
+    levels[finite] = curve(scaled, clip=True)
     return levels
 
 
@@ -79,31 +106,39 @@ def _rgb_from_levels(levels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _grey_rgb(image: np.ndarray) -> np.ndarray:
-    return _rgb_from_levels(_grey_levels(image))
+def _grey_rgb(image: np.ndarray, stretch: str = DEFAULT_STRETCH) -> np.ndarray:
+    return _rgb_from_levels(_grey_levels(image, stretch))
 
 
-def _diverging_rgb(diff: np.ndarray) -> np.ndarray:
-    """Difference image → uint8 (H, W, 3): blue < 0 < orange, black at 0."""
+def _diverging_rgb(diff: np.ndarray, stretch: str = DEFAULT_STRETCH) -> np.ndarray:
+    """Difference image → uint8 (H, W, 3): blue < 0 < orange, black at 0, under the `stretch` preset."""
     finite = np.isfinite(diff)
     rgb = np.zeros(diff.shape + (3,), dtype=np.uint8)
     rgb[~finite] = NAN_RGB
     values = np.abs(_finite(diff)).astype(np.float64)
     if values.size == 0:
         return rgb
-    # At least DIFF_NOISE_SIGMAS robust sigmas: a difference that is pure noise should look
-    # dark, not like confetti, so that a real residual stands out (the percentile alone
-    # scales pure noise up to full colour).
-    centred = _finite(diff).astype(np.float64)
-    sigma = 1.4826 * float(np.median(np.abs(centred - np.median(centred))))
-    limit = max(float(np.percentile(values, DIFF_PERCENTILE)), DIFF_NOISE_SIGMAS * sigma)
-    if not np.isfinite(limit) or limit <= 0.0:
+    if stretch in ("minmax", "asinh"):
         limit = float(values.max())
+    else:
+        # At least DIFF_NOISE_SIGMAS robust sigmas: a difference that is pure noise should look
+        # dark, not like confetti, so that a real residual stands out (the percentile alone
+        # scales pure noise up to full colour).
+        centred = _finite(diff).astype(np.float64)
+        sigma = 1.4826 * float(np.median(np.abs(centred - np.median(centred))))
+        limit = max(float(np.percentile(values, DIFF_PERCENTILE)), DIFF_NOISE_SIGMAS * sigma)
+        if not np.isfinite(limit) or limit <= 0.0:
+            limit = float(values.max())
     if limit <= 0.0:
         return rgb  # all zeros: black, no division by zero
     t = np.clip(np.nan_to_num(diff.astype(np.float64), nan=0.0) / limit, -1.0, 1.0)
-    # asinh-like easing so faint residuals are visible without saturating bright ones.
-    magnitude = np.arcsinh(3.0 * np.abs(t)) / np.arcsinh(3.0)
+    if stretch == "minmax":
+        magnitude = np.abs(t)
+    elif stretch == "asinh":
+        magnitude = np.arcsinh(np.abs(t) / DIFF_ASINH_SCALE) / np.arcsinh(1.0 / DIFF_ASINH_SCALE)
+    else:
+        # asinh-like easing so faint residuals are visible without saturating bright ones.
+        magnitude = np.arcsinh(3.0 * np.abs(t)) / np.arcsinh(3.0)
     colour = np.where((t < 0)[:, :, None], NEGATIVE_RGB, POSITIVE_RGB) * magnitude[:, :, None]
     out = np.rint(np.clip(colour, 0, 255)).astype(np.uint8)
     out[~finite] = NAN_RGB
@@ -159,6 +194,20 @@ def render_triplet_pngs(array: np.ndarray) -> dict[str, bytes]:
         "reference": _png_bytes(_grey_rgb(array[1]), DISPLAY_SIZE),
         "difference": _png_bytes(_diverging_rgb(array[2]), DISPLAY_SIZE),
     }
+
+
+def render_triplet_role_png(array: np.ndarray, role: str, stretch: str = DEFAULT_STRETCH) -> bytes:
+    """One image of a (3, H, W) triplet (display orientation) as PNG bytes under a contrast preset."""
+    if stretch not in STRETCHES:
+        raise ValueError(f"unknown stretch {stretch!r}; one of {', '.join(STRETCHES)}")
+    if role not in TRIPLET_ROLES:
+        raise ValueError(f"unknown triplet role {role!r}")
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"a triplet must have shape (3, H, W), got {array.shape}")
+    plane = array[TRIPLET_ROLES.index(role)]
+    rgb = _diverging_rgb(plane, stretch) if role == "difference" else _grey_rgb(plane, stretch)
+    return _png_bytes(rgb, DISPLAY_SIZE)
 
 
 def render_image_png(array: np.ndarray, size: int | None = None) -> bytes:
@@ -218,6 +267,24 @@ def write_subject_pngs(subject, array: np.ndarray) -> tuple[dict[str, str], list
             delete_stored(name)
         raise
     return names, written
+
+
+def render_subject_stretch(subject, role: str, stretch: str) -> bytes:
+    """The subject's `role` image under a contrast preset, drawn now from its stored array.
+
+    Not stored: a preset's PNG costs a few milliseconds from the small array, only volunteers who
+    pick a preset ask for it, and browsers cache it (the image view's Cache-Control); storing it would
+    mean a database write per first view, files to clean up on every re-render and deletion, and a
+    copy of private projects' data in one more place. Raises ValueError (not a triplet, unknown role or
+    stretch) and core.ingest.IngestError / OSError (no stored array).
+    """
+    from core.ingest import load_subject_array
+    from core.stamps import subject_display_triplet
+
+    array = load_subject_array(subject)
+    if not is_triplet(array):
+        raise ValueError("contrast presets exist for science/reference/difference triplets only")
+    return render_triplet_role_png(subject_display_triplet(subject, array), role, stretch)
 
 
 def render_subject(subject, force: bool = False) -> bool:

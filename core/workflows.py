@@ -213,7 +213,8 @@ def create_workflow(
         default_question = Workflow._meta.get_field("question").default
     else:
         cleaned_answers, tutorial, guide = [], [], []
-        default_question = "Which of these images look like the one on the left?"
+        # Not "on the left": on a phone the comparison image is above the grid.
+        default_question = "Which of these images look like the comparison image?"
     workflow = Workflow(
         project=project,
         slug=slug,

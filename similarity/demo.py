@@ -15,7 +15,8 @@ from jobs.models import Job
 
 WORKFLOW_SLUG = "similar"
 WORKFLOW_NAME = "Which images are similar?"
-QUESTION = "Which of these 15 images are similar to the one on the left?"
+# Not "on the left": on a phone the comparison image is above the grid.
+QUESTION = "Which of these 15 images are similar to the comparison image?"
 SUBJECT_SET_NAME = "Galaxy and nebula cutouts (synthetic)"
 # One subject in twenty is a near-duplicate (rotated/flipped copy with fresh noise) of another,
 # so search by image has a known right answer.

@@ -35,11 +35,11 @@ def test_task_page_shows_comparison_15_keyed_tiles_tutorial_and_counter(client, 
     for key in ("1", "5", "Q", "T", "A", "G"):
         assert f'data-key="{key}"' in html
     assert 'data-testid="comparison"' in html and "No images are similar" in html
-    assert '<dialog id="tutorial" open' in html
+    assert '<dialog id="tutorial" data-first-visit="1"' in html  # similarity.js opens it, modally
     assert re.search(r'data-testid="counter">0<', html)
     client.post(f"/similarity/p/{sim_workflow.project.slug}/{sim_workflow.slug}/tutorial-seen/")
     html, _ = _task_page(client, sim_workflow)
-    assert '<dialog id="tutorial" open' not in html
+    assert '<dialog id="tutorial" data-first-visit="0"' in html
 
 
 def test_answers_via_htmx_swap_in_the_next_task(client, sim_workflow):

@@ -40,7 +40,13 @@
     if (!dialog.open) dialog.showModal();
   }
 
-  document.addEventListener("DOMContentLoaded", init);
+  document.addEventListener("DOMContentLoaded", function () {
+    init();
+    // The tutorial is a modal dialog, as on the real/bogus page (classify.js): in the top layer and
+    // centred, so focusing its button does not scroll the page past the heading.
+    var tutorial = document.getElementById("tutorial");
+    if (tutorial && tutorial.dataset.firstVisit === "1" && tutorial.showModal && !tutorial.open) tutorial.showModal();
+  });
   document.body.addEventListener("htmx:afterSwap", init);
   // A refused answer (an expired ticket, "slow down", nothing selected) comes back as a 4xx with the
   // task section saying why; htmx would drop it, so swap it in like any other answer.
