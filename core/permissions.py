@@ -173,8 +173,10 @@ def vote_refusal(project: Project, served_at=None) -> str | None:
         changed = project.status_changed_at
         if served_at is not None and changed is not None and served_at < changed:
             return None
+        # Worded for both places it is shown: the page a paused project shows instead of a task (no
+        # answer was sent) and the refusal of a vote.
         return (
-            f"“{project.name}” is paused for now, so this answer was not recorded. Thank you for your help: "
+            f"“{project.name}” is paused for now and takes no new classifications. Thank you for your help: "
             "every classification you made is kept, and you can carry on when the project resumes."
         )
     if project.status == FINISHED:

@@ -70,7 +70,7 @@ def exports_page(request, project):
     if request.method == "POST":
         kind, _, fmt = request.POST.get("export", "").partition(":")
         try:
-            job = exporters.start_export(
+            exporters.start_export(
                 project=project,
                 user=request.user,
                 role=role,
@@ -81,10 +81,8 @@ def exports_page(request, project):
         except exporters.ExportError as exc:
             error = str(exc)
         else:
-            if request.htmx:
-                job.refresh_from_db()
-                return render(request, "core/exports.html#job", {"project": project, "job": job})
-            return redirect("core:exports", project.slug)
+            if not request.htmx:
+                return redirect("core:exports", project.slug)
     context = {
         "project": project,
         "role": role,
@@ -92,8 +90,14 @@ def exports_page(request, project):
         "choices": exporters.export_choices(project),
         "workflows": project.workflows.order_by("name"),
         "error": error,
+        "selected_export": request.POST.get("export", ""),
+        "selected_workflow": request.POST.get("workflow", ""),
     }
-    return render(request, "core/exports.html", context, status=400 if error else 200)
+    # htmx gets the form and the list in one piece, the new export in it (or the error above it).
+    template = (
+        "core/exports.html#exports" if request.htmx and request.method == "POST" else "core/exports.html"
+    )
+    return render(request, template, context, status=400 if error else 200)
 
 
 @login_required

@@ -137,6 +137,11 @@ def builtin_subtypes() -> set[str]:
 
 # --- Images -------------------------------------------------------------------------------------
 
+# How wide the field guide shows its example images: rendering gives 252 px PNGs of 63 px stamps
+# (4 image pixels per stamp pixel, core.rendering), so 189 px is 3 screen pixels per stamp pixel,
+# as sharp as the classify page and big enough to see what the text describes.
+FIELD_GUIDE_IMAGE_PX = 189
+
 
 def store_upload(workflow, upload) -> str:
     """Store an uploaded PNG/JPEG for the workflow's content; the REF to put in a step or entry."""

@@ -128,7 +128,7 @@ def workflow_models(request, project, workflow):
         if active
         else []
     )
-    decided = loop.trainable_label_count(workflow)
+    labels = loop.label_counts(workflow)
     for v in versions:
         v.survey_rows = _survey_rows((v.metrics or {}).get("heldout_by_survey"))
     start_from = (
@@ -145,10 +145,12 @@ def workflow_models(request, project, workflow):
         "roc_url": _plot_url(workflow, active, "roc"),
         "reliability_url": _plot_url(workflow, active, "reliability"),
         "learning_curve_url": _plot_url(workflow, latest, "learning_curve"),
+        "learning_curve_points": len(loop.learning_curve_points(workflow.pk)),
+        "learning_curve_needs_two": loop.LEARNING_CURVE_NEEDS_TWO,
         "uncertainty_bars": _uncertainty_bars(active),
         "pool": (active.metrics or {}).get("pool") if active else None,
-        "decided": decided,
-        "next_round_in": max(0, loop.labels_until_next_round(workflow, decided)),
+        "labels": labels,
+        "next_round_in": max(0, loop.labels_until_next_round(workflow, labels.trainable)),
         "n_active": status_counts.get(Subject.ACTIVE, 0),
         "n_retired": status_counts.get(Subject.RETIRED, 0),
         "top_subjects": top_subjects,

@@ -73,10 +73,11 @@ def reliability_figure(y_true, p_real, n_bins: int = 15, name: str = "model") ->
     return fig
 
 
-def _draw_learning_curves(ax, curves, targets, ylabel, title, ylim):
+def _draw_learning_curves(ax, curves, targets, ylabel, title, ylim, note=""):
     for name, (n_labels, mean, std) in curves.items():
         n_labels, mean = np.asarray(n_labels), np.asarray(mean)
-        (line,) = ax.plot(n_labels, mean, label=name)
+        # A marker on every measurement: a curve of one point (a first model) is otherwise invisible.
+        (line,) = ax.plot(n_labels, mean, marker="o", markersize=4, label=name)
         if std is not None:
             std = np.asarray(std)
             ax.fill_between(n_labels, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -89,6 +90,8 @@ def _draw_learning_curves(ax, curves, targets, ylabel, title, ylim):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
+    if note:
+        ax.text(0.5, 0.92, note, transform=ax.transAxes, ha="center", va="top", color="grey")
 
 
 def learning_curve_figure(
@@ -98,10 +101,12 @@ def learning_curve_figure(
     ylabel: str = "test ROC AUC",
     title: str = "Active learning",
     ylim: tuple[float, float] | None = None,
+    note: str = "",
 ) -> Figure:
-    """Metric against number of labels; curves maps name → (n_labels, mean, std or None)."""
+    """Metric against number of labels; curves maps name → (n_labels, mean, std or None); `note`
+    is written across the plot (say, why there is no line yet)."""
     fig, ax = _figure(6.0, 4.2)
-    _draw_learning_curves(ax, curves, targets, ylabel, title, ylim)
+    _draw_learning_curves(ax, curves, targets, ylabel, title, ylim, note)
     return fig
 
 

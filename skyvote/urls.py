@@ -1,8 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.defaults import page_not_found
+from django.views.generic import RedirectView
 
 from core.views_files import public_media
 
@@ -24,6 +26,8 @@ handler404 = not_found
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Browsers ask for /favicon.ico whatever the page links: send them to the icon base.html links.
+    path("favicon.ico", RedirectView.as_view(url=static("skyvote/favicon.svg")), name="favicon"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("skyvote.api_urls")),

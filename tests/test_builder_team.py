@@ -197,3 +197,26 @@ def test_the_migration_renames_collaborators_to_scientists(project, people):
     assert ProjectMembership.objects.get(user=people["sci"]).role == "scientist"
     migration.rename_role("scientist", "collaborator")(apps, None)  # and back, when unapplied
     assert ProjectMembership.objects.get(user=people["sci"]).role == "collaborator"
+
+
+def test_an_expert_finds_the_gold_pages_on_the_project_page(client, owner, project, people, workflow):
+    """Experts have no dashboard: the project's page links them to each real/bogus workflow's gold
+    page and review queue, drafts included; nobody else gets those links there."""
+    ProjectMembership.objects.create(project=project, user=people["bob"], role="expert")
+    project.is_public = False
+    project.save(update_fields=["is_public"])
+    workflow.is_active = False  # a draft: gold is labelled before launch
+    workflow.save(update_fields=["is_active"])
+    about = reverse("core:project_about", args=[project.slug])
+    gold = reverse("labeling:crowd_gold", args=[project.slug, workflow.slug])
+    client.force_login(people["bob"])
+    page = client.get(about).content.decode()
+    assert f'href="{gold}"' in page
+    assert client.get(gold).status_code == 200
+    for who in (owner, people["sci"]):
+        client.force_login(who)
+        assert gold not in client.get(about).content.decode()  # they have the dashboard's tools
+    client.force_login(people["rival"])
+    assert client.get(about).status_code == 404
+    client.logout()
+    assert client.get(about).status_code == 404

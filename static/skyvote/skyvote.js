@@ -6,6 +6,7 @@
 //   data-copy="TEXT"         a button that copies TEXT to the clipboard
 //   data-history-back        a button that goes back one page
 //   data-height="PERCENT"    a bar whose height is set here (style attributes are blocked too)
+//   data-swap-errors         an htmx form whose 4xx answers (the form with its error) are swapped in
 // Listeners sit on the document, so content that htmx swaps in works without re-binding.
 (function () {
   document.addEventListener("click", function (event) {
@@ -41,6 +42,18 @@
     },
     true
   );
+
+  // htmx does not swap 4xx answers; a form that answers a refused request with the form and its
+  // error (status 400) asks for it to be shown anyway.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // detail.elt is the swap's target; the element that sent the request is requestConfig.elt.
+    var elt = event.detail.requestConfig ? event.detail.requestConfig.elt : null;
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status >= 400 && status < 500 && elt instanceof Element && elt.closest("[data-swap-errors]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 
   function setHeights(root) {
     var bars = (root || document).querySelectorAll("[data-height]");
