@@ -5,7 +5,8 @@ signed with the site's secret (django.core.signing, timestamped, with a salt of 
 the workflow, the subject or task, the participant and the moment it was served. The vote comes back
 with it; `verify` refuses a missing, forged or expired ticket, another participant's, and one for
 another subject, task or workflow. Nothing is stored: the signature is the record, and the one-vote-
-per-participant constraint on the vote tables makes one ticket worth at most one vote.
+per-participant constraint on the vote tables makes one ticket worth at most one standing vote (a
+real/bogus vote taken back by its volunteer's undo no longer stands: labeling.services.undo_vote).
 
 A ticket also says whether the subject was served as gold, so that the expert's answer is revealed,
 and the volunteer's skill measured, only when the volunteer knowingly faced a gold check (not when a

@@ -21,6 +21,7 @@ from core.markup import render_markdown
 from core.models import Participant, Project, Subject, Workflow
 from core.participants import participant_for_request
 from core.permissions import (
+    EXPERT,
     OWNER_ROLES,
     TEAM_ROLES,
     project_for_request,
@@ -208,11 +209,16 @@ def invitation(request, token):
 def project_about(request, project):
     """A project's public page: the long description (sanitised Markdown), cover, licence, contact."""
     project = volunteer_project(request, project)
+    role = project.role_of(request.user)
+    workflows = list(project.workflows.order_by("pk"))
     context = {
         "project": project,
         "about": render_markdown(project.long_description),
-        "workflows": [w for w in project.workflows.all() if w.is_active],
-        "role": project.role_of(request.user),
+        "workflows": [w for w in workflows if w.is_active],
+        "role": role,
+        # Experts have no dashboard: this page is where they find the gold pages, drafts included
+        # (gold is labelled before a workflow goes live).
+        "gold_workflows": [w for w in workflows if w.kind == Workflow.REAL_BOGUS] if role == EXPERT else [],
     }
     return render(request, "core/project_about.html", context)
 
@@ -262,6 +268,8 @@ def me(request):
         for table in _vote_tables():
             names = {f.name for f in table._meta.get_fields()}
             rows = table.objects.filter(participant_id__in=ids)
+            if "retracted" in names:  # an undone answer, or a skip replaced by one: not a classification
+                rows = rows.filter(retracted=False)
             if "answer" in names:
                 rows = rows.exclude(answer="skip")
             gold = {}
@@ -292,7 +300,7 @@ def me(request):
         workflows.sort(key=lambda w: (w["project"].name, w["workflow"].name))
         if answers is not None:
             votes = (
-                answers.objects.filter(participant_id__in=ids)
+                answers.objects.filter(participant_id__in=ids, retracted=False)
                 .select_related("subject", "workflow__project")
                 .order_by("-created_at")[:20]
             )

@@ -11,7 +11,7 @@ from core.models import (
     Workflow,
 )
 from jobs.models import Job
-from labeling.models import ParticipantSkill, Vote
+from labeling.models import ParticipantSkill, Vote, VoteRetraction
 from panels.models import Assignment, Batch
 
 
@@ -67,10 +67,19 @@ class ParticipantAdmin(admin.ModelAdmin):
 
 @admin.register(Vote)
 class VoteAdmin(admin.ModelAdmin):
-    list_display = ["pk", "workflow", "subject", "participant", "answer", "subject_was_retired", "created_at"]
-    list_filter = ["answer", "subject_was_retired", "was_gold", "source"]
+    list_display = [
+        "pk", "workflow", "subject", "participant", "answer", "subject_was_retired", "retracted", "created_at",
+    ]  # fmt: skip
+    list_filter = ["answer", "subject_was_retired", "was_gold", "source", "retracted"]
     raw_id_fields = ["subject", "participant", "assignment"]
     list_select_related = ["workflow", "subject", "participant"]
+
+
+@admin.register(VoteRetraction)
+class VoteRetractionAdmin(admin.ModelAdmin):
+    list_display = ["pk", "vote", "participant", "reason", "created_at"]
+    list_filter = ["reason"]
+    raw_id_fields = ["vote", "participant"]
 
 
 @admin.register(ParticipantSkill)

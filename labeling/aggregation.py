@@ -43,14 +43,16 @@ def locked_skill(workflow: Workflow, participant_id: int) -> ParticipantSkill:
     return ParticipantSkill.objects.select_for_update().get(workflow=workflow, participant_id=participant_id)
 
 
-def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
+def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> tuple[float, float] | None:
     """Incremental update for one new, non-skip vote; the caller holds the subject's row lock
-    and saves the subject's p_real and aggregation_method."""
+    and saves the subject's p_real and aggregation_method. Returns the (P_L, P_D) the vote was
+    weighed with (None if it moved nothing), which undoing it needs (labeling.services.undo_vote)."""
     # The workflow says which answers count as real or bogus; "not sure" and the like move nothing.
     said = CLASS_OF_ANSWER.get(workflow.answer_class(vote.answer))
     if workflow.kind != Workflow.REAL_BOGUS or said is None:
-        return
+        return None
     skill = locked_skill(workflow, vote.participant_id)
+    weighed = (float(skill.p_l), float(skill.p_d))
 
     p = subject.p_real if subject.p_real is not None else workflow.swap_prior
     p = min(max(float(p), P_FLOOR), 1.0 - P_FLOOR)
@@ -76,3 +78,4 @@ def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
         fields += ["n_gold", "n_gold_correct"]
     skill.updated_at = timezone.now()
     skill.save(update_fields=fields)
+    return weighed

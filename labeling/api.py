@@ -264,7 +264,8 @@ class SubjectDetail(ProjectScopedMixin, generics.RetrieveAPIView):
     ],
 )
 class VoteList(ProjectScopedMixin, generics.ListAPIView):
-    """Raw votes, one per row; participants as project pseudonyms (for bulk, use the votes export)."""
+    """Raw votes, one per row; participants as project pseudonyms (for bulk, use the votes export).
+    Votes taken back (undone, or a skip replaced by a later answer) are left out, as in the export."""
 
     serializer_class = VoteSerializer
     ordering_fields = ["id", "created_at"]
@@ -274,7 +275,7 @@ class VoteList(ProjectScopedMixin, generics.ListAPIView):
         if self.fake():
             return Vote.objects.none()
         params = self.request.query_params
-        qs = Vote.objects.filter(workflow__project=self.project).select_related(
+        qs = Vote.objects.filter(workflow__project=self.project, retracted=False).select_related(
             "workflow", "subject", "participant"
         )
         qs = self.filter_workflow(qs)

@@ -7,6 +7,11 @@ real/bogus workflow, with the crowd's P(real), the decided label and the active 
 | labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow |
 | light_curves | csv, parquet, fits | light-curve point of a subject of a real/bogus workflow (Subject.light_curve) |
 
+Votes a volunteer took back (undone, or a skip replaced by the answer given when the subject came
+back: labeling.models.VoteRetraction) are left out of the votes export, as they are left out of every
+count and aggregation: re-aggregating an export gives the server's numbers. The rows stay in the
+database, with their retraction, for the record.
+
 The shared machinery (writers, keyset chunks, provenance, the export job) is core.exporters.
 """
 
@@ -104,7 +109,7 @@ LABEL_COLUMNS = [
 
 def vote_queryset(project: Project, workflow: Workflow | None = None, upto_pk: int | None = None):
     workflows = project_workflows(project, workflow)
-    qs = Vote.objects.filter(workflow_id__in=[w.pk for w in workflows])
+    qs = Vote.objects.filter(workflow_id__in=[w.pk for w in workflows], retracted=False)
     if upto_pk is not None:
         qs = qs.filter(pk__lte=upto_pk)
     return qs

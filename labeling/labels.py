@@ -9,7 +9,7 @@ the loop can cheaply decide when K new labels have arrived.
 
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from core.models import Subject, Workflow
 
@@ -82,6 +82,17 @@ def training_labels(
 def count_decided_labels(workflow: Workflow) -> int:
     """How many subjects `training_labels(workflow)` would return, with one COUNT query."""
     return _queryset(workflow, None, False).count()
+
+
+def decided_label_counts(workflow: Workflow) -> tuple[int, int]:
+    """(decided labels, of which held out) with one query: the subjects `training_labels(workflow)`
+    returns, and those of them a round evaluates on and never trains on (gold or `is_holdout`,
+    as `loop.services.heldout_labels` picks them)."""
+    counts = _queryset(workflow, None, False).aggregate(
+        decided=Count("pk"),
+        held_out=Count("pk", filter=Q(gold_label__in=GOLD_ANSWERS) | Q(is_holdout=True)),
+    )
+    return counts["decided"], counts["held_out"]
 
 
 def decided_filter(workflow: Workflow) -> Q:

@@ -1,4 +1,4 @@
-"""Real/bogus volunteering: votes and what we believe about each volunteer."""
+"""Real/bogus volunteering: votes, their retractions and what we believe about each volunteer."""
 
 import uuid
 
@@ -34,17 +34,53 @@ class Vote(models.Model):
         "panels.Assignment", null=True, blank=True, on_delete=models.SET_NULL, related_name="votes"
     )
     source = models.CharField(max_length=20, default="web", help_text="web, api, import, panel")
+    # The volunteer's SWAP skill this vote was weighed with (null when it moved nothing: a skip, "not
+    # sure"), kept so that undoing the vote removes exactly its step and restores a gold vote's skill.
+    swap_p_l = models.FloatField(null=True, blank=True)
+    swap_p_d = models.FloatField(null=True, blank=True)
+    # Mirrors the vote's VoteRetraction (set in the same transaction): a column of the vote itself, so
+    # that "one standing vote per participant and subject" is a partial unique constraint and every
+    # count filters on it without a join. The row stays, for the record.
+    retracted = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["workflow", "subject", "participant"], name="vote_unique_per_participant"
+                fields=["workflow", "subject", "participant"],
+                condition=models.Q(retracted=False),
+                name="vote_unique_per_participant",
             )
         ]
-        indexes = [models.Index(fields=["participant", "workflow"], name="vote_participant_workflow")]
+        indexes = [
+            models.Index(fields=["participant", "workflow"], name="vote_participant_workflow"),
+            # The selector's probe for a volunteer's oldest open skip (labeling.selection).
+            models.Index(
+                fields=["participant", "workflow", "created_at"],
+                condition=models.Q(answer="skip", retracted=False),
+                name="vote_open_skips",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.participant_id} → {self.subject_id}: {self.answer}"
+
+
+class VoteRetraction(models.Model):
+    """A vote taken back: undone by its volunteer (labeling.services.undo_vote), or a skip replaced by
+    the answer the volunteer gave when the skipped subject came back. The vote row stays, marked
+    `retracted`; counts, P(real), skill and every aggregation leave it out."""
+
+    UNDO = "undo"
+    REPLACED = "replaced"
+    REASONS = [(UNDO, "undone by the volunteer"), (REPLACED, "skip replaced by a later answer")]
+
+    vote = models.OneToOneField(Vote, on_delete=models.CASCADE, related_name="retraction")
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="retractions")
+    reason = models.CharField(max_length=20, choices=REASONS)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"vote {self.vote_id} retracted ({self.reason})"
 
 
 class ParticipantSkill(models.Model):

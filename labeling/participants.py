@@ -16,11 +16,16 @@ def merge_anonymous_into_user(anonymous: Participant, user) -> Participant:
     target, _ = Participant.objects.get_or_create(user=user, defaults={"kind": Participant.USER})
     if anonymous.pk == target.pk:
         return target
-    already = set(Vote.objects.filter(participant=target).values_list("workflow_id", "subject_id"))
+    # One standing vote per subject (retracted ones stay as records and may move alongside it).
+    already = set(
+        Vote.objects.filter(participant=target, retracted=False).values_list("workflow_id", "subject_id")
+    )
     movable = [
         v.pk
-        for v in Vote.objects.filter(participant=anonymous).only("pk", "workflow_id", "subject_id")
-        if (v.workflow_id, v.subject_id) not in already
+        for v in Vote.objects.filter(participant=anonymous).only(
+            "pk", "workflow_id", "subject_id", "retracted"
+        )
+        if v.retracted or (v.workflow_id, v.subject_id) not in already
     ]
     Vote.objects.filter(pk__in=movable).update(participant=target)
     # Skill tallies are rebuilt from votes by the next full aggregation; drop the stale row

@@ -6,9 +6,12 @@ mlcore.aggregation (Dawid–Skene by default), and writes Subject.p_real/aggrega
 and each volunteer's ParticipantSkill (confusion, P_L, P_D, vote and gold tallies).
 
 Volunteers keep voting meanwhile. Subjects are written in short transactions with their rows
-locked; a subject that received a vote after the snapshot keeps its incremental state (it
-already holds newer evidence) and is picked up by the next run. A vote arriving after the
-write applies its incremental update on top of the recomputed value.
+locked; a subject that received a vote after the snapshot, or lost one to an undo, keeps its
+incremental state (it already holds newer evidence) and is picked up by the next run. A vote
+arriving after the write applies its incremental update on top of the recomputed value.
+
+Retracted votes (undone, or skips replaced by an answer: labeling.models.VoteRetraction) are not
+votes here: the arrays and the tallies are built from standing votes only.
 """
 
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from django.utils import timezone
 from core import answers
 from core.models import Subject, Workflow
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
-from labeling.models import ParticipantSkill, Vote
+from labeling.models import ParticipantSkill, Vote, VoteRetraction
 from mlcore import aggregation as crowd
 
 METHODS = ("majority", "dawid_skene", "swap")
@@ -69,6 +72,7 @@ class VoteArrays:
     subject_ids: list[int]
     participant_ids: list[int]
     last_vote_pk: int
+    last_retraction_pk: int = 0
 
 
 def vote_arrays(workflow: Workflow) -> VoteArrays:
@@ -78,8 +82,16 @@ def vote_arrays(workflow: Workflow) -> VoteArrays:
     """
     # Votes store the answer's key; the workflow says which keys count as real or bogus.
     class_of_key = {k: CLASS_OF_ANSWER[side] for k, side in answers.class_map(workflow.answers).items()}
+    # Read before the votes: an undo after this point is seen by _write_subjects as newer evidence.
+    last_retraction_pk = (
+        VoteRetraction.objects.filter(vote__workflow=workflow)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+        or 0
+    )
     rows = list(
-        Vote.objects.filter(workflow=workflow, answer__in=list(class_of_key))
+        Vote.objects.filter(workflow=workflow, answer__in=list(class_of_key), retracted=False)
         .order_by("created_at", "pk")
         .values_list("pk", "subject_id", "participant_id", "answer")
     )
@@ -94,6 +106,7 @@ def vote_arrays(workflow: Workflow) -> VoteArrays:
         subject_ids=subject_ids,
         participant_ids=participant_ids,
         last_vote_pk=max((r[0] for r in rows), default=0),
+        last_retraction_pk=last_retraction_pk,
     )
 
 
@@ -143,6 +156,14 @@ def _write_subjects(workflow: Workflow, arrays: VoteArrays, p_real: np.ndarray, 
                 Vote.objects.filter(workflow=workflow, subject_id__in=list(chunk), pk__gt=arrays.last_vote_pk)
                 .exclude(answer=Vote.SKIP)
                 .values_list("subject_id", flat=True)
+            ) | set(
+                VoteRetraction.objects.filter(
+                    vote__workflow=workflow,
+                    vote__subject_id__in=list(chunk),
+                    pk__gt=arrays.last_retraction_pk,
+                )
+                .exclude(vote__answer=Vote.SKIP)
+                .values_list("vote__subject_id", flat=True)
             )
             changed = []
             for subject in subjects:
@@ -158,7 +179,7 @@ def _write_subjects(workflow: Workflow, arrays: VoteArrays, p_real: np.ndarray, 
 
 def _tallies_from_votes(workflow: Workflow, participant_ids: list[int]) -> dict[int, dict]:
     """Vote and gold tallies per participant, counted in the database at write time."""
-    votes = Vote.objects.filter(workflow=workflow, participant_id__in=participant_ids)
+    votes = Vote.objects.filter(workflow=workflow, participant_id__in=participant_ids, retracted=False)
     said_real = answers.keys_counting_as(workflow.answers, answers.REAL)
     said_bogus = answers.keys_counting_as(workflow.answers, answers.BOGUS)
     counted = said_real + said_bogus

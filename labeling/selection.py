@@ -1,9 +1,14 @@
 """Which subject a participant sees next.
 
-Rules: never one they already answered (skips count as answered), never a retired one; gold
-subjects mixed in by the workflow's schedule (Workflow.gold_share_for); with an active model, the
-top of the acquisition ranking (Subject.priority, written by loop.services) with an exploration
-share of random picks; without one, random.
+Rules: never one they already answered, never a retired one; gold subjects mixed in by the
+workflow's schedule (Workflow.gold_share_for); with an active model, the top of the acquisition
+ranking (Subject.priority, written by loop.services) with an exploration share of random picks;
+without one, random.
+
+Skips come back: a subject the volunteer skipped on a served ticket is served to them again, first
+thing, once they have answered SKIP_RETURN_AFTER other subjects since the skip, or as soon as nothing
+else is left. Their answer then replaces the skip (labeling.services retracts it). It comes back once:
+skipped again, it stays skipped. Undone (retracted) votes do not count as answers at all.
 
 Speed (bench/selection.py, docs/benchmarks.md): every query walks an index in order and stops after
 a handful of rows. Random picks start at a random point of the indexed `random_key` (no ORDER BY
@@ -25,22 +30,73 @@ back; the gold schedule counts only the participant's votes cast on such tickets
 
 import random
 
+from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Q
 
 from core import tickets
 from core.models import Participant, Subject, Workflow
 from labeling.labels import GOLD_ANSWERS
-from labeling.models import Vote
+from labeling.models import Vote, VoteRetraction
 
 TOP_FEW = 8  # randomise among this many of the best candidates
 CANDIDATES = 32  # look this far down the ranking for unreserved subjects
 RESERVATION_S = 30  # a served subject is kept for its volunteer about as long as one classification
+DEFAULT_SKIP_RETURN_AFTER = 10  # answers to other subjects before a skipped one comes back
+
+
+def skip_return_after() -> int:
+    return max(0, int(getattr(settings, "SKYVOTE_SKIP_RETURN_AFTER", DEFAULT_SKIP_RETURN_AFTER)))
 
 
 def _unseen(workflow: Workflow, participant: Participant):
-    seen = Vote.objects.filter(workflow=workflow, participant=participant, subject=OuterRef("pk"))
+    # Standing votes only (an undone vote is as if never cast); `retracted=False` also lets the probe use
+    # the partial unique index on (workflow, subject, participant). An open skip is a standing vote: a
+    # skipped subject comes back only through _returning_skip.
+    seen = Vote.objects.filter(
+        workflow=workflow, participant=participant, subject=OuterRef("pk"), retracted=False
+    )
     return Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE).exclude(Exists(seen))
+
+
+def _returning_skip(workflow: Workflow, participant: Participant, pool_exhausted: bool) -> int | None:
+    """The subject of the participant's oldest open skip if it is due to come back: SKIP_RETURN_AFTER
+    answers since it, or nothing else left. A walk of the partial index of open skips, and a count of at
+    most SKIP_RETURN_AFTER later votes, both only for volunteers who have an open skip."""
+    replaced_before = VoteRetraction.objects.filter(
+        vote__workflow=workflow,
+        vote__participant=participant,
+        vote__subject=OuterRef("subject"),
+        vote__answer=Vote.SKIP,
+        reason=VoteRetraction.REPLACED,
+    )
+    skip = (
+        Vote.objects.filter(
+            workflow=workflow,
+            participant=participant,
+            answer=Vote.SKIP,
+            retracted=False,
+            source__in=Vote.SERVED_SOURCES,
+            subject__status=Subject.ACTIVE,
+        )
+        .exclude(Exists(replaced_before))  # it came back once already and was skipped again
+        .order_by("created_at", "pk")
+        .values_list("pk", "subject_id")
+        .first()
+    )
+    if skip is None:
+        return None
+    skip_pk, subject_id = skip
+    if pool_exhausted:
+        return subject_id
+    needed = skip_return_after()
+    answered_since = (
+        Vote.objects.filter(workflow=workflow, participant=participant, retracted=False, pk__gt=skip_pk)
+        .exclude(answer=Vote.SKIP)
+        .values("pk")[:needed]
+        .count()
+    )
+    return subject_id if answered_since >= needed else None
 
 
 def _random_pick(qs, rng: random.Random):
@@ -83,10 +139,17 @@ def _ranked_pick(qs, rng: random.Random, workflow: Workflow, participant: Partic
 
 
 def n_answered(workflow: Workflow, participant: Participant) -> int:
-    """How far along the gold schedule the participant is: their votes cast on served tickets."""
-    return Vote.objects.filter(
-        workflow=workflow, participant=participant, source__in=Vote.SERVED_SOURCES
-    ).count()
+    """How far along the gold schedule the participant is: their standing votes cast on served tickets."""
+    return history(workflow, participant)[0]
+
+
+def history(workflow: Workflow, participant: Participant) -> tuple[int, int]:
+    """(standing votes cast on served tickets, of which open skips), with one query: how far along the gold
+    schedule the participant is, and whether a skipped subject may be due to come back."""
+    counts = Vote.objects.filter(
+        workflow=workflow, participant=participant, source__in=Vote.SERVED_SOURCES, retracted=False
+    ).aggregate(seen=Count("pk"), open_skips=Count("pk", filter=Q(answer=Vote.SKIP)))
+    return counts["seen"], counts["open_skips"]
 
 
 def ticket_for(workflow: Workflow, subject: Subject, participant: Participant) -> str:
@@ -101,23 +164,35 @@ def ticket_for(workflow: Workflow, subject: Subject, participant: Participant) -
 
 
 def serve_next(
-    workflow: Workflow, participant: Participant, rng: random.Random | None = None, n_seen: int | None = None
+    workflow: Workflow,
+    participant: Participant,
+    rng: random.Random | None = None,
+    n_seen: int | None = None,
+    open_skips: int | None = None,
 ) -> tuple[Subject | None, str | None]:
     """The next subject for the participant and the ticket its vote must carry; (None, None) when
-    there is nothing left."""
-    subject = next_subject(workflow, participant, rng=rng, n_seen=n_seen)
+    there is nothing left. `n_seen`, `open_skips`: what `history` says, when the caller counted already."""
+    subject = next_subject(workflow, participant, rng=rng, n_seen=n_seen, open_skips=open_skips)
     if subject is None:
         return None, None
     return subject, ticket_for(workflow, subject, participant)
 
 
 def next_subject(
-    workflow: Workflow, participant: Participant, rng: random.Random | None = None, n_seen: int | None = None
+    workflow: Workflow,
+    participant: Participant,
+    rng: random.Random | None = None,
+    n_seen: int | None = None,
+    open_skips: int | None = None,
 ) -> Subject | None:
     rng = rng or random.Random()
+    if n_seen is None or open_skips is None:
+        n_seen, open_skips = history(workflow, participant)
+    if open_skips:
+        returning = _returning_skip(workflow, participant, pool_exhausted=False)
+        if returning is not None:
+            return Subject.objects.filter(pk=returning).first()
     unseen = _unseen(workflow, participant)
-    if n_seen is None:
-        n_seen = n_answered(workflow, participant)
 
     pick = None
     if rng.random() < workflow.gold_share_for(n_seen):
@@ -130,4 +205,6 @@ def next_subject(
             pick = _random_pick(ordinary, rng)
     if pick is None:  # only gold left, or nothing at all
         pick = _gold_pick(unseen, rng)
+    if pick is None and open_skips:  # nothing new left: a skipped subject comes back now
+        pick = _returning_skip(workflow, participant, pool_exhausted=True)
     return Subject.objects.filter(pk=pick).first() if pick else None

@@ -12,22 +12,40 @@ its subject (core.tickets), bound to the workflow, subject and participant, and 
 subject was served as gold. Gold feedback and the volunteer's skill follow that flag, never the
 subject's current gold label, and the expert's answer is in the reply to the vote that created it,
 not in replays. Imports and task links prove serving themselves and call with `trusted=True`.
+
+Votes are taken back, never deleted: `undo_vote` retracts a volunteer's last answer (a VoteRetraction,
+the row stays) and reverses exactly what it changed, and an answer to a skipped subject that came back
+(labeling.selection) retracts the skip it replaces. "One vote per participant and subject" is one
+*standing* vote: the unique constraint leaves retracted votes out.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core import tickets
 from core.models import Participant, Subject, Workflow
 from core.votes import VoteError, lost_session_retry, parse_idempotency_key, refuse_if_closed, store_vote_once
 from labeling import aggregation, retirement
-from labeling.models import Vote
+from labeling.models import Vote, VoteRetraction
 from loop import services as loop_services
+from mlcore.aggregation import BOGUS, REAL, swap_skill, swap_undo
 
-__all__ = ["VoteError", "VoteResult", "gold_feedback", "record_vote"]
+__all__ = [
+    "UndoError",
+    "VoteError",
+    "VoteResult",
+    "gold_feedback",
+    "record_vote",
+    "undo_vote",
+    "undo_window_s",
+    "undoable_vote",
+]
+
+DEFAULT_UNDO_WINDOW_S = 30
 
 
 @dataclass
@@ -92,6 +110,12 @@ def record_vote(
             # Gold only if it was served as gold (and still is): a label added after serving does not
             # make the volunteer's answer a gold check.
             as_gold = served.as_gold and bool(subject.gold_label)
+            if as_gold and _undid_gold_answer(workflow, subject, participant):
+                # The feedback of the undone answer told them the expert's answer: a second try is an
+                # ordinary vote, or undo would let anyone turn every gold check into a right answer.
+                as_gold = False
+            if source in Vote.SERVED_SOURCES:
+                _replace_open_skip(workflow, subject, participant)
         vote = Vote(
             workflow=workflow,
             subject=subject,
@@ -142,10 +166,48 @@ def record_vote(
         # A replay never carries the expert's answer: it was in the reply that stored the vote.
         replay=lambda stored: VoteResult(stored, created=False),
         earlier=lambda: VoteResult(
-            Vote.objects.get(workflow=workflow, subject_id=subject_id, participant=participant), created=False
+            Vote.objects.get(
+                workflow=workflow, subject_id=subject_id, participant=participant, retracted=False
+            ),
+            created=False,
         ),
         conflict_message="This idempotency key was already used for a different vote.",
     )
+
+
+def _undid_gold_answer(workflow: Workflow, subject: Subject, participant: Participant) -> bool:
+    return Vote.objects.filter(
+        workflow=workflow, subject=subject, participant=participant, retracted=True, was_gold=True
+    ).exists()
+
+
+def _replace_open_skip(workflow: Workflow, subject: Subject, participant: Participant) -> None:
+    """The volunteer skipped this subject and it came back (labeling.selection): the skip is retracted
+    before their new answer is stored, so they have one standing vote on it. A skip moved no count, so
+    nothing else changes. The subject row is locked, so two answers cannot both replace it."""
+    skip = (
+        Vote.objects.select_for_update()
+        .filter(
+            workflow=workflow, subject=subject, participant=participant, retracted=False, answer=Vote.SKIP
+        )
+        .first()
+    )
+    if skip is not None:
+        _retract(skip, participant, VoteRetraction.REPLACED)
+
+
+def _retract(vote: Vote, participant: Participant, reason: str) -> bool:
+    """Mark the vote retracted and record why; False if it already was (the conditional update and the
+    one-to-one retraction row both refuse a second retraction, whoever races)."""
+    if not Vote.objects.filter(pk=vote.pk, retracted=False).update(retracted=True):
+        return False
+    try:
+        with transaction.atomic():
+            VoteRetraction.objects.create(vote=vote, participant=participant, reason=reason)
+    except IntegrityError:
+        return False
+    vote.retracted = True
+    return True
 
 
 def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
@@ -156,8 +218,11 @@ def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
     counts = dict(subject.answer_counts or {})
     counts[vote.answer] = counts.get(vote.answer, 0) + 1
     subject.answer_counts = counts
-    aggregation.update_on_vote(vote, subject, workflow)
+    weights = aggregation.update_on_vote(vote, subject, workflow)
     subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
+    if weights is not None:
+        vote.swap_p_l, vote.swap_p_d = weights
+        vote.save(update_fields=["swap_p_l", "swap_p_d"])
     return retirement.retire_if_decided(subject, workflow)
 
 
@@ -180,3 +245,173 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
 def _after_commit(workflow_id: int) -> None:
     # The learning loop hooks in here: count new decided labels, maybe queue a training round.
     loop_services.on_votes_committed(workflow_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Undo: a volunteer takes back their last answer
+
+
+class UndoError(VoteError):
+    """The answer cannot be undone; the message says why. `status`: 404 nothing to undo, 403 not the
+    volunteer's own answer, 409 too late (the window passed, or the subject retired) or not the last."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class UndoResult:
+    vote: Vote
+    subject: Subject
+    retired_now: bool = False
+
+
+def undo_window_s() -> int:
+    return int(getattr(settings, "SKYVOTE_UNDO_WINDOW_S", DEFAULT_UNDO_WINDOW_S))
+
+
+def _last_vote(workflow: Workflow, participant: Participant) -> Vote | None:
+    """The participant's most recently stored vote in the workflow, retracted or not: only that one can be
+    undone, so after an undo nothing can be undone until they answer again. By insertion order (imports
+    bring older creation times of their own)."""
+    return (
+        Vote.objects.filter(workflow=workflow, participant=participant)
+        .select_related("subject")
+        .order_by("-pk")
+        .first()
+    )
+
+
+def undoable_vote(workflow: Workflow, participant: Participant, now: datetime | None = None) -> Vote | None:
+    """The vote an Undo button on the page would take back now, or None. What undo_vote checks again,
+    under the subject's lock, when it is pressed."""
+    now = now or timezone.now()
+    vote = _last_vote(workflow, participant)
+    if vote is None or vote.retracted or vote.source not in Vote.SERVED_SOURCES:
+        return None
+    if now - vote.created_at > timedelta(seconds=undo_window_s()):
+        return None
+    if vote.subject_was_retired or vote.subject.is_retired:
+        return None
+    return vote
+
+
+def undo_vote(
+    *, workflow: Workflow, participant: Participant, vote_key, now: datetime | None = None
+) -> UndoResult:
+    """Retract the participant's last vote (named by its idempotency key) and reverse what it changed:
+    the subject's counts and P(real), the volunteer's vote count and, for a gold vote, their gold tallies
+    and skill. Only within the undo window, only while the subject is active, only the volunteer's own
+    last vote in this workflow, cast on a served ticket (the page or the API). The subject row is locked
+    first, as record_vote locks it, so an undo and a vote that retires the subject are serialised: the
+    later one sees the other's result.
+    """
+    from core.votes import parse_idempotency_key
+
+    try:
+        key = parse_idempotency_key(vote_key)
+    except VoteError:
+        raise UndoError("There is no answer of yours to undo here.", status=404) from None
+    found = Vote.objects.filter(idempotency_key=key, workflow=workflow).only("pk", "subject_id").first()
+    if found is None:
+        raise UndoError("There is no answer of yours to undo here.", status=404)
+    with transaction.atomic():
+        refuse_if_closed(workflow.project_id)
+        subject = Subject.objects.select_for_update().get(pk=found.subject_id)
+        vote = Vote.objects.select_for_update().get(pk=found.pk)
+        now = now or timezone.now()
+        _check_undoable(vote, subject, workflow, participant, now)
+        if not _retract(vote, participant, VoteRetraction.UNDO):
+            raise UndoError("That answer was already undone.")
+        _reverse_vote(vote, subject, workflow)
+        # Had the vote never been made, the subject might have retired already (a consensus a dissenting
+        # answer held back, a P(real) past its threshold): the rule is applied to the state without it.
+        retired_now = retirement.retire_if_decided(subject, workflow)
+    return UndoResult(vote=vote, subject=subject, retired_now=retired_now)
+
+
+def _check_undoable(vote: Vote, subject: Subject, workflow: Workflow, participant: Participant, now) -> None:
+    if vote.participant_id != participant.pk:
+        raise UndoError("That answer is not yours to undo.", status=403)
+    if vote.retracted:
+        raise UndoError("That answer was already undone.")
+    if vote.source not in Vote.SERVED_SOURCES:
+        raise UndoError("Only answers given on this page or through the API can be undone.")
+    last = _last_vote(workflow, participant)
+    if last is None or last.pk != vote.pk:
+        raise UndoError("Only your last answer can be undone.")
+    window = undo_window_s()
+    if now - vote.created_at > timedelta(seconds=window):
+        raise UndoError(f"Too late to undo: an answer can be undone for {window} seconds.")
+    if vote.subject_was_retired or subject.is_retired:
+        raise UndoError("Too late to undo: this subject has retired, its votes are final.")
+
+
+def _reverse_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
+    """Take the retracted vote's contribution out of the (locked) subject and the volunteer's skill."""
+    if vote.answer == Vote.SKIP:
+        return  # a skip moved nothing
+    subject.vote_count = max(0, subject.vote_count - 1)
+    counts = dict(subject.answer_counts or {})
+    left = int(counts.get(vote.answer, 0)) - 1
+    if left > 0:
+        counts[vote.answer] = left
+    else:
+        counts.pop(vote.answer, None)  # as if the answer had never been given
+    subject.answer_counts = counts
+    said = aggregation.CLASS_OF_ANSWER.get(workflow.answer_class(vote.answer))
+    if said is not None:  # it moved P(real) and the volunteer's skill ("not sure" moves neither)
+        p_l, p_d = _reverse_skill(vote, workflow, said)
+        still_counted = (
+            Vote.objects.filter(subject=subject, workflow=workflow, retracted=False)
+            .filter(answer__in=_counted_keys(workflow))
+            .exists()
+        )
+        if still_counted:
+            p = subject.p_real if subject.p_real is not None else workflow.swap_prior
+            subject.p_real = swap_undo(float(p), said == REAL, p_l, p_d)
+        else:  # it was the only vote that moved P(real): back to no belief at all
+            subject.p_real = None
+            subject.aggregation_method = ""
+    subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
+
+
+def _counted_keys(workflow: Workflow) -> list[str]:
+    return [k for k in workflow.answer_keys if workflow.answer_class(k)]
+
+
+def _reverse_skill(vote: Vote, workflow: Workflow, said: int) -> tuple[float, float]:
+    """Take the vote out of the volunteer's (locked) skill row; returns the skill it was weighed with."""
+    skill = aggregation.locked_skill(workflow, vote.participant_id)
+    weighed = (vote.swap_p_l, vote.swap_p_d)
+    skill.n_votes = max(0, skill.n_votes - 1)
+    fields = ["n_votes", "updated_at"]
+    if vote.was_gold and vote.gold_correct is not None:
+        # The expert's side as it was when the vote was weighed: the answer if it was right, else the other.
+        truth = said if vote.gold_correct else 1 - said
+        if truth == REAL:
+            skill.real_seen = max(0.0, skill.real_seen - 1)
+            skill.real_said_real = max(0.0, skill.real_said_real - (said == REAL))
+        else:
+            skill.bogus_seen = max(0.0, skill.bogus_seen - 1)
+            skill.bogus_said_bogus = max(0.0, skill.bogus_said_bogus - (said == BOGUS))
+        skill.n_gold = max(0, skill.n_gold - 1)
+        skill.n_gold_correct = max(0, skill.n_gold_correct - int(bool(vote.gold_correct)))
+        if None in weighed:  # a vote stored before weights were kept: the skill its tallies give
+            weighed = swap_skill(
+                skill.real_seen,
+                skill.real_said_real,
+                skill.bogus_seen,
+                skill.bogus_said_bogus,
+                pseudo_counts=aggregation.NEW_VOLUNTEER_PSEUDO_COUNTS,
+            )
+        # A gold vote is weighed with the skill the volunteer had before it: that is their skill again.
+        skill.p_l, skill.p_d = weighed
+        fields += ["p_l", "p_d", "real_seen", "real_said_real", "bogus_seen", "bogus_said_bogus"]
+        fields += ["n_gold", "n_gold_correct"]
+    elif None in weighed:  # an ordinary vote left the skill as it was
+        weighed = (skill.p_l, skill.p_d)
+    skill.updated_at = timezone.now()
+    skill.save(update_fields=fields)
+    return weighed

@@ -8,6 +8,7 @@ urlpatterns = [
     path("p/<slug:project>/field-guide/", views.field_guide, name="field_guide"),
     path("p/<slug:project>/<slug:workflow>/", views.classify, name="classify"),
     path("p/<slug:project>/<slug:workflow>/vote/", views.submit_vote, name="submit_vote"),
+    path("p/<slug:project>/<slug:workflow>/undo/", views.undo_last_vote, name="undo_vote"),
     path("p/<slug:project>/<slug:workflow>/tutorial-seen/", views.tutorial_seen, name="tutorial_seen"),
     # Crowd wisdom: gold labeling, volunteer skill, review queue, retirement settings.
     path("p/<slug:project>/<slug:workflow>/gold/", views_crowd.gold_labeling, name="crowd_gold"),

@@ -2,9 +2,9 @@
 
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
-from django.db.models.functions import TruncHour
+from django.db.models import Count, Exists, OuterRef, Q
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from core import ratelimit, tickets
 from core.formats import parse_client_time
-from core.models import Participant, Subject, Workflow
+from core.models import Subject, Workflow
 from core.participants import participant_for_request
 from core.permissions import (
     READ_ROLES,
@@ -23,8 +23,9 @@ from core.permissions import (
 )
 from core.views_projects import closed_page
 from labeling import selection
+from labeling.activity import vote_activity
 from labeling.models import Vote
-from labeling.services import VoteError, record_vote
+from labeling.services import UndoError, VoteError, record_vote, undo_vote, undo_window_s, undoable_vote
 
 
 def _workflow(request, project_slug: str, workflow_slug: str) -> Workflow:
@@ -32,24 +33,44 @@ def _workflow(request, project_slug: str, workflow_slug: str) -> Workflow:
     return volunteer_workflow(request, project_slug, workflow_slug)
 
 
-def _classify_context(request, workflow, participant, feedback=None, error=None, again=None, slow_down=False):
+def _classify_context(
+    request,
+    workflow,
+    participant,
+    feedback=None,
+    error=None,
+    again=None,
+    slow_down=False,
+    serve=None,
+    feedback_for=None,
+):
     """The page's task section. `again`: (subject, ticket, key, shown_at) of a subject served before,
-    shown once more after a refused request; otherwise the next subject is served with a new ticket."""
+    shown once more after a refused request; `serve`: a subject to serve now with a new ticket (the one
+    whose answer was just undone); otherwise the next subject is served with a new ticket.
+    `feedback_for`: the subject a gold feedback is about, which the page keeps on screen under it
+    (static/skyvote/classify.js) until the volunteer moves on."""
     # One query for both counts: classifications shown to the volunteer, and everything answered
-    # on served tickets (skips too) for the selector's gold schedule.
-    counts = Vote.objects.filter(workflow=workflow, participant=participant).aggregate(
-        seen=Count("id", filter=Q(source__in=Vote.SERVED_SOURCES)),
+    # on served tickets (skips too) for the selector's gold schedule. Undone votes count for neither.
+    served = Q(source__in=Vote.SERVED_SOURCES)
+    counts = Vote.objects.filter(workflow=workflow, participant=participant, retracted=False).aggregate(
+        seen=Count("id", filter=served),
         done=Count("id", filter=~Q(answer=Vote.SKIP)),
+        open_skips=Count("id", filter=served & Q(answer=Vote.SKIP)),
     )
     n_done = counts["done"]
     if again is not None:
         subject, ticket, key, shown_at = again
     elif slow_down:
         subject = ticket = None
+    elif serve is not None:
+        subject, ticket = serve, selection.ticket_for(workflow, serve, participant)
     else:
-        subject, ticket = selection.serve_next(workflow, participant, n_seen=counts["seen"])
+        subject, ticket = selection.serve_next(
+            workflow, participant, n_seen=counts["seen"], open_skips=counts["open_skips"]
+        )
     if again is None:
         key, shown_at = uuid.uuid4(), timezone.now().isoformat()
+    undo = undoable_vote(workflow, participant)
     return {
         "project": workflow.project,
         "workflow": workflow,
@@ -59,10 +80,20 @@ def _classify_context(request, workflow, participant, feedback=None, error=None,
         "vote_key": key,
         "shown_at": shown_at,
         "feedback": feedback,
+        "feedback_for": feedback_for if feedback else None,
+        "feedback_ms": int(getattr(settings, "SKYVOTE_GOLD_FEEDBACK_MS", 2500)),
         "error": error,
         "slow_down": slow_down,
         "show_tutorial": not request.session.get(f"tutorial-{workflow.pk}"),
         "vote_url": reverse("labeling:submit_vote", args=[workflow.project.slug, workflow.slug]),
+        # The Undo button: the volunteer's last answer while it can still be taken back.
+        "undo": undo,
+        "undo_window_s": undo_window_s(),
+        # The page hides the button when the window closes (the server refuses after it anyway).
+        "undo_left_s": max(0, undo_window_s() - int((timezone.now() - undo.created_at).total_seconds()))
+        if undo
+        else 0,
+        "undo_url": reverse("labeling:undo_vote", args=[workflow.project.slug, workflow.slug]),
     }
 
 
@@ -84,7 +115,29 @@ def classify(request, project, workflow):
     return render(
         request,
         "labeling/classify.html",
-        _classify_context(request, workflow, participant, feedback=feedback),
+        _classify_context(
+            request,
+            workflow,
+            participant,
+            feedback=feedback,
+            serve=_undone_subject(request, workflow, participant),
+        ),
+    )
+
+
+def _undone_subject(request, workflow, participant):
+    """The subject whose answer was undone without JavaScript (answered with a redirect): served again
+    once, if it is still the volunteer's to answer."""
+    subject_id = request.session.pop(f"undone-{workflow.pk}", None)
+    if not subject_id:
+        return None
+    answered = Vote.objects.filter(
+        workflow=workflow, participant=participant, subject=OuterRef("pk"), retracted=False
+    )
+    return (
+        Subject.objects.filter(pk=subject_id, workflow=workflow, status=Subject.ACTIVE)
+        .exclude(Exists(answered))
+        .first()
     )
 
 
@@ -116,13 +169,7 @@ def submit_vote(request, project, workflow):
     except ratelimit.RateLimited as exc:
         # The same subject, key and ticket come back to answer again, but only if it really was
         # served to this participant: a refusal must never serve a subject the client chose.
-        served = tickets.peek(
-            ticket, workflow_id=workflow.pk, kind=tickets.SUBJECT, item_id=subject_id, participant=participant
-        )
-        subject = Subject.objects.filter(pk=subject_id).first() if served else None
-        again = (
-            (subject, ticket, request.POST.get("key"), request.POST.get("started_at")) if subject else None
-        )
+        again = _served_again(request, workflow, participant)
         context = _classify_context(
             request, workflow, participant, error=str(exc), again=again, slow_down=again is None
         )
@@ -152,8 +199,59 @@ def submit_vote(request, project, workflow):
         if feedback:
             request.session[f"feedback-{workflow.pk}"] = feedback
         return redirect("labeling:classify", workflow.project.slug, workflow.slug)
-    context = _classify_context(request, workflow, participant, feedback=feedback, error=error)
+    context = _classify_context(
+        request, workflow, participant, feedback=feedback, error=error, feedback_for=subject_id
+    )
     return _render(request, template, context, status)
+
+
+def _served_again(request, workflow, participant):
+    """(subject, ticket, key, shown_at) of the subject the request's form was showing, to show it once more
+    after a refusal; only if it really was served to this participant (its ticket), never a subject the
+    client chose. None otherwise."""
+    subject_id, ticket = _int(request.POST.get("subject")), request.POST.get("ticket", "")
+    served = tickets.peek(
+        ticket, workflow_id=workflow.pk, kind=tickets.SUBJECT, item_id=subject_id, participant=participant
+    )
+    subject = Subject.objects.filter(pk=subject_id).first() if served else None
+    if subject is None:
+        return None
+    return subject, ticket, request.POST.get("key"), request.POST.get("started_at")
+
+
+@require_POST
+def undo_last_vote(request, project, workflow):
+    """Take back the volunteer's last answer (the Undo button, key U) and serve its subject again with a
+    new ticket. Refusals are 4xx with the task section saying why (labeling.services.UndoError: 404
+    nothing to undo, 403 not theirs, 409 too late), showing again the subject the page had, if any."""
+    workflow = _workflow(request, project, workflow)
+    participant = participant_for_request(request)
+    template = "labeling/classify.html#task" if request.htmx else "labeling/classify.html"
+    try:
+        ratelimit.check(request, "vote", participant)
+        result = undo_vote(workflow=workflow, participant=participant, vote_key=request.POST.get("vote", ""))
+    except ratelimit.RateLimited as exc:
+        again = _served_again(request, workflow, participant)
+        context = _classify_context(
+            request, workflow, participant, error=str(exc), again=again, slow_down=again is None
+        )
+        return _render(request, template, context, 429, exc.retry_after)
+    except UndoError as exc:
+        again = _served_again(request, workflow, participant)
+        context = _classify_context(request, workflow, participant, error=str(exc), again=again)
+        return _render(request, template, context, exc.status)
+    except VoteError as exc:
+        if getattr(exc, "project_closed", False):  # paused or finished (core.votes.refuse_if_closed)
+            return closed_page(request, workflow, str(exc), exc.status)
+        again = _served_again(request, workflow, participant)
+        context = _classify_context(request, workflow, participant, error=str(exc), again=again)
+        return _render(request, template, context, 400)
+    serve = None if result.subject.is_retired else result.subject
+    if not request.htmx:
+        if serve is not None:
+            request.session[f"undone-{workflow.pk}"] = serve.pk
+        return redirect("labeling:classify", workflow.project.slug, workflow.slug)
+    return render(request, template, _classify_context(request, workflow, participant, serve=serve))
 
 
 @require_POST
@@ -167,7 +265,7 @@ def tutorial_seen(request, project, workflow):
 
 def field_guide(request, project):
     project = volunteer_project(request, project)
-    from core.workflow_content import field_guide_entries
+    from core.workflow_content import FIELD_GUIDE_IMAGE_PX, field_guide_entries
 
     # Each active workflow's own guide (edited on its builder page; the built-in ZTF guide by default).
     guides = [
@@ -175,32 +273,27 @@ def field_guide(request, project):
         for w in project.workflows.filter(is_active=True, kind=Workflow.REAL_BOGUS).order_by("pk")
     ]
     guides = [g for g in guides if g["entries"]]
-    return render(request, "labeling/field_guide.html", {"project": project, "guides": guides})
+    return render(
+        request,
+        "labeling/field_guide.html",
+        {"project": project, "guides": guides, "thumb_size": FIELD_GUIDE_IMAGE_PX},
+    )
 
 
 @login_required
 def project_dashboard(request, project):
     project, role = project_for_request(request, project, READ_ROLES)
     subjects = Subject.objects.filter(project=project)
-    votes = Vote.objects.filter(workflow__project=project)
-    since = timezone.now() - timezone.timedelta(hours=24)
-    per_hour = (
-        votes.filter(created_at__gte=since)
-        .annotate(hour=TruncHour("created_at"))
-        .values("hour")
-        .annotate(n=Count("id"))
-        .order_by("hour")
-    )
     context = {
         "project": project,
         "workflows": project.workflows.all(),
         "n_subjects": subjects.count(),
         "n_active": subjects.filter(status=Subject.ACTIVE).count(),
         "n_retired": subjects.filter(status=Subject.RETIRED).count(),
-        "n_votes": votes.exclude(answer=Vote.SKIP).count(),
-        "n_participants": Participant.objects.filter(votes__workflow__project=project).distinct().count(),
-        "per_hour": list(per_hour),
-        "latest_votes": votes.select_related("subject", "workflow").order_by("-created_at")[:20],
+        "activity": vote_activity(project),
+        "latest_votes": Vote.objects.filter(workflow__project=project, retracted=False)
+        .select_related("subject", "workflow")
+        .order_by("-created_at")[:20],
         "role": role,
     }
     if request.htmx:

@@ -37,7 +37,7 @@ from django.core.cache import cache
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from core.formats import json_safe
@@ -115,21 +115,35 @@ def on_votes_committed(workflow_id: int) -> None:
     cache.set(after_key, max(1, remaining), None)
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    """A workflow's decided labels now, by the definitions a round uses: `decided` is what a round
+    records as its `n_labels` (labeling.labels.training_labels), `held_out` what it evaluates on
+    (heldout_labels), `trainable` what it trains on. The model page shows these three, so its
+    numbers and the versions table's columns count the same things."""
+
+    decided: int
+    held_out: int
+
+    @property
+    def trainable(self) -> int:
+        return self.decided - self.held_out
+
+
+def label_counts(workflow: Workflow) -> LabelCounts:
+    from labeling.labels import decided_label_counts
+
+    return LabelCounts(*decided_label_counts(workflow))
+
+
 def trainable_label_count(workflow: Workflow) -> int:
-    """Decided labels a round can train on: labeling.labels' count minus the held-out set.
+    """Decided labels a round can train on: labeling.labels' decided labels minus the held-out set.
 
     Gold (expert) and is_holdout subjects evaluate models and are never trained on, so experts
     labelling gold do not start rounds; a workflow with 40 gold subjects and K = 50 trains after 50
     volunteer labels, not 10.
     """
-    from labeling.labels import GOLD_ANSWERS, count_decided_labels
-
-    held = (
-        Subject.objects.filter(workflow=workflow)
-        .filter(Q(gold_label__in=GOLD_ANSWERS) | Q(is_holdout=True, status=Subject.RETIRED))
-        .count()
-    )
-    return max(0, count_decided_labels(workflow) - held)
+    return label_counts(workflow).trainable
 
 
 def labels_until_next_round(workflow: Workflow, trainable: int | None = None) -> int:
@@ -321,6 +335,23 @@ def _save_figure(fig, stem: str) -> str:
     return private_storage().save(random_name(f"{stem}-", ".png"), ContentFile(buffer.getvalue()))
 
 
+LEARNING_CURVE_NEEDS_TWO = "needs two versions to draw a line"
+
+
+def learning_curve_points(workflow_id: int) -> list[tuple[int, float]]:
+    """The learning curve: (labels trained on, held-out AUC) of each version with a held-out AUC,
+    one point per version; the model page says how many there are (a line needs two)."""
+    return sorted(
+        (v.n_train, v.metrics["heldout"]["roc_auc"])
+        for v in ModelVersion.objects.filter(workflow_id=workflow_id, kind=ModelVersion.CLASSIFIER).only(
+            "n_train", "metrics"
+        )
+        if isinstance(v.metrics, dict)
+        and isinstance(v.metrics.get("heldout"), dict)
+        and v.metrics["heldout"].get("roc_auc") is not None
+    )
+
+
 def _save_plots(
     version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray, extra_curves: dict | None = None
 ) -> dict:
@@ -337,18 +368,14 @@ def _save_plots(
             f"{stem}-reliability",
         ),
     }
-    # Held-out AUC against the number of labels each version was trained on.
-    points = sorted(
-        (v.n_train, v.metrics["heldout"]["roc_auc"])
-        for v in ModelVersion.objects.filter(workflow_id=version.workflow_id, kind=ModelVersion.CLASSIFIER)
-        if isinstance(v.metrics.get("heldout"), dict) and v.metrics["heldout"].get("roc_auc") is not None
-    )
+    points = learning_curve_points(version.workflow_id)
     if points:
         n_labels, aucs = zip(*points, strict=True)
         fig = learning_curve_figure(
             {"held-out AUC": (list(n_labels), list(aucs), None)},
             ylabel="held-out ROC AUC",
             title="Learning curve",
+            note=LEARNING_CURVE_NEEDS_TWO if len(points) < 2 else "",
         )
         plots["learning_curve"] = _save_figure(fig, f"{stem}-learning-curve")
     return plots

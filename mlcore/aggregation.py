@@ -318,6 +318,23 @@ def swap_update(p: float, says_real: bool, p_l: float, p_d: float) -> float:
     return p if total == 0 else num / total
 
 
+def swap_undo(p: float, says_real: bool, p_l: float, p_d: float) -> float:
+    """The inverse of ``swap_update``: the P(real) a subject had before a vote with skills (P_L, P_D).
+
+    A SWAP step multiplies the odds by P_L / (1 − P_D) (says real) or (1 − P_L) / P_D (says bogus), and
+    steps commute, so dividing that factor out removes one vote whatever came after it.
+    """
+    for name, value in (("p", p), ("p_l", p_l), ("p_d", p_d)):
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    if says_real:
+        num, other = p * (1.0 - p_d), (1.0 - p) * p_l
+    else:
+        num, other = p * p_d, (1.0 - p) * (1.0 - p_l)
+    total = num + other
+    return p if total == 0 else num / total
+
+
 def swap_skill(
     real_seen: float,
     real_said_real: float,

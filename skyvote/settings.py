@@ -16,6 +16,7 @@
 | SKYVOTE_TRUSTED_PROXIES | 0: reverse proxies whose X-Forwarded-For gives the client address for the login lockout |
 | SKYVOTE_TICKET_MAX_AGE_S | 3600: a vote brings the ticket of its served subject within this many seconds |
 | SKYVOTE_RATE_PER_PARTICIPANT, SKYVOTE_RATE_PER_ADDRESS | 120, 600 per minute: subjects served and votes |
+| SKYVOTE_UNDO_WINDOW_S, SKYVOTE_SKIP_RETURN_AFTER, SKYVOTE_GOLD_FEEDBACK_MS | 30 s to undo an answer; a skip comes back after 10 other answers; gold feedback shows for 2500 ms |
 | SKYVOTE_PRIVATE_ROOT | var/private: files served only through views that check access |
 | SKYVOTE_SENDFILE_HEADER | empty: files are streamed by Django; "X-Accel-Redirect" / "X-Sendfile" hand them to the web server |
 | SKYVOTE_STAFF_SEE_ALL_PROJECTS | off: staff are owners only of projects they own |
@@ -370,6 +371,13 @@ SKYVOTE_RATE_LIMITS = {
     action: {"participant": (_PER_PARTICIPANT, 60), "address": (_PER_ADDRESS, 60)}
     for action in ("serve", "vote")
 }
+# The classify page (labeling.services, labeling.selection): a volunteer may take back their last answer
+# for this many seconds (while its subject is active); a skipped subject comes back after this many
+# answers to others (or when nothing else is left); gold feedback stays this long over the answered
+# images unless a key or "Next" dismisses it first.
+SKYVOTE_UNDO_WINDOW_S = int(os.environ.get("SKYVOTE_UNDO_WINDOW_S", 30))
+SKYVOTE_SKIP_RETURN_AFTER = int(os.environ.get("SKYVOTE_SKIP_RETURN_AFTER", 10))
+SKYVOTE_GOLD_FEEDBACK_MS = int(os.environ.get("SKYVOTE_GOLD_FEEDBACK_MS", 2500))
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -91,6 +91,7 @@ PAGES = {
     "labeling:classify": ("GET", None, PUBLIC, 200),
     "labeling:submit_vote": ("POST", {}, PUBLIC, 400),  # let in, and the empty vote refused
     "labeling:tutorial_seen": ("POST", {}, PUBLIC, 302),
+    "labeling:undo_vote": ("POST", {}, PUBLIC, 404),  # let in, and there is nothing to undo
     # labeling: scientist pages
     "labeling:project_dashboard": ("GET", None, READ, 200),
     "labeling:crowd_gold": ("GET", None, EXPERT, 200),

@@ -82,3 +82,28 @@ def light_curve(subject, workflow=None) -> dict | None:
     from core.lightcurves import light_curve_for_page
 
     return light_curve_for_page(subject, workflow)
+
+
+@register.simple_tag
+def stretch_attrs(subject, role: str) -> str:
+    """`data-role` and one `data-stretch-<preset>="URL"` per contrast preset of the subject's `role`
+    image, for the classify page's stamp tools (static/skyvote/stamp_tools.js swaps the src); empty
+    when the image has no presets. Each URL is signed for its preset (core.views_files)."""
+    from django.utils.html import format_html, format_html_join
+
+    from core.rendering import STRETCHES
+    from core.views_files import subject_image_url
+
+    urls = [(stretch, subject_image_url(subject, role, stretch)) for stretch in STRETCHES]
+    if not all(url for _, url in urls):
+        return ""
+    return format_html('data-role="{}" {}', role, format_html_join(" ", 'data-stretch-{}="{}"', urls))
+
+
+@register.filter
+def pseudonym(participant_id, project) -> str:
+    """A participant as every page shows them: the project's pseudonym (Project.pseudonym, as the
+    volunteer table, the API and exports do), never the raw id."""
+    if participant_id is None or project is None:
+        return ""
+    return project.pseudonym(participant_id)
