@@ -64,7 +64,6 @@ DEFAULTS = {
 }
 
 
-
 def loop_setting(name: str):
     return settings.SKYVOTE_LOOP.get(name, DEFAULTS[name])
 
@@ -216,7 +215,9 @@ def request_scoring(workflow: Workflow, *, user=None, reason: str = "promoted") 
         existing = open_job(workflow, Job.SCORE)
         if existing is not None and existing.status == Job.QUEUED:
             return existing, False
-        job, _ = queue_job(Job.SCORE, project=workflow.project, workflow=workflow, params={"reason": reason}, user=user)
+        job, _ = queue_job(
+            Job.SCORE, project=workflow.project, workflow=workflow, params={"reason": reason}, user=user
+        )
     return job, True
 
 
@@ -338,47 +339,95 @@ def _save_figure(fig, stem: str) -> str:
 LEARNING_CURVE_NEEDS_TWO = "needs two versions to draw a line"
 
 
-def learning_curve_points(workflow_id: int) -> list[tuple[int, float]]:
+def learning_curve_points(workflow_id: int, up_to: int | None = None) -> list[tuple[int, float]]:
     """The learning curve: (labels trained on, held-out AUC) of each version with a held-out AUC,
-    one point per version; the model page says how many there are (a line needs two)."""
+    one point per version (up to version `up_to` when given); the model page says how many there are
+    (a line needs two)."""
+    versions = ModelVersion.objects.filter(workflow_id=workflow_id, kind=ModelVersion.CLASSIFIER)
+    if up_to is not None:
+        versions = versions.filter(version__lte=up_to)
     return sorted(
         (v.n_train, v.metrics["heldout"]["roc_auc"])
-        for v in ModelVersion.objects.filter(workflow_id=workflow_id, kind=ModelVersion.CLASSIFIER).only(
-            "n_train", "metrics"
-        )
+        for v in versions.only("n_train", "metrics")
         if isinstance(v.metrics, dict)
         and isinstance(v.metrics.get("heldout"), dict)
         and v.metrics["heldout"].get("roc_auc") is not None
     )
 
 
-def _save_plots(
-    version: ModelVersion, y_true: np.ndarray, p_real: np.ndarray, extra_curves: dict | None = None
-) -> dict:
-    """ROC (with the other candidate of a transfer round beside it), reliability, learning curve."""
+PLOTS = ("roc", "reliability", "learning_curve")
+
+
+def _plot_data(y_true: np.ndarray, p_real: np.ndarray, name: str, extra_curves: dict | None) -> dict:
+    """What the plots are drawn from: the held-out truth and each candidate's held-out P(real)."""
+    curves = {name: p_real, **(extra_curves or {})}
+    return {
+        "y": [int(v) for v in y_true],
+        "curves": {key: [round(float(p), 6) for p in values] for key, values in curves.items()},
+    }
+
+
+def has_plot(version: ModelVersion | None, plot: str) -> bool:
+    """Whether the version's plot can be shown: stored already, or drawable from its held-out data."""
+    metrics = (version.metrics or {}) if version is not None else {}
+    if plot not in PLOTS:
+        return False
+    if (metrics.get("plots") or {}).get(plot):
+        return True
+    if not (metrics.get("plot_data") or {}).get("y"):
+        return False
+    return plot != "learning_curve" or bool(learning_curve_points(version.workflow_id, up_to=version.version))
+
+
+def _draw_plot(version: ModelVersion, plot: str):
     from mlcore.plots import learning_curve_figure, reliability_figure, roc_figure
 
-    stem = f"models/{version.workflow_id}/v{version.version}"
-    curves = {f"v{version.version}": (y_true, p_real)}
-    curves.update({name: (y_true, p) for name, p in (extra_curves or {}).items()})
-    plots = {
-        "roc": _save_figure(roc_figure(curves), f"{stem}-roc"),
-        "reliability": _save_figure(
-            reliability_figure(y_true, p_real, n_bins=10, name=f"v{version.version}"),
-            f"{stem}-reliability",
-        ),
-    }
-    points = learning_curve_points(version.workflow_id)
-    if points:
-        n_labels, aucs = zip(*points, strict=True)
-        fig = learning_curve_figure(
-            {"held-out AUC": (list(n_labels), list(aucs), None)},
-            ylabel="held-out ROC AUC",
-            title="Learning curve",
-            note=LEARNING_CURVE_NEEDS_TWO if len(points) < 2 else "",
-        )
-        plots["learning_curve"] = _save_figure(fig, f"{stem}-learning-curve")
-    return plots
+    data = (version.metrics or {}).get("plot_data") or {}
+    y_true = np.asarray(data.get("y") or [], dtype=np.int8)
+    curves = {k: np.asarray(v, dtype=np.float64) for k, v in (data.get("curves") or {}).items()}
+    name = f"v{version.version}"
+    if plot == "roc" and name in curves:
+        return roc_figure({key: (y_true, p) for key, p in curves.items()})
+    if plot == "reliability" and name in curves:
+        return reliability_figure(y_true, curves[name], n_bins=10, name=name)
+    if plot == "learning_curve":
+        points = learning_curve_points(version.workflow_id, up_to=version.version)
+        if points:
+            n_labels, aucs = zip(*points, strict=True)
+            return learning_curve_figure(
+                {"held-out AUC": (list(n_labels), list(aucs), None)},
+                ylabel="held-out ROC AUC",
+                title="Learning curve",
+                note=LEARNING_CURVE_NEEDS_TWO if len(points) < 2 else "",
+            )
+    return None
+
+
+def plot_file(version: ModelVersion, plot: str) -> str | None:
+    """The private-storage name of a version's plot PNG, drawn on first request and kept: a round does
+    not spend seconds on figures nobody may open (its held-out data is in the metrics)."""
+    if plot not in PLOTS:
+        return None
+    stored = ((version.metrics or {}).get("plots") or {}).get(plot)
+    if stored and private_storage().exists(stored):
+        return stored
+    fig = _draw_plot(version, plot)
+    if fig is None:
+        return None
+    name = _save_figure(fig, f"models/{version.workflow_id}/v{version.version}-{plot.replace('_', '-')}")
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        metrics = locked.metrics or {}
+        existing = (metrics.get("plots") or {}).get(plot)
+        if existing and existing != stored and private_storage().exists(existing):
+            private_storage().delete(name)  # another request drew it at the same time: keep theirs
+            name = existing
+        else:
+            metrics["plots"] = {**(metrics.get("plots") or {}), plot: name}
+            locked.metrics = metrics
+            locked.save(update_fields=["metrics"])
+    version.metrics = locked.metrics
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -933,13 +982,11 @@ def _register_version(
     finally:
         os.unlink(tmp_path)
     version.artifact_sha256 = sha
+    # Plots are drawn when someone opens them (plot_file), from this held-out data.
     version.metrics["plots"] = {}
+    version.metrics["plot_data"] = _plot_data(data.heldout_y, p_heldout, f"v{number}", extra_curves)
+    version.metrics = json_safe(version.metrics)
     version.save(update_fields=["artifact", "artifact_sha256", "metrics"])
-    try:
-        version.metrics["plots"] = _save_plots(version, data.heldout_y, p_heldout, extra_curves)
-    except Exception as exc:  # plots are for people; a plotting problem must not fail the round
-        log.warning("plots for %s failed: %s", version, exc)
-    ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
     return version
 
 

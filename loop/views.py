@@ -28,12 +28,9 @@ from loop import services as loop
 LOG_TAIL_LINES = 15
 
 
-PLOTS = ("roc", "reliability", "learning_curve")
-
-
 def _plot_url(workflow: Workflow, version: ModelVersion | None, plot: str) -> str | None:
     """The plot view's URL (plots are in private storage: only the project's readers see them)."""
-    if version is None or not ((version.metrics or {}).get("plots") or {}).get(plot):
+    if not loop.has_plot(version, plot):
         return None
     return reverse("loop:plot", args=[workflow.project.slug, workflow.slug, version.version, plot])
 
@@ -197,7 +194,7 @@ def plot(request, project, workflow, version, plot):
     model_version = get_object_or_404(
         ModelVersion, workflow=workflow, kind=ModelVersion.CLASSIFIER, version=version
     )
-    name = ((model_version.metrics or {}).get("plots") or {}).get(plot) if plot in PLOTS else None
+    name = loop.plot_file(model_version, plot)
     if not name:
         raise Http404("No such plot.")
     return file_response(name, content_type="image/png", cache_control="private, max-age=3600")

@@ -57,8 +57,11 @@ def test_round_registers_promotes_and_reranks_the_pool(
     # The artifact in (private) storage is the one whose SHA-256 was recorded.
     with private_storage().open(version.artifact.name, "rb") as handle:
         assert hashlib.sha256(handle.read()).hexdigest() == version.artifact_sha256
+    # Plots are drawn on first request from the held-out data the round keeps, then stored.
+    assert len(version.metrics["plot_data"]["y"]) == len(pool.gold) and version.metrics["plots"] == {}
     for name in ("roc", "reliability", "learning_curve"):
-        stored = version.metrics["plots"][name]
+        stored = loop.plot_file(version, name)
+        assert version.metrics["plots"][name] == stored and loop.plot_file(version, name) == stored
         assert private_storage().exists(stored) and not default_storage.exists(stored)
         with private_storage().open(stored, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -347,6 +347,16 @@ def test_checkpoints_and_plots_are_private_and_served_to_readers_only(
         job, _ = loop.request_training(workflow)
     job.refresh_from_db()
     assert job.status == Job.SUCCEEDED, job.error
+    html = client_for(world, "viewer").get(reverse("loop:models", args=["secret", "loop"])).content.decode()
+    for plot in ("roc", "reliability", "learning_curve"):
+        url = reverse("loop:plot", args=["secret", "loop", 1, plot])
+        assert url in html
+        assert client_for(world, "rival").get(url).status_code == 404  # before it is drawn, and after
+        response = client_for(world, "viewer").get(url)  # drawn now, then stored
+        assert response.status_code == 200 and response.getvalue().startswith(PNG)
+        assert response["Cache-Control"].startswith("private")
+        assert client_for(world, "rival").get(url).status_code == 404
+
     version = ModelVersion.objects.get(workflow=workflow)
     names = [version.artifact.name, *version.metrics["plots"].values()]
     assert re.fullmatch(rf"models/{workflow.pk}/v1-{UUID_HEX}\.pt", version.artifact.name)
@@ -354,15 +364,6 @@ def test_checkpoints_and_plots_are_private_and_served_to_readers_only(
     for name in names:
         assert private_storage().exists(name) and not default_storage.exists(name), name
         assert Client().get(settings.MEDIA_URL + name).status_code == 404
-
-    html = client_for(world, "viewer").get(reverse("loop:models", args=["secret", "loop"])).content.decode()
-    for plot in ("roc", "reliability", "learning_curve"):
-        url = reverse("loop:plot", args=["secret", "loop", 1, plot])
-        assert url in html
-        response = client_for(world, "viewer").get(url)
-        assert response.status_code == 200 and response.getvalue().startswith(PNG)
-        assert response["Cache-Control"].startswith("private")
-        assert client_for(world, "rival").get(url).status_code == 404
     assert (
         client_for(world, "viewer").get(reverse("loop:plot", args=["secret", "loop", 1, "nope"])).status_code
         == 404
