@@ -38,7 +38,9 @@ def _login(page, base: str, username: str, password: str) -> None:
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
 
 
-def test_main_pages_have_no_serious_or_critical_violations(browser, live_server, owner, project, workflow, make_subjects):
+def test_main_pages_have_no_serious_or_critical_violations(
+    browser, live_server, owner, project, workflow, make_subjects
+):
     subjects = make_subjects(6)
     for subject in subjects[:2]:
         Subject.objects.filter(pk=subject.pk).update(
@@ -67,7 +69,8 @@ def test_main_pages_have_no_serious_or_critical_violations(browser, live_server,
         # axe accepts any alt; ours must say what the image shows (not empty, not a file name), unless
         # the image sits in a control whose aria-label already says it (a similarity tile).
         alts = page.eval_on_selector_all(
-            "img", "imgs => imgs.filter(i => !i.closest('[aria-label]')).map(i => i.getAttribute('alt') || '')"
+            "img",
+            "imgs => imgs.filter(i => !i.closest('[aria-label]')).map(i => i.getAttribute('alt') || '')",
         )
         found[name] += [f"image alt {a!r} says nothing" for a in alts if len(a) < 8 or a.endswith(".png")]
 

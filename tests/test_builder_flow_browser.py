@@ -14,7 +14,6 @@ the ingest job, which runs at once in tests (Celery is eager: tests/conftest.py)
 
 import csv
 import io
-import os
 import re
 import uuid
 from pathlib import Path
@@ -23,12 +22,10 @@ import pytest
 
 from core.models import Subject
 from labeling.models import Vote
+from tests.browser_support import SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parent.parent
-# var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 # Small files of both surveys (one alert each): enough subjects for ten classifications and a few gold
 # labels. ZTF alerts carry earlier photometry, so each draws a light curve when first shown: four are enough.

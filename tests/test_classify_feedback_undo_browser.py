@@ -1,19 +1,14 @@
 """The classify page in a real Chromium: gold feedback over the answered subject's images (the answer
 buttons do not move, the next key only dismisses it), and undo of the last answer with U or the button."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from core.models import Subject
 from labeling.models import Vote
+from tests.browser_support import SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parent.parent
-# var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 OVERLAY = ".triplet > .feedback-overlay[role=status]"
 

@@ -30,6 +30,7 @@ from core.models import Subject
 from core.storage import open_stored
 from jobs.models import Job
 from labeling.templatetags.skyvote_tags import plain_facts
+from tests.browser_support import SCREENSHOTS
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,6 @@ V9_ALERT = "169298432618921989_169298432618921989.avro"
 V10_CONTAINER = "part-2-918301.avro"
 RUBIN_PARQUET = "rubin_sample_data_10_0.parquet"
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 
 # --- helpers ------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ it does not wait behind it. The workers are killed at the end, the round unfinis
 
 import csv
 import io
-import os
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from core.models import Participant, Project, Workflow
 from jobs.models import Job
 from labeling.services import record_vote
 from loop import services as loop
+from tests.browser_support import SCREENSHOTS
 from tests.jobs_support import kill, live_server_on_shared_db, start_workers, wait_for  # noqa: F401 (fixture)
 from tests.loop_support import make_pool
 from tests.test_celery_integration import loop_env, shared_db  # noqa: F401 (fixtures)
@@ -32,9 +32,6 @@ pytestmark = [
 ]
 
 
-REPO = Path(__file__).resolve().parent.parent
-# var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 # Far more than the test needs: the workers are killed long before the round could end by itself.
 LONG_TRAINING = {"SKYVOTE_TRAIN_TIME_BUDGET_S": "600", "SKYVOTE_TRAIN_MAX_EPOCHS": "1000000"}
 N_VOTES = 12

@@ -2,17 +2,13 @@
 readable, the favicon loads, and an export started with htmx shows up in the list without the
 "No exports yet." that used to stay under it. Screenshots of the owner forms go to var/screenshots."""
 
-import os
-from pathlib import Path
-
 import pytest
 from django.urls import reverse
 
+from tests.browser_support import SCREENSHOTS
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parent.parent
-# var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 # The look of a page's first field, its label and its help text, as the browser computed them.
 FORM_STYLE = """() => {

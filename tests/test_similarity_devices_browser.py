@@ -2,18 +2,15 @@
 dialog that leaves the page at its heading, the similarity wording is true in both layouts, and touch
 screens show no keyboard hints (similarity and real/bogus)."""
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.browser_support import SCREENSHOTS
 from tests.similarity_support import similarity_workflow
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 DEVICES = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},

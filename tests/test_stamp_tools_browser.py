@@ -1,17 +1,13 @@
 """Stamp tools on the real/bogus page in a real Chromium: zoom (Z), invert (I) and the asinh preset change
 all three stamps at once, and stay chosen for the next subject (htmx swap) and after a reload."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from labeling.models import Vote
+from tests.browser_support import SCREENSHOTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 STAMPS = ".triplet img[data-stretch-zscale]"
 # Every stamp: its src, whether it has loaded, and the zoom/invert actually drawn (computed style).

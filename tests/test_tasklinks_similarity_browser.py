@@ -1,23 +1,17 @@
 """A paid annotator of a similarity batch in a real Chromium: the generic link, consent, three 15-tile tasks
 answered with the keyboard only (a check task among them), and the completion code."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from panels import services as tasklinks
 from panels.models import Assignment
 from similarity.models import SimilarityTask, SimilarityVote
 from similarity.views import TILE_KEYS
+from tests.browser_support import SCREENSHOTS
 from tests.similarity_support import similarity_workflow
 from tests.tasklinks_support import landing_url, make_batch
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-REPO = Path(__file__).resolve().parent.parent
-# var/ is ignored by git; SKYVOTE_SCREENSHOT_DIR puts them elsewhere (a CI artefact folder).
-SCREENSHOTS = Path(os.environ.get("SKYVOTE_SCREENSHOT_DIR") or REPO / "var" / "screenshots")
 
 
 def test_worker_completes_a_three_task_similarity_batch_with_the_keyboard(
