@@ -12,8 +12,6 @@ says what the answer would have counted as, and for a gold subject what the expe
 
 from __future__ import annotations
 
-import random
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -36,6 +34,7 @@ from core.forms_workflows import (
 )
 from core.models import Subject, SubjectSet, Workflow
 from core.permissions import READ_ROLES, WRITE_ROLES, project_for_request, volunteer_workflow, workflow_for
+from core.sampling import random_one
 from core.storage import file_response
 
 SUBJECT_CHOICES = 200  # subject ids offered to pick from when choosing a tutorial image
@@ -305,11 +304,7 @@ def workflow_preview(request, project, workflow):
             }
     pool = Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE)
     # A random active subject by its random key (indexed): no per-participant selection, no ticket.
-    pivot = random.random()
-    subject = (
-        pool.filter(random_key__gte=pivot).order_by("random_key").first()
-        or pool.order_by("random_key").first()
-    )
+    subject = random_one(pool)
     context = {
         "project": workflow.project,
         "workflow": workflow,

@@ -15,6 +15,7 @@ import random
 from django.db.models import Exists, OuterRef
 
 from core.models import Participant, Subject, Workflow
+from core.sampling import random_one, random_window
 from core.tasklink_kinds import PanelAnswer, register_task_kind
 from labeling.models import Vote
 from labeling.services import record_vote
@@ -42,19 +43,6 @@ def is_attention_check(subject: Subject) -> bool:
     return total >= 5 and counts.get(subject.gold_label, 0) / total >= 0.95
 
 
-def random_order(qs, rng: random.Random, limit: int) -> list[int]:
-    """Up to `limit` ids in random order from an indexed random_key pivot (no ORDER BY RANDOM())."""
-    pivot = rng.random()
-    ids = list(qs.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:limit])
-    if len(ids) < limit:
-        ids += list(
-            qs.filter(random_key__lt=pivot)
-            .order_by("random_key")
-            .values_list("pk", flat=True)[: limit - len(ids)]
-        )
-    return ids
-
-
 def _ordinary_ids(workflow: Workflow, pool, n: int, reserved: set[int], rng: random.Random) -> list[int]:
     """n ordinary subjects: the selector's ranking with its exploration share when a model is active,
     random otherwise; subjects already handed to other open assignments come last."""
@@ -64,7 +52,7 @@ def _ordinary_ids(workflow: Workflow, pool, n: int, reserved: set[int], rng: ran
     if workflow.active_model_id:
         n_explore = sum(rng.random() < workflow.exploration_share for _ in range(n))
         ranked = list(pool.order_by("-priority", "random_key").values_list("pk", flat=True)[:fetch])
-        explore = random_order(pool, rng, fetch)
+        explore = random_window(pool, rng, fetch)
         candidates = [i for i in ranked if i not in reserved] + [i for i in ranked if i in reserved]
         chosen = candidates[: n - n_explore]
         taken = set(chosen)
@@ -81,7 +69,7 @@ def _ordinary_ids(workflow: Workflow, pool, n: int, reserved: set[int], rng: ran
                 chosen.append(i)
                 taken.add(i)
         return chosen
-    ids = random_order(pool, rng, fetch)
+    ids = random_window(pool, rng, fetch)
     ordered = [i for i in ids if i not in reserved] + [i for i in ids if i in reserved]
     return ordered[:n]
 
@@ -102,9 +90,9 @@ def _gold_ids(
     # what is needed leaves room for attention checks. Active gold first: a vote on a retired
     # subject is stored but flagged late.
     fetch = max(4 * n, 64)
-    ids = random_order(candidates.filter(status=Subject.ACTIVE), rng, fetch)
+    ids = random_window(candidates.filter(status=Subject.ACTIVE), rng, fetch)
     if len(ids) < fetch:
-        ids += random_order(candidates.exclude(status=Subject.ACTIVE), rng, fetch - len(ids))
+        ids += random_window(candidates.exclude(status=Subject.ACTIVE), rng, fetch - len(ids))
     loaded = Subject.objects.only(
         "pk", "gold_label", "gold_subtype", "metadata", "answer_counts", "status"
     ).in_bulk(ids)
@@ -262,11 +250,7 @@ class RealBogusTasks:
     def preview_context(self, batch):
         """A preview sample: an ordinary (never a gold) subject, shown without a form."""
         qs = Subject.objects.filter(workflow=batch.workflow, status=Subject.ACTIVE, gold_label="")
-        sample = (
-            qs.filter(random_key__gte=random.random()).order_by("random_key").first()
-            or qs.order_by("random_key").first()
-        )
-        return {"sample": sample}
+        return {"sample": random_one(qs)}
 
 
 def register() -> None:

@@ -17,6 +17,7 @@ import random
 from django.db.models import OuterRef
 
 from core.models import Subject, Workflow
+from core.sampling import random_window
 from core.tasklink_kinds import PanelAnswer
 from similarity import selection
 from similarity.models import SimilarityTask, SimilarityVote
@@ -208,7 +209,7 @@ class SimilarityTasks:
     def preview_context(self, batch):
         workflow = batch.workflow
         rng = random.Random()
-        ids = selection.random_window(
+        ids = random_window(
             Subject.objects.filter(workflow=workflow, status=Subject.ACTIVE), rng, workflow.n_candidates + 1
         )
         subjects = Subject.objects.in_bulk(ids)

@@ -34,6 +34,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from core.models import ModelVersion, Participant, Subject, Workflow
+from core.sampling import random_one, random_window
 from similarity.models import N_CANDIDATES, PairStat, SimilarityTask, SimilarityVote
 
 SELECTION_DEFAULTS = {
@@ -72,28 +73,10 @@ def _comparison_querysets(workflow: Workflow):
     return base.exclude(Exists(used)), base
 
 
-def random_window(queryset, rng: random.Random, limit: int) -> list[int]:
-    """Up to `limit` ids from a random point of the indexed random_key order, wrapping round: a random
-    subset of the queryset without loading it (random_key is uniform and independent of everything)."""
-    pivot = rng.random()
-    ids = list(
-        queryset.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:limit]
-    )
-    if len(ids) < limit:
-        ids += list(
-            queryset.filter(random_key__lt=pivot)
-            .order_by("random_key")
-            .values_list("pk", flat=True)[: limit - len(ids)]
-        )
-    return ids
-
-
 def _pick_comparison(workflow: Workflow, rng: random.Random) -> Subject | None:
     fresh, base = _comparison_querysets(workflow)
     for queryset in (fresh, base):
-        r = rng.random()
-        subject = queryset.filter(random_key__gte=r).order_by("random_key").first()
-        subject = subject or queryset.order_by("random_key").first()
+        subject = random_one(queryset, rng)
         if subject is not None:
             return subject
     return None
