@@ -325,6 +325,10 @@ def pretrain_simclr(
             optimiser.step()
             total += loss.item()
             batches += 1
+            # Checked per batch, not per epoch: on a busy 2-core laptop one epoch can take longer
+            # than a short budget (the demo's quick first round) on its own.
+            if clock.expired:
+                break
         scheduler.step()
         losses.append(total / max(1, batches))
         progress((epoch + 1) / epochs, f"pretraining epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f}")
