@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from core import exporters
 from core.formats import parse_id, parse_time
 from core.ingest import IngestError, create_ingest_job
-from core.models import ModelVersion, SubjectSet, Workflow
+from core.models import GemFlag, ModelVersion, SubjectSet, Workflow
 from core.permissions import (
     EXPORT_ROLES,
     WRITE_ROLES,
@@ -40,6 +40,7 @@ from core.serializers import (
     ErrorSerializer,
     ExportJobSerializer,
     ExportRequestSerializer,
+    GemFlagSerializer,
     IngestJobSerializer,
     ModelVersionSerializer,
     ProjectSerializer,
@@ -214,6 +215,38 @@ class SubjectSetList(ProjectScopedMixin, generics.ListAPIView):
             return SubjectSet.objects.none()
         qs = self.project.subject_sets.annotate(n_subjects=Count("subjects")).prefetch_related("workflows")
         return self.filter_workflow(qs, "workflows")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rare gems
+
+
+@extend_schema(
+    tags=["volunteers"],
+    parameters=[
+        WORKFLOW_PARAM,
+        OpenApiParameter("subject", OpenApiTypes.INT, description="Subject id"),
+        *date_range_params("created", "Flagged"),
+    ],
+)
+class GemFlagList(ProjectScopedMixin, generics.ListAPIView):
+    """Subjects volunteers flagged as rare gems (unlike any class of the field guide), one row per
+    volunteer and subject, with their note (plain text) and the vote it came with; participants as
+    project pseudonyms. Owners, scientists and viewers."""
+
+    serializer_class = GemFlagSerializer
+    ordering_fields = ["id", "created_at", "updated_at"]
+    ordering = ["id"]
+
+    def get_queryset(self):
+        if self.fake():
+            return GemFlag.objects.none()
+        qs = GemFlag.objects.filter(workflow__project=self.project).select_related(
+            "workflow", "subject", "participant"
+        )
+        qs = self.filter_workflow(qs)
+        qs = self.filter_id(qs, "subject", "subject_id", "a subject")
+        return self.filter_dates(qs, "created", "created_at")
 
 
 # ---------------------------------------------------------------------------------------------

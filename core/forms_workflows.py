@@ -148,7 +148,7 @@ class WorkflowSettingsForm(forms.ModelForm):
         fields = [
             "retirement_rule", "retirement_limit", "min_votes", "max_votes", "swap_prior", "swap_p_low",
             "swap_p_high", "consensus_fraction", "exploration_share", "acquisition_strategy", "train_every",
-            "model_input_size",
+            "model_input_size", "gem_share",
         ]  # fmt: skip
         labels = {
             "retirement_rule": "Retire a subject",
@@ -158,6 +158,7 @@ class WorkflowSettingsForm(forms.ModelForm):
             "swap_p_high": "Retire as real at P(real) ≥",
             "consensus_fraction": "Share the leading answer needs",
             "exploration_share": "Exploration share",
+            "gem_share": "Rare-gem share",
             "train_every": "Train after this many new labels",
             "model_input_size": "Model input size (pixels)",
         }
@@ -170,17 +171,24 @@ class WorkflowSettingsForm(forms.ModelForm):
             "swap_p_high": "Between the prior and 1.",
             "consensus_fraction": "More than 0.5, at most 1. Answers that count as neither side are left out.",
             "exploration_share": "Share of subjects picked at random rather than by the model (0–1).",
+            "gem_share": "Share of subjects drawn from the top rare-gem candidates few have seen (0–0.5).",
             "train_every": "A training round starts after this many new decided labels; 0 trains only by hand.",
             "model_input_size": "Side of the square the model sees; stamps are cropped or padded to it (16–256).",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["gem_share"].required = False
         if self.instance.kind == Workflow.SIMILARITY:
             # Similarity tasks retire by count and train an embedding; the rest is real/bogus only.
             for name in list(self.fields):
                 if name not in ("retirement_limit", "train_every"):
                     del self.fields[name]
+
+    def clean_gem_share(self):
+        # Optional on the page: a form sent without it (an older page, a script) keeps the workflow's.
+        value = self.cleaned_data.get("gem_share")
+        return self.instance.gem_share if value is None else value
 
     def clean(self):
         data = super().clean()

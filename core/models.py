@@ -12,6 +12,7 @@ import os
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -271,6 +272,13 @@ class Workflow(models.Model):
     )
     show_light_curve = models.BooleanField(
         default=True, help_text="Show the subject's light curve beside the cutouts on the classify page."
+    )
+    # Rare gems (gems app): this share of the volunteer queue goes to the current top gem candidates
+    # that few people have seen. Validated here, not by a database check, so a test may route everything.
+    gem_share = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="Share of volunteers' subjects drawn from the top rare-gem candidates (0 to 0.5).",
     )
     # Similarity: where each task's comparison image comes from, and how many candidates it shows.
     COMPARE_POOL, COMPARE_SET = "pool", "subject_set"
@@ -548,3 +556,35 @@ class ApiToken(models.Model):
 
     def is_expired(self, now=None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+
+class GemFlag(models.Model):
+    """A volunteer's "rare gem" flag: this subject looks like none of the field guide's classes.
+
+    It is never an answer: it rides along with a vote (labeling's or similarity's) and is stored by
+    core.gems only after that vote was accepted, so a subject nobody served to the volunteer cannot be
+    flagged. One flag per person and subject (a second one updates the note). `vote_key` is the
+    idempotency key of the vote it came with, which is how the votes exports and API find it.
+    """
+
+    NOTE_MAX = 280
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="gem_flags")
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="gem_flags")
+    # PROTECT, as votes: a volunteer's contributions are records, never deleted with a participant.
+    participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="gem_flags")
+    # Plain text, cleaned (core.gems.clean_note); templates escape it wherever it is shown.
+    note = models.CharField(max_length=NOTE_MAX, blank=True)
+    vote_key = models.UUIDField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "subject", "participant"], name="gemflag_unique_per_participant"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.participant_id} flagged {self.subject_id}"

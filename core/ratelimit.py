@@ -29,6 +29,8 @@ DEFAULT_LIMITS = {
     # action: {who: (requests, per seconds)}
     "serve": {"participant": (120, 60), "address": (600, 60)},
     "vote": {"participant": (120, 60), "address": (600, 60)},
+    # Rare-gem notes (core.gems): free text a person types, so far fewer; one address may be a classroom.
+    "gem_note": {"participant": (10, 60), "address": (120, 60)},
 }
 
 
@@ -94,7 +96,7 @@ def client_address(request) -> str:
 
 
 def check(request, action: str, participant=None) -> None:
-    """Count this request against the `action` limits ("serve", "vote") of its participant and its
+    """Count this request against the `action` limits ("serve", "vote", "gem_note") of its participant and its
     client address; RateLimited when either is over. Every limit is counted, so a script that is
     refused keeps being refused until it slows down."""
     limits = limits_for(action)

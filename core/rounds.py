@@ -46,3 +46,23 @@ def fail_unfinished_versions(job: Job) -> None:
     version = ModelVersion.objects.filter(jobs=job).order_by("-pk").first()
     if version is not None and version.status == ModelVersion.CANDIDATE:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.FAILED)
+
+
+# Apps above the rounds' own (the gems app's anomaly scores) follow each successful round without the
+# round's app knowing them: they register here, and the round calls `round_succeeded` at its end.
+_ROUND_HOOKS: list = []
+
+
+def on_round_succeeded(fn):
+    """Decorator: `fn(workflow_id: int, kind: str)` runs after a successful round of `kind` (train or
+    embed) has committed."""
+    _ROUND_HOOKS.append(fn)
+    return fn
+
+
+def round_succeeded(workflow: Workflow, kind: str) -> None:
+    """Called by a round that succeeded: the hooks run after commit, never inside the round's
+    transaction, so whatever they queue cannot hold up or undo the round."""
+    workflow_id = workflow.pk
+    for fn in list(_ROUND_HOOKS):
+        transaction.on_commit(lambda fn=fn: fn(workflow_id, kind))

@@ -1,5 +1,5 @@
-"""REST API serializers of core: projects, workflows, subject sets, model versions, ingest and
-export jobs. Read-only views of the data model, with privacy built in: participants appear as the
+"""REST API serializers of core: projects, workflows, subject sets, rare-gem flags, model versions,
+ingest and export jobs. Read-only views of the data model, with privacy built in: participants appear as the
 project's pseudonym (`ParticipantFields`, shared by the apps' vote serializers), panel worker ids
 only to owners, and no emails, user names or IP addresses anywhere. Serializers that need the
 project or the requester's role read them from the context (`project`, `role`), set by the
@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core import exporters
-from core.models import ModelVersion, Project, SubjectSet, Workflow
+from core.models import GemFlag, ModelVersion, Project, SubjectSet, Workflow
 from core.permissions import can_see_worker_ids
 from jobs.models import Job
 
@@ -85,6 +85,22 @@ class ParticipantFields(serializers.Serializer):
         if not can_see_worker_ids(self.context.get("role")):
             return None
         return obj.participant.external_id or None
+
+
+class GemFlagSerializer(ParticipantFields, serializers.ModelSerializer):
+    workflow_slug = serializers.CharField(source="workflow.slug", read_only=True)
+    subject_external_id = serializers.CharField(source="subject.external_id", read_only=True)
+    note = serializers.CharField(read_only=True, help_text="The volunteer's note: plain text, escape it.")
+    vote_key = serializers.UUIDField(
+        read_only=True, help_text="Idempotency key of the vote the flag came with (votes and exports)."
+    )
+
+    class Meta:
+        model = GemFlag
+        fields = [
+            "id", "participant", "participant_kind", "worker_id", "workflow", "workflow_slug", "subject",
+            "subject_external_id", "note", "vote_key", "created_at", "updated_at",
+        ]  # fmt: skip
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -10,15 +10,15 @@ Who may do what is core.permissions' one set of rules: editing and the lifecycle
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Count, ProtectedError, Q
+from django.db.models import ProtectedError, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from core import team
+from core import contributions, gems, team
 from core.forms import InviteForm, ProjectForm, RoleForm
 from core.markup import render_markdown
-from core.models import Participant, Project, Subject, Workflow
+from core.models import Participant, Project, Workflow
 from core.participants import participant_for_request
 from core.permissions import (
     EXPERT,
@@ -232,62 +232,23 @@ def project_cover(request, project):
     return file_response(project.cover_image.name, cache_control=cache)
 
 
-def _vote_tables():
-    """Every vote table (real/bogus votes, similarity answers): the models that point at Participant
-    and key their rows by idempotency_key, as core.votes finds them. Found, not imported: core sits
-    below the apps that define them."""
-    return [
-        relation.related_model
-        for relation in Participant._meta.related_objects
-        if any(f.name == "idempotency_key" for f in relation.related_model._meta.get_fields())
-    ]
-
-
-def _consensus(subject: Subject) -> str:
-    # As exports show a retired subject's label (labeling.labels.label_of): the expert's if any,
-    # else the crowd's P(real) at 0.5.
-    if subject.gold_label in (Subject.REAL, Subject.BOGUS):
-        return subject.gold_label
-    if subject.p_real is None:
-        return ""
-    return Subject.REAL if subject.p_real >= 0.5 else Subject.BOGUS
-
-
 def me(request):
     """My classifications: the projects I took part in, my counts per workflow, my recent subjects
-    with my answer and, once retired, the consensus, and my gold accuracy where gold feedback is given.
-    Anonymous volunteers see what their browser session did."""
+    with my answer and, once retired, the consensus, my gold accuracy where gold feedback is given, and
+    the rare gems I flagged with my notes. Anonymous volunteers see what their browser session did.
+    Each app answers for its own vote table (core.contributions); flags are core's (core.gems)."""
     participant = participant_for_request(request, create=False)
-    workflows, recent = [], []
+    workflows, recent, gem_flags = [], [], []
     if participant is not None:
         ids = [
             participant.pk,
             *Participant.objects.filter(merged_into=participant).values_list("pk", flat=True),
         ]
-        counts, answers = {}, None
-        for table in _vote_tables():
-            names = {f.name for f in table._meta.get_fields()}
-            rows = table.objects.filter(participant_id__in=ids)
-            if "retracted" in names:  # an undone answer, or a skip replaced by one: not a classification
-                rows = rows.filter(retracted=False)
-            if "answer" in names:
-                rows = rows.exclude(answer="skip")
-            gold = {}
-            if "gold_correct" in names:
-                gold = {
-                    "n_gold": Count("id", filter=Q(was_gold=True, gold_correct__isnull=False)),
-                    "n_gold_correct": Count("id", filter=Q(was_gold=True, gold_correct=True)),
-                }
-                answers = table  # the table with a subject and an answer: recent subjects come from it
-            for row in rows.values("workflow").annotate(n=Count("id"), **gold):
-                seen = counts.setdefault(row["workflow"], {"n": 0, "n_gold": 0, "n_gold_correct": 0})
-                for key in seen:
-                    seen[key] += row.get(key, 0)
-        by_id = Workflow.objects.select_related("project").in_bulk(counts)
-        for workflow_id, row in counts.items():
-            workflow = by_id.get(workflow_id)
-            if workflow is None:
-                continue
+        counts = contributions.counts(ids)
+        flagged = gems.counts_by_workflow(ids)
+        by_id = Workflow.objects.select_related("project").in_bulk({*counts, *flagged})
+        for workflow_id, workflow in by_id.items():
+            row = counts.get(workflow_id, {"n": 0, "n_gold": 0, "n_gold_correct": 0})
             workflows.append(
                 {
                     "workflow": workflow,
@@ -295,18 +256,12 @@ def me(request):
                     "n": row["n"],
                     "n_gold": row["n_gold"],
                     "accuracy": row["n_gold_correct"] / row["n_gold"] if row["n_gold"] else None,
+                    "n_gems": flagged.get(workflow_id, 0),
                 }
             )
         workflows.sort(key=lambda w: (w["project"].name, w["workflow"].name))
-        if answers is not None:
-            votes = (
-                answers.objects.filter(participant_id__in=ids, retracted=False)
-                .select_related("subject", "workflow__project")
-                .order_by("-created_at")[:20]
-            )
-            for vote in votes:
-                subject = vote.subject
-                consensus = _consensus(subject) if subject.status == Subject.RETIRED else ""
-                recent.append({"vote": vote, "subject": subject, "consensus": consensus})
+        recent = contributions.recent(ids, limit=20)
+        gem_flags = list(gems.flags_of(ids))
     projects = sorted({w["project"] for w in workflows}, key=lambda p: p.name)
-    return render(request, "core/me.html", {"workflows": workflows, "recent": recent, "projects": projects})
+    context = {"workflows": workflows, "recent": recent, "projects": projects, "gem_flags": gem_flags}
+    return render(request, "core/me.html", context)

@@ -37,11 +37,31 @@ IMAGE_MAX_BYTES = 4 * 1024 * 1024
 IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 UPLOAD_PREFIX = "workflow-content/"
 
-__all__ = ["ContentError", "field_guide_entries", "render_markdown", "tutorial_steps"]
+__all__ = ["ContentError", "field_guide_entries", "gem_help", "render_markdown", "tutorial_steps"]
 
 
 class ContentError(ValueError):
     """Content that cannot be stored; the message is for the scientist."""
+
+
+# What is worth flagging as a rare gem (core.gems): a step of the default tutorial of both kinds of
+# workflow (stored in new real/bogus workflows, shown by the pages when a workflow has no tutorial of
+# its own) and the field guide's "Rare gems" section.
+GEM_TITLE = "Rare gems"
+GEM_HELP = (
+    "Something that looks like **none of the field guide's examples** is worth flagging: an odd shape, "
+    "a ring or an arc, a new source sitting on a galaxy, anything you would show a friend. Press "
+    "**Rare gem?** (**G**) and, if you like, add a short note on what caught your eye, then answer as "
+    "usual: the flag never replaces your answer."
+)
+GEM_GUIDE = (
+    "Flag it when you would stop and stare: a shape none of the entries above has (rings, arcs, "
+    "several blobs in a line or a pattern), a new source on or next to a galaxy rather than at its "
+    "centre, something very much brighter or bigger than anything around it, or anything you would "
+    "show a friend. A short note helps the scientists who look at the flags: *arc to the left of the "
+    "centre*, *ring around a faint galaxy*.\n\n"
+    "Not a gem: an ordinary candidate you are unsure about. Answer it as well as you can, or skip it."
+)
 
 
 def default_tutorial() -> list[dict]:
@@ -70,6 +90,7 @@ def default_tutorial() -> list[dict]:
             "text": "Each answer has its keyboard key on its button; **S** skips. The next one appears at once.",
             "image": "",
         },
+        {"title": GEM_TITLE, "text": GEM_HELP, "image": ""},
     ]
 
 
@@ -236,6 +257,11 @@ def upload_name(workflow, filename: str) -> str | None:
 
 
 # --- What pages show ----------------------------------------------------------------------------
+
+
+def gem_help() -> dict:
+    """The rare-gem texts as sanitised HTML: `tutorial` (a step) and `guide` (the field guide's section)."""
+    return {"title": GEM_TITLE, "tutorial": render_markdown(GEM_HELP), "guide": render_markdown(GEM_GUIDE)}
 
 
 def tutorial_steps(workflow) -> list[dict]:

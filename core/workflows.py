@@ -35,7 +35,7 @@ SETTING_FIELDS = (
     "retirement_rule", "retirement_limit", "min_votes", "max_votes", "swap_prior", "swap_p_low", "swap_p_high",
     "consensus_fraction", "gold_schedule", "exploration_share", "acquisition_strategy", "train_every",
     "model_input_size", "comparison_source", "comparison_set", "n_candidates", "show_light_curve",
-    "model_pixel_scale", "model_uncertainty_channel",
+    "model_pixel_scale", "model_uncertainty_channel", "gem_share",
 )  # fmt: skip
 
 
@@ -153,6 +153,9 @@ def settings_errors(values: dict, kind: str = Workflow.REAL_BOGUS) -> dict[str, 
     share = v("exploration_share")
     if share is not None and not 0 <= share <= 1:
         errors["exploration_share"] = "A share from 0 to 1."
+    gem_share = v("gem_share")
+    if gem_share is not None and not 0 <= gem_share <= 0.5:
+        errors["gem_share"] = "A share from 0 to 0.5."
     strategy = v("acquisition_strategy")
     if strategy is not None and strategy not in strategy_names():
         errors["acquisition_strategy"] = f"One of {', '.join(strategy_names())}."

@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from core import ratelimit, tickets
+from core import gems, ratelimit, tickets
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params, query_bool
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
@@ -37,8 +37,9 @@ from labeling.services import VoteError, record_vote
 # Votes (the JSON twin of the classify page)
 
 
-def vote_payload(result) -> dict:
+def vote_payload(result, gem=None) -> dict:
     vote = result.vote
+    flag = gem.flag if gem is not None else None
     return {
         "id": vote.pk,
         "workflow": vote.workflow_id,
@@ -49,6 +50,9 @@ def vote_payload(result) -> dict:
         "late": vote.subject_was_retired,
         "created": result.created,
         "feedback": result.feedback,
+        "gem": flag is not None,
+        "gem_note": flag.note if flag is not None else "",
+        "gem_detail": (gem.message or "") if gem is not None else "",
     }
 
 
@@ -169,8 +173,17 @@ def vote_create(request):
         return Response({"detail": str(exc)}, status=exc.status)
     except VoteError as exc:  # 409 for a paused or finished project (core.votes.refuse_if_closed)
         return Response({"detail": str(exc)}, status=getattr(exc, "status", status.HTTP_400_BAD_REQUEST))
+    # Only now, with the vote accepted: a refused vote (its subject never served) flags nothing.
+    gem = gems.flag_with_vote(
+        request,
+        vote=result.vote,
+        subject_id=result.vote.subject_id,
+        participant=participant,
+        gem=v.get("gem"),
+        note=v.get("gem_note"),
+    )
     return Response(
-        vote_payload(result), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        vote_payload(result, gem), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     )
 
 
@@ -265,7 +278,8 @@ class SubjectDetail(ProjectScopedMixin, generics.RetrieveAPIView):
 )
 class VoteList(ProjectScopedMixin, generics.ListAPIView):
     """Raw votes, one per row; participants as project pseudonyms (for bulk, use the votes export).
-    Votes taken back (undone, or a skip replaced by a later answer) are left out, as in the export."""
+    Votes taken back (undone, or a skip replaced by a later answer) are left out, as in the export.
+    `gem` and `gem_note`: the rare-gem flag the volunteer sent with the vote."""
 
     serializer_class = VoteSerializer
     ordering_fields = ["id", "created_at"]
@@ -278,6 +292,7 @@ class VoteList(ProjectScopedMixin, generics.ListAPIView):
         qs = Vote.objects.filter(workflow__project=self.project, retracted=False).select_related(
             "workflow", "subject", "participant"
         )
+        qs = gems.with_gem_note(qs)
         qs = self.filter_workflow(qs)
         qs = self.filter_id(qs, "subject", "subject_id", "a subject")
         if params.get("answer"):

@@ -3,8 +3,8 @@ real/bogus workflow, with the crowd's P(real), the decided label and the active 
 
 | export | formats | one row per |
 | --- | --- | --- |
-| votes | csv, jsonl, parquet | vote (flat columns, client metadata in columns of its own) |
-| labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow |
+| votes | csv, jsonl, parquet | vote (flat columns, client metadata in columns of its own, the rare-gem flag sent with it) |
+| labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow (with how many volunteers flagged it as a rare gem) |
 | light_curves | csv, parquet, fits | light-curve point of a subject of a real/bogus workflow (Subject.light_curve) |
 
 Votes a volunteer took back (undone, or a skip replaced by the answer given when the subject came
@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from django.db.models import BooleanField, ExpressionWrapper
+from django.db.models import BooleanField, Count, ExpressionWrapper, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
+from core import gems
 from core.exporters import (
     DEFAULT_CHUNK,
     Column,
@@ -41,7 +43,7 @@ from core.exporters import (
     register_exporter,
     write_table,
 )
-from core.models import Project, Subject, Workflow
+from core.models import GemFlag, Project, Subject, Workflow
 from labeling.labels import decided_filter, label_of
 from labeling.models import Vote
 
@@ -71,6 +73,8 @@ def _vote_columns(include_worker_ids: bool) -> list[Column]:
         Column("source", "str", "web, api, import or panel", 20),
         Column("user_agent", "str", "Browser user agent", 400),
         Column("viewport", "str", "Browser viewport, e.g. 1280x800", 40),
+        Column("gem", "bool", "The volunteer flagged the subject as a rare gem with this vote"),
+        Column("gem_note", "str", "The volunteer's note with the flag (plain text; empty without one)", 280),
     ]
     return cols
 
@@ -104,6 +108,7 @@ LABEL_COLUMNS = [
     Column("schema_version", "str", "Alert schema version", 20),
     Column("survey_score", "float", "The survey's own real/bogus score: Rubin reliability, ZTF drb or rb"),
     Column("survey_score_name", "str", "reliability, drb or rb", 20),
+    Column("n_gem_flags", "int", "Volunteers who flagged the subject as a rare gem"),
 ]
 
 
@@ -134,20 +139,22 @@ def vote_rows(
     qs, times = datetime_text(
         vote_queryset(project, workflow, upto_pk), ["started_at", "finished_at", "created_at"]
     )
-    for chunk in keyset_chunks(qs, fields + times, chunk_size, raw=True):
+    # The rare-gem flag sent with each vote (core.gems): its note, "" without one, None without a flag.
+    qs = gems.with_gem_note(qs)
+    for chunk in keyset_chunks(qs, fields + times + ["gem_note"], chunk_size, raw=True):
         if include_worker_ids:
             yield [
                 (pk, pseudonym(pid), kind, ext or None, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
-                 gold, correct, late, source, agent, viewport)
-                for pk, pid, kind, ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2
-                in chunk
+                 gold, correct, late, source, agent, viewport, note is not None, note or None)
+                for pk, pid, kind, ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2,
+                note in chunk
             ]  # fmt: skip
         else:
             yield [
                 (pk, pseudonym(pid), kind, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
-                 gold, correct, late, source, agent, viewport)
-                for pk, pid, kind, _ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2
-                in chunk
+                 gold, correct, late, source, agent, viewport, note is not None, note or None)
+                for pk, pid, kind, _ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2,
+                note in chunk
             ]  # fmt: skip
 
 
@@ -174,8 +181,16 @@ def _as_float(value) -> float | None:
 
 
 def label_queryset(workflow: Workflow, upto_pk: int | None = None):
+    flags = (
+        GemFlag.objects.filter(workflow=workflow, subject=OuterRef("pk"))
+        .order_by()
+        .values("subject")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     qs = Subject.objects.filter(workflow=workflow).annotate(
-        decided=ExpressionWrapper(decided_filter(workflow), output_field=BooleanField())
+        decided=ExpressionWrapper(decided_filter(workflow), output_field=BooleanField()),
+        n_gem_flags=Coalesce(Subquery(flags, output_field=IntegerField()), 0),
     )
     if upto_pk is not None:
         qs = qs.filter(pk__lte=upto_pk)
@@ -194,7 +209,7 @@ def label_rows(
         "pk", "external_id", "object_id", "metadata__ra", "metadata__dec", "status", "vote_count",
         "answer_counts", "p_real", "aggregation_method", "retired_reason", "retired_at", "needs_review",
         "gold_label", "model_score", "model_uncertainty", "is_holdout", "decided",
-        "survey", "schema_version", "metadata__survey_score", "metadata__survey_score_name",
+        "survey", "schema_version", "metadata__survey_score", "metadata__survey_score_name", "n_gem_flags",
     ]  # fmt: skip
     for wf in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS]):
         params = json.dumps(aggregation_params(wf), sort_keys=True)
@@ -205,7 +220,7 @@ def label_rows(
             rows = []
             for (
                 pk, ext, obj, ra, dec, status, n, counts, p, method, reason, retired_at, review,
-                gold, score, unc, holdout, decided, survey, schema, survey_score, survey_score_name,
+                gold, score, unc, holdout, decided, survey, schema, survey_score, survey_score_name, n_gems,
             ) in chunk:  # fmt: skip
                 counts = counts or {}
                 label, source, confidence = label_of(gold, bool(decided), p)
@@ -239,6 +254,7 @@ def label_rows(
                         schema or None,
                         _as_float(survey_score),
                         survey_score_name if isinstance(survey_score_name, str) else None,
+                        n_gems,
                     )  # fmt: skip
                 )
             yield rows

@@ -3,7 +3,9 @@
 Rules: never one they already answered, never a retired one; gold subjects mixed in by the
 workflow's schedule (Workflow.gold_share_for); with an active model, the top of the acquisition
 ranking (Subject.priority, written by loop.services) with an exploration share of random picks;
-without one, random.
+without one, random. A share of each volunteer's subjects (Workflow.gem_share, on a fixed schedule:
+`gem_slot_due`) goes to the current top rare-gem candidates few people have seen (the gems app
+registers their source: `register_gem_source`).
 
 Skips come back: a subject the volunteer skipped on a served ticket is served to them again, first
 thing, once they have answered SKIP_RETURN_AFTER other subjects since the skip, or as soon as nothing
@@ -28,6 +30,7 @@ Serving (`serve_next`) hands the subject out with a ticket (core.tickets) that i
 back; the gold schedule counts only the participant's votes cast on such tickets (Vote.SERVED_SOURCES).
 """
 
+import math
 import random
 
 from django.conf import settings
@@ -138,6 +141,33 @@ def _ranked_pick(qs, rng: random.Random, workflow: Workflow, participant: Partic
     return pick
 
 
+# Rare gems: the gems app (above this one) registers where the current top gem candidates come from:
+# fn(workflow, candidates) → up to TOP_FEW ids of `candidates` (a Subject queryset) best first, in one
+# query. Without a registered source no gem slot is ever served.
+_gem_source = None
+
+
+def register_gem_source(fn) -> None:
+    global _gem_source
+    _gem_source = fn
+
+
+def gem_slot_due(share: float, n_seen: int) -> bool:
+    """Whether the participant's next subject is a gem slot: `share` of their subjects, on a fixed
+    schedule by how many they answered (0.05: the 20th, 40th, ...; 1: every one; 0: none). A schedule,
+    not a draw, so the seeded sequence of the other picks is unchanged and the extra query comes only
+    when a slot is due."""
+    if share <= 0:
+        return False
+    return math.floor((n_seen + 1) * share + 1e-9) > math.floor(n_seen * share + 1e-9)
+
+
+def _gem_pick(ordinary, rng: random.Random, workflow: Workflow):
+    # Few people have seen them: fewer votes than retire a subject under the count rule.
+    ids = _gem_source(workflow, ordinary.filter(vote_count__lt=workflow.retirement_limit))
+    return rng.choice(ids) if ids else None
+
+
 def n_answered(workflow: Workflow, participant: Participant) -> int:
     """How far along the gold schedule the participant is: their standing votes cast on served tickets."""
     return history(workflow, participant)[0]
@@ -199,7 +229,9 @@ def next_subject(
         pick = _gold_pick(unseen, rng)
     if pick is None:
         ordinary = unseen.filter(gold_label="")
-        if workflow.active_model_id and rng.random() >= workflow.exploration_share:
+        if _gem_source is not None and gem_slot_due(workflow.gem_share, n_seen):
+            pick = _gem_pick(ordinary, rng, workflow)
+        if pick is None and workflow.active_model_id and rng.random() >= workflow.exploration_share:
             pick = _ranked_pick(ordinary, rng, workflow, participant)
         if pick is None:
             pick = _random_pick(ordinary, rng)

@@ -4,6 +4,7 @@ volunteer skill (participants as project pseudonyms, core.serializers.Participan
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core import gems
 from core.models import Subject, Workflow
 from core.serializers import ParticipantFields
 from labeling.labels import label_of
@@ -82,14 +83,25 @@ class VoteSerializer(ParticipantFields, serializers.ModelSerializer):
     subject_external_id = serializers.CharField(source="subject.external_id", read_only=True)
     gold = serializers.BooleanField(source="was_gold", read_only=True)
     late = serializers.BooleanField(source="subject_was_retired", read_only=True)
+    gem = serializers.SerializerMethodField(
+        help_text="The volunteer flagged the subject as a rare gem with this vote."
+    )
+    gem_note = serializers.SerializerMethodField(help_text="The flag's note (plain text; empty without one).")
 
     class Meta:
         model = Vote
         fields = [
             "id", "participant", "participant_kind", "worker_id", "workflow", "workflow_slug", "subject",
             "subject_external_id", "answer", "started_at", "finished_at", "created_at", "gold", "gold_correct",
-            "late", "source", "user_agent", "viewport",
+            "late", "source", "user_agent", "viewport", "gem", "gem_note",
         ]  # fmt: skip
+
+    # gem_note is annotated by the list's queryset (core.gems.with_gem_note).
+    def get_gem(self, obj) -> bool:
+        return getattr(obj, "gem_note", None) is not None
+
+    def get_gem_note(self, obj) -> str:
+        return getattr(obj, "gem_note", None) or ""
 
 
 class SkillSerializer(ParticipantFields, serializers.ModelSerializer):
@@ -118,6 +130,20 @@ class VoteInSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     finished_at = serializers.DateTimeField(required=False, allow_null=True)
     viewport = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    gem = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Flag the subject as a rare gem: it looks like none of the field guide's classes. "
+        "Never an answer: stored with the vote, once it is accepted.",
+    )
+    gem_note = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        # Longer notes are answered by core.gems in words (the vote still counts); this only bounds the body.
+        max_length=gems.RAW_MAX,
+        help_text="Optional plain-text note with `gem` (at most 280 characters after whitespace is collapsed).",
+    )
 
 
 class VoteOutSerializer(serializers.Serializer):
@@ -133,6 +159,9 @@ class VoteOutSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The expert's answer after a subject served as gold; only in the reply that stored the vote.",
     )
+    gem = serializers.BooleanField(help_text="This request flagged the subject as a rare gem.")
+    gem_note = serializers.CharField(help_text="The flag's stored note (empty without one).")
+    gem_detail = serializers.CharField(help_text="Empty, or why the note sent with the flag was not stored.")
 
 
 class NextSubjectSerializer(serializers.Serializer):

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core import tickets
+from core import gems, tickets
 from core.models import Participant, Subject, Workflow
 from core.votes import VoteError, lost_session_retry, parse_idempotency_key, refuse_if_closed, store_vote_once
 from labeling import aggregation, retirement
@@ -115,7 +115,7 @@ def record_vote(
                 # ordinary vote, or undo would let anyone turn every gold check into a right answer.
                 as_gold = False
             if source in Vote.SERVED_SOURCES:
-                _replace_open_skip(workflow, subject, participant)
+                _replace_open_skip(workflow, subject, participant, key)
         vote = Vote(
             workflow=workflow,
             subject=subject,
@@ -181,10 +181,11 @@ def _undid_gold_answer(workflow: Workflow, subject: Subject, participant: Partic
     ).exists()
 
 
-def _replace_open_skip(workflow: Workflow, subject: Subject, participant: Participant) -> None:
+def _replace_open_skip(workflow: Workflow, subject: Subject, participant: Participant, new_key) -> None:
     """The volunteer skipped this subject and it came back (labeling.selection): the skip is retracted
     before their new answer is stored, so they have one standing vote on it. A skip moved no count, so
-    nothing else changes. The subject row is locked, so two answers cannot both replace it."""
+    nothing else changes, but a rare-gem flag sent with the skip now belongs to the new answer (`new_key`).
+    The subject row is locked, so two answers cannot both replace it."""
     skip = (
         Vote.objects.select_for_update()
         .filter(
@@ -194,6 +195,7 @@ def _replace_open_skip(workflow: Workflow, subject: Subject, participant: Partic
     )
     if skip is not None:
         _retract(skip, participant, VoteRetraction.REPLACED)
+        gems.follow_vote(skip.idempotency_key, new_key)
 
 
 def _retract(vote: Vote, participant: Participant, reason: str) -> bool:
@@ -325,6 +327,7 @@ def undo_vote(
         if not _retract(vote, participant, VoteRetraction.UNDO):
             raise UndoError("That answer was already undone.")
         _reverse_vote(vote, subject, workflow)
+        gems.withdraw_with_vote(vote.idempotency_key)  # the flag sent with an answer goes with it
         # Had the vote never been made, the subject might have retired already (a consensus a dissenting
         # answer held back, a P(real) past its threshold): the rule is applied to the state without it.
         retired_now = retirement.retire_if_decided(subject, workflow)
@@ -415,3 +418,17 @@ def _reverse_skill(vote: Vote, workflow: Workflow, said: int) -> tuple[float, fl
     skill.updated_at = timezone.now()
     skill.save(update_fields=fields)
     return weighed
+
+
+# A volunteer with no skill record yet counts as a new one: P_L = P_D = 0.7 (aggregation's prior).
+NEW_VOLUNTEER_WEIGHT = 0.4
+
+
+def participant_weights(workflow: Workflow) -> dict[int, float]:
+    """{participant id: weight in [0, 1]} from what SWAP believes about each volunteer of the workflow:
+    P_L + P_D − 1, how much better than a coin their answers are (0 for a coin or worse, 1 for a
+    volunteer who is always right). Volunteers not listed weigh NEW_VOLUNTEER_WEIGHT. One query."""
+    from labeling.models import ParticipantSkill
+
+    rows = ParticipantSkill.objects.filter(workflow=workflow).values_list("participant_id", "p_l", "p_d")
+    return {pid: min(1.0, max(0.0, p_l + p_d - 1.0)) for pid, p_l, p_d in rows}

@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Exists, OuterRef, Q
 from django.shortcuts import redirect, render
@@ -10,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import ratelimit, tickets
+from core import gems, ratelimit, tickets
 from core.formats import parse_client_time
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
@@ -94,6 +95,9 @@ def _classify_context(
         if undo
         else 0,
         "undo_url": reverse("labeling:undo_vote", args=[workflow.project.slug, workflow.slug]),
+        # The "Rare gem?" control (core.gems): volunteer pages only, not paid-panel task pages.
+        "gems": True,
+        "gem_note_max": gems.NOTE_MAX,
     }
 
 
@@ -174,7 +178,7 @@ def submit_vote(request, project, workflow):
             request, workflow, participant, error=str(exc), again=again, slow_down=again is None
         )
         return _render(request, template, context, 429, exc.retry_after)
-    feedback = error = None
+    feedback = error = gem_message = None
     status = 200
     try:
         result = record_vote(
@@ -195,13 +199,26 @@ def submit_vote(request, project, workflow):
         if getattr(exc, "project_closed", False):  # paused or finished (core.votes.refuse_if_closed)
             return closed_page(request, workflow, str(exc), exc.status)
         error, status = str(exc), 400
+    else:
+        # Only now, with the vote accepted: a refused vote (its subject never served) flags nothing.
+        gem_message = gems.flag_with_vote(
+            request,
+            vote=result.vote,
+            subject_id=result.vote.subject_id,
+            participant=participant,
+            gem=request.POST.get("gem"),
+            note=request.POST.get("gem_note"),
+        ).message
     if not request.htmx and error is None:
         if feedback:
             request.session[f"feedback-{workflow.pk}"] = feedback
+        if gem_message:
+            messages.warning(request, gem_message)
         return redirect("labeling:classify", workflow.project.slug, workflow.slug)
     context = _classify_context(
         request, workflow, participant, feedback=feedback, error=error, feedback_for=subject_id
     )
+    context["gem_message"] = gem_message
     return _render(request, template, context, status)
 
 

@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from core.formats import json_safe
 from core.models import ModelVersion, Subject, Workflow
-from core.rounds import count_as_trained_on, fail_unfinished_versions, queue_round
+from core.rounds import count_as_trained_on, fail_unfinished_versions, queue_round, round_succeeded
 from core.storage import open_stored, private_storage, random_name
 from jobs.models import Job
 from jobs.services import GPU, JobRun, on_sweep, open_job, queue_job, register
@@ -894,6 +894,7 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     version.metrics = {**version.metrics, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
     run.finish(Job.SUCCEEDED, f"Done: v{version.version} {version.status}", model_version=version)
+    round_succeeded(workflow, Job.TRAIN)
     return version
 
 

@@ -17,6 +17,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import gems
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params
 from core.models import Workflow
 from core.permissions import project_for
@@ -112,7 +113,8 @@ class SimilaritySearchView(APIView):
     ],
 )
 class SimilarityVoteList(ProjectScopedMixin, generics.ListAPIView):
-    """Similarity votes: per task the candidates shown and the ones chosen."""
+    """Similarity votes: per task the candidates shown and the ones chosen, and the rare-gem flag on
+    the comparison image sent with the answer (`gem`, `gem_note`)."""
 
     serializer_class = SimilarityVoteSerializer
     ordering_fields = ["id", "created_at"]
@@ -125,6 +127,6 @@ class SimilarityVoteList(ProjectScopedMixin, generics.ListAPIView):
         qs = SimilarityVote.objects.filter(
             workflow__project=self.project, task__check_candidate__isnull=True
         ).select_related("task", "participant")
-        qs = self.filter_workflow(qs)
+        qs = gems.with_gem_note(self.filter_workflow(qs))
         qs = self.filter_id(qs, "task", "task_id", "a task")
         return self.filter_dates(qs, "created", "created_at")

@@ -1,5 +1,5 @@
 """The similarity app's export: a zip with choices.csv (one tidy row per vote and candidate shown:
-no lists in cells), tasks.csv (one row per task), pairs.csv (shown/chosen counts per pair, with the
+no lists in cells; with the rare-gem flag the answer came with), tasks.csv (one row per task), pairs.csv (shown/chosen counts per pair, with the
 Wilson 95% interval of the rate) and manifest.json (counts and the SHA-256 of every file).
 
 Uses core and jobs only, like the rest of this app.
@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from core import gems
 from core.exporters import (
     DEFAULT_CHUNK,
     Column,
@@ -55,6 +56,10 @@ def _similarity_choice_columns(include_worker_ids: bool) -> list[Column]:
         Column("started_at", "datetime"),
         Column("finished_at", "datetime"),
         Column("created_at", "datetime"),
+        Column("gem", "bool", "The participant flagged the comparison image as a rare gem with this answer"),
+        Column(
+            "gem_note", "str", "The participant's note with the flag (plain text; empty without one)", 280
+        ),
     ]
 
 
@@ -95,10 +100,13 @@ def similarity_choice_rows(project, workflows, include_worker_ids: bool, upto_pk
     fields = [
         "pk", "task_id", "workflow_id", "participant_id", "participant__kind", "participant__external_id",
         "task__comparison_id", "task__comparison__external_id", "task__candidates", "task__candidate_sources",
-        "chosen", "none_similar", "started_at", "finished_at", "created_at",
+        "chosen", "none_similar", "started_at", "finished_at", "created_at", "gem_note",
     ]  # fmt: skip
-    qs = SimilarityVote.objects.filter(
-        workflow_id__in=list(slugs), pk__lte=upto_pk, task__check_candidate__isnull=True
+    # The rare-gem flag sent with each answer (core.gems): its note, "" without one, None without a flag.
+    qs = gems.with_gem_note(
+        SimilarityVote.objects.filter(
+            workflow_id__in=list(slugs), pk__lte=upto_pk, task__check_candidate__isnull=True
+        )
     )
     for chunk in keyset_chunks(qs, fields, chunk_size):
         names = _external_ids(c for row in chunk for c in (row[8] or []))
@@ -119,6 +127,7 @@ def similarity_choice_rows(project, workflows, include_worker_ids: bool, upto_pk
             start,
             end,
             made,
+            note,
         ) in chunk:
             who = (pseudonym(pid), kind, ext or None) if include_worker_ids else (pseudonym(pid), kind)
             picked = set(chosen or [])
@@ -142,6 +151,8 @@ def similarity_choice_rows(project, workflows, include_worker_ids: bool, upto_pk
                         start,
                         end,
                         made,
+                        note is not None,
+                        note or None,
                     )  # fmt: skip
                 )
         yield rows

@@ -25,3 +25,14 @@ class SimilarityVoteSerializer(ParticipantFields, serializers.Serializer):
     source = serializers.CharField()
     user_agent = serializers.CharField()
     viewport = serializers.CharField()
+    gem = serializers.SerializerMethodField(
+        help_text="The volunteer flagged the comparison image as a rare gem with this answer."
+    )
+    gem_note = serializers.SerializerMethodField(help_text="The flag's note (plain text; empty without one).")
+
+    # gem_note is annotated by the list's queryset (core.gems.with_gem_note).
+    def get_gem(self, obj) -> bool:
+        return getattr(obj, "gem_note", None) is not None
+
+    def get_gem_note(self, obj) -> str:
+        return getattr(obj, "gem_note", None) or ""

@@ -327,6 +327,19 @@ def load_index(version: ModelVersion):
     return _cached(_indexes, (version.pk, version.artifact_sha256, names.get("vectors")), build)
 
 
+def embedding_vectors(workflow: Workflow) -> tuple[np.ndarray, np.ndarray] | None:
+    """(subject ids, float32 vectors) of the workflow's active embedding's index; None without one or
+    when its files cannot be read. For apps above this one (the gems app's anomaly scores)."""
+    version = active_embedding(workflow)
+    if version is None:
+        return None
+    try:
+        index = load_index(version)
+    except EmbeddingUnavailable:
+        return None
+    return index.ids.copy(), index.matrix.float().numpy()
+
+
 def embed_arrays(version: ModelVersion, arrays: list[np.ndarray]) -> np.ndarray:
     """Embed raw images (H, W) / (H, W, 3) with a version's network → (N, D) unit vectors."""
     from mlcore.embedding_model import embed, prepare_images

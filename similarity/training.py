@@ -152,7 +152,7 @@ def embedding_round_job(run: JobRun) -> None:
 
 def _embedding_round(job: Job, run) -> ModelVersion:
     from core.formats import json_safe
-    from core.rounds import count_as_trained_on
+    from core.rounds import count_as_trained_on, round_succeeded
     from mlcore.checkpoint import save_checkpoint
     from mlcore.embedding_model import EmbeddingConfig
     from mlcore.embedding_train import TrainSettings, evaluate, train_embedding
@@ -275,6 +275,7 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     if new_agreement is not None:
         summary += f"; held-out pairwise agreement {new_agreement:.3f} (random 0.5)"
     run.finish(Job.SUCCEEDED, summary, model_version=version)
+    round_succeeded(workflow, Job.EMBED)
     return version
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -15,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import ratelimit, tickets
+from core import gems, ratelimit, tickets
 from core.formats import parse_client_time, parse_id
 from core.models import ModelVersion, Subject, Workflow
 from core.participants import participant_for_request
@@ -93,6 +94,9 @@ def _task_context(
         "error": error,
         "show_tutorial": not request.session.get(f"sim-tutorial-{workflow.pk}"),
         "submit_url": reverse("similarity:submit", args=[workflow.project.slug, workflow.slug]),
+        # The "Rare gem?" control (core.gems): volunteer pages only, not paid-panel task pages.
+        "gems": True,
+        "gem_note_max": gems.NOTE_MAX,
     }
 
 
@@ -135,7 +139,7 @@ def submit(request, project, workflow):
         ratelimit.check(request, "vote", participant)
         if task is None:
             raise services.SimilarityVoteError("This task no longer exists; here is a new one.")
-        services.record_similarity_vote(
+        result = services.record_similarity_vote(
             task=task,
             participant=participant,
             chosen=raw_chosen,
@@ -177,9 +181,23 @@ def submit(request, project, workflow):
             started_at=(request.POST.get("started_at") or None) if again else None,
         )
         return _render(request, template, context, status, getattr(exc, "retry_after", None))
+    # Only now, with the answer accepted: a refused answer (its task never served) flags nothing. The
+    # flag is about the comparison image, the one subject the volunteer was asked about.
+    gem_message = gems.flag_with_vote(
+        request,
+        vote=result.vote,
+        subject_id=task.comparison_id,
+        participant=participant,
+        gem=request.POST.get("gem"),
+        note=request.POST.get("gem_note"),
+    ).message
     if not request.htmx:
+        if gem_message:
+            messages.warning(request, gem_message)
         return redirect("similarity:classify", workflow.project.slug, workflow.slug)
-    return render(request, template, _task_context(request, workflow, participant))
+    context = _task_context(request, workflow, participant)
+    context["gem_message"] = gem_message
+    return render(request, template, context)
 
 
 def _int(value) -> int:

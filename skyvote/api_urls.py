@@ -1,6 +1,6 @@
 """URLs of the REST API, mounted at /api/ (see docs/api.md): each app's views from its api.py
 (core: projects, workflows, subject sets, model versions, uploads, exports; labeling: votes,
-subjects, skills; loop: a workflow's start-from model and "train now"; similarity: similarity votes), one flat list with the same paths and names."""
+subjects, skills; loop: a workflow's start-from model and "train now"; similarity: similarity votes; gems: gem candidates and ratings), one flat list with the same paths and names."""
 
 from csp.decorators import csp_update
 from django.urls import path
@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core import api as core_api
 from core import api_projects, api_workflows
+from gems import api as gems_api
 from labeling import api as labeling_api
 from loop import api as loop_api
 from similarity import api as similarity_api
@@ -41,6 +42,9 @@ urlpatterns = [
     path(P + "votes/", labeling_api.VoteList.as_view(), name="api_votes"),
     path(P + "similarity-votes/", similarity_api.SimilarityVoteList.as_view(), name="api_similarity_votes"),
     path(P + "skills/", labeling_api.SkillList.as_view(), name="api_skills"),
+    path(P + "gem-flags/", core_api.GemFlagList.as_view(), name="api_gem_flags"),
+    path(P + "gems/", gems_api.GemCandidateList.as_view(), name="api_gems"),
+    path(P + "gems/ratings/", gems_api.GemRatingCreate.as_view(), name="api_gem_ratings"),
     path(P + "model-versions/", core_api.ModelVersionList.as_view(), name="api_model_versions"),
     path(P + "model-versions/<int:pk>/", core_api.ModelVersionDetail.as_view(), name="api_model_version"),
     path(

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "loop",
     "panels",
     "similarity",
+    "gems",
     "skyvote",
 ]
 

@@ -36,6 +36,7 @@ urlpatterns = [
     path("", include("core.urls")),
     path("", include("panels.urls")),
     path("", include("loop.urls")),
+    path("", include("gems.urls")),
     path("", include("labeling.urls")),
 ]
 

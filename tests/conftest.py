@@ -51,6 +51,13 @@ def _media_in_tmp(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def _no_anomaly_runs_after_rounds(settings):
+    """An anomaly run follows every successful round (gems.services); tests of other things would each
+    pay for one. tests/test_gems_queue.py turns it back on."""
+    settings.SKYVOTE_GEMS = {"after_rounds": False}
+
+
+@pytest.fixture(autouse=True)
 def _rate_limits_out_of_the_way(settings):
     """Every test client comes from 127.0.0.1, and the whole suite makes more requests a minute than
     the per-address default allows; tests of the limits (tests/test_security_votes.py) set their own."""

@@ -97,6 +97,7 @@ def _project_urls(data, job) -> list[tuple[str, str]]:
             "api_uploads": ["POST"],
             "api_exports": ["GET", "POST"],
             "api_workflow_train": ["POST"],
+            "api_gem_ratings": ["POST"],
         }.get(pattern.name, ["GET"])
         urls += [(m, url) for m in methods]
     assert len(urls) >= 17

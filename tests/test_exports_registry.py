@@ -50,13 +50,15 @@ def echo(monkeypatch):
 
 def test_each_app_registers_its_exporters():
     found = {e.identifier: e for e in exporters.exporters()}
-    assert list(found) == ["votes", "labels", "light_curves", "bundle", "similarity"]  # INSTALLED_APPS order
+    # INSTALLED_APPS order
+    assert list(found) == ["votes", "labels", "light_curves", "bundle", "similarity", "gems"]
     assert {name: type(e).__module__ for name, e in found.items()} == {
         "votes": "labeling.exporters",
         "labels": "labeling.exporters",
         "light_curves": "labeling.exporters",
         "bundle": "loop.exporters",
         "similarity": "similarity.exporters",
+        "gems": "gems.exporters",
     }
     assert found["bundle"].bundle and found["bundle"].workflow_kind == Workflow.REAL_BOGUS
     assert found["similarity"].workflow_kind == Workflow.SIMILARITY and found["votes"].workflow_kind is None
@@ -118,7 +120,7 @@ def test_api_export_kinds_come_from_the_registry(client, project, workflow, owne
     assert wrong.status_code == 400 and "csv, jsonl" in wrong.json()["detail"]
     schema = json.loads(client.get(reverse("api_schema") + "?format=json").content)
     kinds = schema["components"]["schemas"]["ExportEnum"]["enum"]
-    assert kinds == ["votes", "labels", "light_curves", "bundle", "similarity", "echo"]
+    assert kinds == ["votes", "labels", "light_curves", "bundle", "similarity", "gems", "echo"]
 
 
 def _imported_apps(app: str) -> dict[str, set[str]]:
@@ -140,9 +142,13 @@ def _imported_apps(app: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     "app, forbidden",
     [
-        ("jobs", {"core", "labeling", "loop", "panels", "similarity"}),
-        ("core", {"labeling", "loop", "panels", "similarity"}),
-        ("similarity", {"labeling", "loop", "panels"}),
+        ("jobs", {"core", "labeling", "loop", "panels", "similarity", "gems"}),
+        ("core", {"labeling", "loop", "panels", "similarity", "gems"}),
+        ("similarity", {"labeling", "loop", "panels", "gems"}),
+        # gems sits on top: the apps below reach it only through the hooks it registers.
+        ("labeling", {"gems"}),
+        ("loop", {"gems"}),
+        ("panels", {"gems"}),
     ],
 )
 def test_apps_import_only_what_sits_below_them(app, forbidden):

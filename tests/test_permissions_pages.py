@@ -114,6 +114,9 @@ PAGES = {
     "loop:promote": ("POST", {}, OWNER, 302),
     "loop:start_from": ("POST", {}, OWNER, 302),
     "loop:plot": ("GET", None, READ, 200),
+    # gems: the rare-gem candidates; rating them
+    "gems:gems": ("GET", None, MEMBER, 200),
+    "gems:rate": ("POST", {"rating": "3"}, EXPERT, 302),
     # panels: batches show worker ids and payments
     "panels:batches": ("GET", None, TEAM, 200),
     "panels:batch_new": ("GET", None, TEAM, 200),

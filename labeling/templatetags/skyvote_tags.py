@@ -70,6 +70,14 @@ def tutorial_steps(workflow) -> list[dict]:
     return steps(workflow)
 
 
+@register.simple_tag
+def gem_help() -> dict:
+    """What is worth flagging as a rare gem, as sanitised HTML (core.workflow_content.gem_help)."""
+    from core.workflow_content import gem_help as texts
+
+    return texts()
+
+
 @register.filter
 def image_url(subject, role: str) -> str | None:
     return subject.image_url(role)
