@@ -47,7 +47,7 @@ from core.rounds import on_round_succeeded
 from core.storage import open_stored, private_storage, random_name
 from gems.models import AnomalyRun, AnomalyScore, GemRating
 from jobs.models import Job
-from jobs.services import GPU, JobRun, open_job, queue_job, register
+from jobs.services import GPU, SHORT, JobRun, open_job, queue_job, register
 
 log = logging.getLogger(__name__)
 
@@ -683,3 +683,83 @@ def flag_counts(workflow: Workflow):
     """{subject id: flags} of the workflow."""
     rows = GemFlag.objects.filter(workflow=workflow).values("subject").annotate(n=Count("id")).order_by()
     return {row["subject"]: row["n"] for row in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending the top candidates to a follow-up workflow
+
+SEND = "gems_send"
+MAX_SEND = 1000
+
+
+def request_send(workflow: Workflow, target: Workflow, n: int, user=None) -> tuple[Job, bool]:
+    """Queue copies of the `n` best unrated-or-rated candidates into a new subject set of `target`
+    (another workflow of the project: a similarity or typing workflow that looks closer). The list is
+    taken now, so the copies are what the team saw; each copy remembers where it came from and the
+    team's ratings, which a follow-up workflow can use as gold. GemError when it cannot be done."""
+    if target.project_id != workflow.project_id:
+        raise GemNotFound("No such workflow in this project.")
+    if target.pk == workflow.pk:
+        raise GemError("Pick another workflow: these candidates are already in this one.")
+    if not 1 <= n <= MAX_SEND:
+        raise GemError(f"Send between 1 and {MAX_SEND} candidates.")
+    table = gem_table(workflow)
+    if table is None:
+        raise GemError("No anomaly scores yet: there are no candidates to send.")
+    ids = [int(table.ids[r]) for r in table.order[:n]]
+    return queue_job(
+        SEND,
+        project=workflow.project,
+        workflow=target,
+        params={"source_workflow": workflow.pk, "subject_ids": ids},
+        user=user,
+    )
+
+
+@register(SEND, queue=SHORT, label="Send gem candidates", plain_errors=(GemError,))
+def send_job(run: JobRun) -> str:
+    """Copy the listed subjects (arrays, stamps, light curves, metadata) into a new subject set of the
+    job's workflow. A subject that cannot be read fails alone; a re-run after a lost worker finds the
+    copies already made (same set name, same external ids) and adds only what is missing."""
+    from core.ingest import add_subject, load_subject_array, load_subject_stamps
+    from core.models import SubjectSet
+
+    target = Workflow.objects.select_related("project").get(pk=run.job.workflow_id)
+    source = Workflow.objects.get(pk=run.job.params["source_workflow"])
+    ids = [int(i) for i in run.job.params.get("subject_ids") or []]
+    name = f"Gem candidates from {source.name} (job {run.job.pk})"[:200]
+    subject_set = SubjectSet.objects.filter(project=target.project, name=name).first()
+    if subject_set is None:
+        subject_set = SubjectSet.objects.create(project=target.project, name=name)
+        subject_set.workflows.add(target)
+    ratings: dict[int, list[int]] = {}
+    for subject_id, value in GemRating.objects.filter(subject_id__in=ids).values_list("subject_id", "rating"):
+        ratings.setdefault(subject_id, []).append(value)
+    subjects = Subject.objects.in_bulk(ids)
+    copied, failed = 0, []
+    for rank, subject_id in enumerate(ids, start=1):
+        subject = subjects.get(subject_id)
+        if subject is None:
+            continue
+        try:
+            stamps = load_subject_stamps(subject) if (subject.metadata or {}).get("stamps_file") else None
+            metadata = {k: v for k, v in (subject.metadata or {}).items() if k != "stamps_file"}
+            metadata["sent_from"] = {
+                "workflow": source.slug,
+                "subject": subject.pk,
+                "gem_rank": rank,
+                "gem_ratings": ratings.get(subject.pk, []),
+            }
+            add_subject(
+                project=target.project, workflow=target, subject_set=subject_set,
+                external_id=subject.external_id, array=load_subject_array(subject), metadata=metadata,
+                source="gems", object_id=subject.object_id, survey=subject.survey,
+                schema_version=subject.schema_version, light_curve=subject.light_curve, stamps=stamps or None,
+            )  # fmt: skip
+            copied += 1
+        except Exception as exc:  # one unreadable subject must not stop the rest
+            failed.append(subject.external_id)
+            run.log(f"{subject.external_id}: not copied ({exc})")
+        run.progress(rank / max(len(ids), 1), f"copied {copied} of {len(ids)}")
+    note = f"; {len(failed)} could not be read" if failed else ""
+    return f"Done: {copied} candidates in the subject set “{subject_set.name}”{note}"

@@ -483,3 +483,50 @@ def test_gems_export_columns_and_formula_safe_notes(owner, project, workflow, sc
     found.run(project, tmp_path / "gems.parquet", "parquet", workflow=workflow, params={})
     table = pq.read_table(tmp_path / "gems.parquet")
     assert table.num_rows == len(scored.subjects) and "gem_score" in table.column_names
+
+
+def send_url(workflow):
+    return reverse("gems:send", args=[workflow.project.slug, workflow.slug])
+
+
+def test_the_top_candidates_go_to_a_follow_up_workflow_with_their_ratings(
+    client, owner, member, project, workflow, scored, django_capture_on_commit_callbacks
+):
+    follow_up = Workflow.objects.create(project=project, slug="typing", name="What kind?")
+    client.force_login(owner)
+    top = page_ids(client, workflow)[:5]
+    assert client.post(rate_url(workflow, top[0]), {"rating": "5"}).status_code == 302
+    # Who may send: owners and scientists; experts and viewers 403, strangers 404.
+    for role, status in [("expert", 403), ("viewer", 403), ("other owner", 404)]:
+        other = client.__class__()
+        other.force_login(member(role))
+        assert other.post(send_url(workflow), {"target": follow_up.pk, "n": 5}).status_code == status
+    # Bad input is a message on the page, never a copy.
+    other_project = Project.objects.create(slug="other", name="Other", owner=owner)
+    foreign = Workflow.objects.create(project=other_project, slug="x", name="Elsewhere")
+    for data in (
+        {"target": follow_up.pk, "n": 0},
+        {"target": foreign.pk, "n": 5},
+        {"target": workflow.pk, "n": 5},
+    ):
+        response = client.post(send_url(workflow), data, follow=True)
+        assert response.status_code == 200 and Job.objects.filter(kind=services.SEND).count() == 0
+    assert (
+        "Send between 1 and"
+        in client.post(send_url(workflow), {"target": follow_up.pk, "n": "x"}, follow=True).content.decode()
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(send_url(workflow), {"target": follow_up.pk, "n": 5})
+    assert response.status_code == 302
+    job = Job.objects.get(kind=services.SEND)
+    assert job.status == Job.SUCCEEDED, job.error
+    copies = Subject.objects.filter(workflow=follow_up).order_by("pk")
+    assert [c.metadata["sent_from"]["subject"] for c in copies] == top
+    first = copies[0]
+    assert first.metadata["sent_from"]["gem_ratings"] == [5] and first.metadata["sent_from"]["gem_rank"] == 1
+    assert (
+        first.subject_set.name.startswith("Gem candidates from") and first.images and first.status == "active"
+    )
+    source = Subject.objects.get(pk=top[0])
+    assert first.external_id == source.external_id and Subject.objects.filter(workflow=workflow).count() == 60

@@ -117,6 +117,7 @@ PAGES = {
     # gems: the rare-gem candidates; rating them
     "gems:gems": ("GET", None, MEMBER, 200),
     "gems:rate": ("POST", {"rating": "3"}, EXPERT, 302),
+    "gems:send": ("POST", {}, OWNER, 302),  # let in, and the missing workflow told on the page
     # panels: batches show worker ids and payments
     "panels:batches": ("GET", None, TEAM, 200),
     "panels:batch_new": ("GET", None, TEAM, 200),
