@@ -86,6 +86,8 @@ def test_main_pages_have_no_serious_or_critical_violations(
     check("classify similarity")
     page.goto(f"{base}/p/{project.slug}/field-guide/")
     check("field guide")
+    page.goto(f"{base}/me/")
+    check("my classifications")
     page.goto(study_link)
     check("panel landing")
     page.check("[data-testid=consent]")
@@ -101,6 +103,7 @@ def test_main_pages_have_no_serious_or_critical_violations(
         ("exports", f"/p/{project.slug}/exports/"),
         ("panel batches", f"/p/{project.slug}/batches/"),
         ("panel batch", f"/p/{project.slug}/batches/{batch.pk}/"),
+        ("gems", f"/p/{project.slug}/{workflow.slug}/gems/"),
     ]:
         response = page.goto(base + path)
         assert response.status == 200, f"{name}: {path} answered {response.status}"
@@ -109,4 +112,4 @@ def test_main_pages_have_no_serious_or_critical_violations(
 
     failing = {name: lines for name, lines in found.items() if lines}
     assert not failing, "\n".join(f"{name}:\n  " + "\n  ".join(lines) for name, lines in failing.items())
-    assert len(found) == 12
+    assert len(found) == 14
