@@ -30,7 +30,9 @@ def retirement_job(run: JobRun) -> str:
 
 def request_aggregation(workflow: Workflow, *, user=None, method: str = "dawid_skene") -> Job:
     """Queue a full recompute of the workflow's aggregation (idempotent, so a second one is harmless)."""
-    job, _ = queue_job(Job.AGGREGATE, project=workflow.project, workflow=workflow, params={"method": method}, user=user)
+    job, _ = queue_job(
+        Job.AGGREGATE, project=workflow.project, workflow=workflow, params={"method": method}, user=user
+    )
     return job
 
 

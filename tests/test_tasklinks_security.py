@@ -79,9 +79,7 @@ def test_assignment_tokens_are_bound_to_their_batch(client, workflow, batch):
     ):
         assert client.get(reverse("panels:task", args=[token, akey])).status_code == 404
         assert client.get(reverse("panels:done", args=[token, akey])).status_code == 404
-        vote = client.post(
-            reverse("panels:vote", args=[token, akey]), {"subject": mine.subject_ids[0]}
-        )
+        vote = client.post(reverse("panels:vote", args=[token, akey]), {"subject": mine.subject_ids[0]})
         assert vote.status_code == 404
     assert not Vote.objects.exists()
 
@@ -263,9 +261,7 @@ def test_batch_pages_are_for_the_projects_owner_only(client, django_user_model, 
     for url in urls:
         assert client.get(url).status_code == 404
     assert (
-        client.post(
-            reverse("panels:batch_status", args=[slug, batch.pk]), {"status": "closed"}
-        ).status_code
+        client.post(reverse("panels:batch_status", args=[slug, batch.pk]), {"status": "closed"}).status_code
         == 404
     )
     batch.refresh_from_db()
