@@ -35,7 +35,9 @@ from similarity.models import SimilarityTask, SimilarityVote
 from similarity.upload import QueryImageError, read_query_image
 
 # The key of each tile, row by row: the 5×3 grid mirrors three rows of the keyboard.
-TILE_KEYS = ("1", "2", "3", "4", "5", "Q", "W", "E", "R", "T", "A", "S", "D", "F", "G")
+# The grid of tiles on the keyboard, row by row; the third row is Z–B so that G stays "Rare gem?", as on
+# the real/bogus page, and N stays "none similar".
+TILE_KEYS = ("1", "2", "3", "4", "5", "Q", "W", "E", "R", "T", "Z", "X", "C", "V", "B")
 
 
 def _workflow(request, project_slug: str, workflow_slug: str) -> Workflow:

@@ -64,8 +64,8 @@ def test_flag_a_gem_with_the_keyboard_and_find_it_on_my_page(page, live_server, 
     page.screenshot(path=SCREENSHOTS / "me-rare-gems.png", full_page=True)
 
 
-def test_on_the_similarity_page_g_stays_the_tiles_and_the_button_flags(page, live_server, project):
-    """Tile 15's key is G: the answer keys win (as with the stamp tools), the button still flags."""
+def test_on_the_similarity_page_g_flags_too_and_the_tiles_keep_their_keys(page, live_server, project):
+    """The tiles' keys leave G free (their third row is Z–B), so G flags here as on the real/bogus page."""
     workflow = Workflow.objects.create(project=project, slug="sim", name="Similar", kind=Workflow.SIMILARITY)
     for i in range(16):
         Subject.objects.create(
@@ -75,12 +75,13 @@ def test_on_the_similarity_page_g_stays_the_tiles_and_the_button_flags(page, liv
     page.keyboard.press("Enter")  # closes the first-visit tutorial
     page.wait_for_selector("#tutorial:not([open])", state="attached")
     toggle = page.locator("[data-testid=gem-toggle]")
-    assert toggle.get_attribute("aria-keyshortcuts") is None and toggle.locator("kbd").is_hidden()
+    assert toggle.get_attribute("aria-keyshortcuts") == "G" and toggle.locator("kbd").is_visible()
 
-    page.keyboard.press("g")
-    assert page.get_attribute('.sim-candidate[data-key="G"]', "aria-pressed") == "true"
+    page.keyboard.press("b")  # tile 15
+    assert page.get_attribute('.sim-candidate[data-key="B"]', "aria-pressed") == "true"
     assert toggle.get_attribute("aria-pressed") == "false"
-    toggle.click()
+    page.keyboard.press("g")
+    assert toggle.get_attribute("aria-pressed") == "true"
     page.wait_for_function("() => document.activeElement && document.activeElement.id === 'gem-note'")
     page.keyboard.type("spiral with a ring")
     page.keyboard.press("Escape")

@@ -32,7 +32,7 @@ def test_task_page_shows_comparison_15_keyed_tiles_tutorial_and_counter(client, 
     html, _task = _task_page(client, sim_workflow)
     assert html.count('class="sim-candidate"') == 15
     assert html.count('aria-pressed="false"') == 15
-    for key in ("1", "5", "Q", "T", "A", "G"):
+    for key in ("1", "5", "Q", "T", "Z", "B"):
         assert f'data-key="{key}"' in html
     assert 'data-testid="comparison"' in html and "No images are similar" in html
     assert '<dialog id="tutorial" data-first-visit="1"' in html  # similarity.js opens it, modally
