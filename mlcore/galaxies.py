@@ -12,6 +12,18 @@ embedding can be evaluated. Classes (``CLASSES``):
 * ``star_cluster`` — 25–160 point sources with a Plummer-like radial profile;
 * ``nebula`` — a log-normal field of power-law (1/f^β) noise under a smooth envelope: filaments, no centre.
 
+Rare classes (``RARE_CLASSES``), never drawn unless asked for, for the rare-gems benchmark
+(bench/gems.py): ``generate_cutouts(..., rare={"ring": 0.001, "lens_arc": 0.001})`` plants exactly
+``round(share × n)`` of each (at least one for a positive share) among the ``classes`` mix. Without
+``rare`` the output for a seed is what it always was.
+
+* ``ring`` — a ring galaxy: a compact core and a bright, knotty, inclined ring (radius 18–32 % of the
+  cutout, width 2–4 %) with a dark gap between them (Hoag's object, collisional rings);
+* ``lens_arc`` — a strong gravitational lens: a red elliptical (Sersic n 3–4.5) with one or two thin
+  tangential arcs at the Einstein radius (15–28 % of the cutout) spanning 50–160°, and often a
+  faint counter-image on the opposite side;
+* ``merger`` — the regular ``merger`` class above; pass ``classes`` without it to make mergers rare.
+
 Every cutout then gets its own seeing (Gaussian PSF, σ 0.6–2.2 px at 96 px), 0–3 foreground stars,
 a brightness scale and Gaussian sky noise (σ 4–25 % of the half-light isophote), so the same class looks different
 from cutout to cutout, as in a real archive.
@@ -34,6 +46,8 @@ from scipy import ndimage
 
 __all__ = [
     "CLASSES",
+    "RARE_CLASSES",
+    "RARE_CLASS_DESCRIPTIONS",
     "CLASS_DESCRIPTIONS",
     "GalaxyBatch",
     "generate_cutouts",
@@ -51,6 +65,12 @@ CLASS_DESCRIPTIONS = {
     "merger": "Two galaxies touching or overlapping, often with a faint curved tail.",
     "star_cluster": "Many separate point-like stars crowded towards the middle.",
     "nebula": "Wispy clouds and filaments filling the frame, with no single centre.",
+}
+RARE_CLASSES = ("ring", "lens_arc", "merger")
+# Kept apart from CLASS_DESCRIPTIONS (one per regular class); "merger" is described there.
+RARE_CLASS_DESCRIPTIONS = {
+    "ring": "A bright ring of knots around a small core, with a dark gap between them.",
+    "lens_arc": "A round galaxy with thin curved arcs hugging it: light bent by a gravitational lens.",
 }
 DEFAULT_SIZE = 96
 
@@ -270,6 +290,72 @@ def _nebula(rng, x, y, size):
     return img * env, {"beta": beta, "contrast": contrast}
 
 
+def _ring(rng, x, y, size):
+    x0, y0 = _centre(rng, size, jitter=0.02)
+    p = {
+        "ring_radius": float(rng.uniform(0.18, 0.32) * size),
+        "ring_width": float(rng.uniform(0.02, 0.04) * size),
+        "ellip": float(rng.uniform(0.0, 0.5)),
+        "theta": float(rng.uniform(0, np.pi)),
+        "core": float(rng.uniform(0.4, 1.0)),
+        "knots": int(rng.integers(4, 12)),
+    }
+    u, v = _rotated(x, y, x0, y0, p["theta"], p["ellip"])
+    r = np.hypot(u, v)
+    ring = np.exp(-0.5 * ((r - p["ring_radius"]) / p["ring_width"]) ** 2)
+    # Star-forming knots along the ring make it clumpy, as in real collisional rings.
+    phase = np.arctan2(v, u)
+    clumps = np.zeros_like(x)
+    for a in rng.uniform(-np.pi, np.pi, p["knots"]):
+        clumps += np.exp(-0.5 * ((np.angle(np.exp(1j * (phase - a)))) / 0.15) ** 2)
+    ring = ring * (0.6 + 0.8 * clumps / max(float(clumps.max()), 1e-12))
+    core = _bulge(x, y, x0, y0, 0.035 * size, p["theta"], p["core"])
+    return _peak_normalised(ring) + core, p
+
+
+def _lens_arc(rng, x, y, size):
+    x0, y0 = _centre(rng, size, jitter=0.02)
+    p = {
+        "einstein_radius": float(rng.uniform(0.15, 0.28) * size),
+        "n_arcs": int(rng.choice([1, 2], p=[0.6, 0.4])),
+        "arc_brightness": float(rng.uniform(0.3, 0.8)),
+        "lens_ellip": float(rng.uniform(0.0, 0.3)),
+    }
+    theta = float(rng.uniform(0, np.pi))
+    lens = _sersic(
+        x,
+        y,
+        amplitude=1.0,
+        r_eff=float(rng.uniform(0.06, 0.1) * size),
+        n=float(rng.uniform(3.0, 4.5)),
+        x0=x0,
+        y0=y0,
+        ellip=p["lens_ellip"],
+        theta=theta,
+    )
+    r = np.hypot(x - x0, y - y0)
+    phase = np.arctan2(y - y0, x - x0)
+    width = float(rng.uniform(0.012, 0.022) * size)
+    arcs = np.zeros_like(x)
+    centre_angle = float(rng.uniform(-np.pi, np.pi))
+    for k in range(p["n_arcs"]):
+        a = centre_angle + k * np.pi + rng.normal(0, 0.3)
+        span = np.deg2rad(rng.uniform(50, 160)) / 2.0
+        dphi = np.angle(np.exp(1j * (phase - a)))
+        along = np.exp(-0.5 * (dphi / (0.55 * span)) ** 4)
+        radius = p["einstein_radius"] * (1.0 + rng.normal(0, 0.04))
+        arcs += (
+            (1.0 if k == 0 else rng.uniform(0.4, 0.9)) * along * np.exp(-0.5 * ((r - radius) / width) ** 2)
+        )
+    if p["n_arcs"] == 1 and rng.random() < 0.7:
+        # The faint counter-image of a single arc, opposite it and closer in.
+        a = centre_angle + np.pi
+        cx, cy = x0 + 0.6 * p["einstein_radius"] * np.cos(a), y0 + 0.6 * p["einstein_radius"] * np.sin(a)
+        arcs += 0.35 * np.exp(-0.5 * ((x - cx) ** 2 + (y - cy) ** 2) / width**2)
+    img = _peak_normalised(lens) + p["arc_brightness"] * _peak_normalised(arcs)
+    return img, p
+
+
 def _half_light_level(img: np.ndarray) -> float:
     values = np.sort(img.ravel())[::-1]
     cumulative = np.cumsum(values)
@@ -284,6 +370,8 @@ _RENDERERS = {
     "merger": _merger,
     "star_cluster": _star_cluster,
     "nebula": _nebula,
+    "ring": _ring,
+    "lens_arc": _lens_arc,
 }
 
 
@@ -325,9 +413,18 @@ def render_cutout(kind: str, rng: np.random.Generator, size: int = DEFAULT_SIZE)
 
 
 def generate_cutouts(
-    n: int, seed: int = 0, size: int = DEFAULT_SIZE, classes: Sequence[str] = CLASSES
+    n: int,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    classes: Sequence[str] = CLASSES,
+    rare: dict[str, float] | None = None,
 ) -> GalaxyBatch:
-    """`n` cutouts with classes drawn in equal shares (shuffled). Deterministic for fixed arguments."""
+    """`n` cutouts with classes drawn in equal shares (shuffled). Deterministic for fixed arguments.
+
+    ``rare`` (default none) plants rare classes: ``{"ring": 0.001, "lens_arc": 0.005}`` makes
+    ``round(share × n)`` cutouts of each (at least one where the share is positive and n allows), the
+    rest shared equally by ``classes``, all shuffled together. Without it the output is unchanged.
+    """
     if n < 0:
         raise ValueError("n must be non-negative")
     classes = tuple(classes)
@@ -335,7 +432,23 @@ def generate_cutouts(
     if unknown or not classes:
         raise ValueError(f"unknown classes {unknown}; choose from {', '.join(CLASSES)}")
     rng = np.random.default_rng(seed)
-    labels = [classes[i % len(classes)] for i in range(n)]
+    if rare:
+        bad = [c for c in rare if c not in _RENDERERS]
+        if bad or any(not 0.0 <= float(v) <= 1.0 for v in rare.values()):
+            raise ValueError(
+                f"rare must map classes from {', '.join(_RENDERERS)} to shares in [0, 1]; got {rare}"
+            )
+        planted: list[str] = []
+        for kind, share in rare.items():
+            count = int(round(float(share) * n))
+            if share > 0:
+                count = max(count, 1)
+            planted += [kind] * count
+        if len(planted) > n:
+            raise ValueError(f"rare shares ask for {len(planted)} cutouts out of {n}")
+        labels = [classes[i % len(classes)] for i in range(n - len(planted))] + planted
+    else:
+        labels = [classes[i % len(classes)] for i in range(n)]
     rng.shuffle(labels)
     images = np.empty((n, size, size), dtype=np.float32)
     params: list[dict] = []

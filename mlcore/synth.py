@@ -44,6 +44,9 @@ BOGUS_SUBTYPES = (
     "hot_pixel",
 )
 ALL_SUBTYPES = REAL_SUBTYPES + BOGUS_SUBTYPES
+# Rare real subtypes, planted only on request (``generate_triplets(..., rare={...})``), never part of
+# the regular mix, so existing seeds give exactly what they always gave.
+RARE_SUBTYPES = ("nuclear_flare_dipole",)
 
 SUBTYPE_DESCRIPTIONS: dict[str, str] = {
     "new_point_source": (
@@ -80,6 +83,13 @@ SUBTYPE_DESCRIPTIONS: dict[str, str] = {
     "hot_pixel": (
         "A single defective detector pixel or column that is much brighter than its neighbours, with no "
         "star-like profile around it."
+    ),
+}
+# Kept apart from SUBTYPE_DESCRIPTIONS, which the field guide shows for the regular subtypes.
+RARE_SUBTYPE_DESCRIPTIONS: dict[str, str] = {
+    "nuclear_flare_dipole": (
+        "A flare on the core of a bright galaxy whose subtraction was also slightly misaligned: a round "
+        "positive blob sitting on a positive/negative 'yin-yang' residual of the galaxy's core."
     ),
 }
 
@@ -709,6 +719,7 @@ def generate_triplets(
     hard_fraction: float = 0.0,
     size: int = 63,
     subtypes: list[str] | None = None,
+    rare: dict[str, float] | None = None,
 ) -> SynthBatch:
     """Generate ``n`` ZTF-like (science, reference, difference) triplets.
 
@@ -723,6 +734,11 @@ def generate_triplets(
         during development: AUC 0.965 at 0.5 with 2,000 labels and 15 epochs, still improving).
     size: cutout side in pixels (ZTF: 63). At least 21.
     subtypes: restrict to these subtypes (uniform within each class); default all.
+    rare: plant rare subtypes (``RARE_SUBTYPES``), e.g. ``{"nuclear_flare_dipole": 0.001}``: that share
+        of the subjects (``round(share × n)``, at least one) is replaced, at seeded positions, by the rare
+        kind (label real). Default none: the batch is exactly what it is without the option.
+        ``nuclear_flare_dipole``: a ``nuclear_transient`` (a point source on a 15.5–19 mag galaxy core)
+        whose host is also misregistered by 0.4–1.2 px, so the flare sits on a dipole.
     """
     if not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -768,9 +784,61 @@ def generate_triplets(
         metadata.extend(
             _metadata(meta_rng, imgs, cond, labels[lo:hi], hard[lo:hi], sub[lo:hi], size, lo, seed)
         )
-    return SynthBatch(
+    batch = SynthBatch(
         images=images, labels=labels, subtypes=[ALL_SUBTYPES[i] for i in sub], metadata=metadata
     )
+    if rare:
+        _plant_rare(batch, rare, seed, hard_fraction, size)
+    return batch
+
+
+def _plant_rare(
+    batch: SynthBatch, rare: dict[str, float], seed: int, hard_fraction: float, size: int
+) -> None:
+    """Replace seeded positions of ``batch`` by rare subtypes (in place). Draws from its own generator,
+    so everything not replaced is identical to the batch without ``rare``."""
+    n = len(batch)
+    bad = [k for k in rare if k not in RARE_SUBTYPES]
+    if bad or any(not 0.0 <= float(v) <= 1.0 for v in rare.values()):
+        raise ValueError(
+            f"rare must map subtypes from {', '.join(RARE_SUBTYPES)} to shares in [0, 1]; got {rare}"
+        )
+    counts = {k: (max(1, int(round(float(v) * n))) if v > 0 else 0) for k, v in rare.items()}
+    total = sum(counts.values())
+    if total > n:
+        raise ValueError(f"rare shares ask for {total} subjects out of {n}")
+    if total == 0:
+        return
+    rng = np.random.default_rng([seed, 0x6A4E])
+    positions = rng.choice(n, size=total, replace=False)
+    base = generate_triplets(
+        total,
+        seed=int(rng.integers(2**31 - 1)),
+        hard_fraction=hard_fraction,
+        size=size,
+        subtypes=["nuclear_transient"],
+    )
+    kinds = [k for k, c in counts.items() for _ in range(c)]
+    for j, (pos, kind) in enumerate(zip(positions, kinds, strict=True)):
+        img = base.images[j].copy()
+        ref = np.nan_to_num(img[1], nan=0.0)
+        host = ref - np.median(ref)
+        # A misregistered reference: the host's core leaves a positive/negative pair under the flare.
+        shift = rng.uniform(0.4, 1.2)
+        angle = rng.uniform(0, 2 * np.pi)
+        dipole = (
+            ndimage.shift(host, (shift * np.sin(angle), shift * np.cos(angle)), order=1, mode="nearest")
+            - host
+        )
+        img[2] = img[2] + dipole.astype(np.float32)
+        batch.images[pos] = img
+        batch.labels[pos] = 1
+        batch.subtypes[pos] = kind
+        meta = dict(base.metadata[j])
+        meta["objectId"] = batch.metadata[pos]["objectId"]
+        meta["candid"] = batch.metadata[pos]["candid"]
+        meta["rare"] = kind
+        batch.metadata[pos] = meta
 
 
 def _metadata(rng, imgs, cond, labels, hard, sub, size, offset, seed) -> list[dict]:
