@@ -193,7 +193,7 @@ class WorkflowSettingsForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         values = {**{f: getattr(self.instance, f) for f in self.Meta.fields}, **data}
-        for field, message in workflows.settings_errors(values, kind=self.instance.kind).items():
+        for field, message in workflows.settings_errors(values).items():
             if field in self.fields:
                 self.add_error(field, message)
             else:

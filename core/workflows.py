@@ -128,7 +128,7 @@ def check_gold_schedule(schedule) -> list:
     return cleaned
 
 
-def settings_errors(values: dict, kind: str = Workflow.REAL_BOGUS) -> dict[str, str]:
+def settings_errors(values: dict) -> dict[str, str]:
     """field → message for every rule the settings break (empty when they are fine)."""
     errors: dict[str, str] = {}
     v = values.get
@@ -136,8 +136,8 @@ def settings_errors(values: dict, kind: str = Workflow.REAL_BOGUS) -> dict[str, 
         errors["retirement_limit"] = "At least 1: a subject needs a vote before it retires."
     if v("train_every") is not None and v("train_every") < 0:
         errors["train_every"] = "0 (train only by hand) or more."
-    if kind == Workflow.SIMILARITY:
-        return errors
+    # Every kind's settings are checked, whether its pages use them or not: the database holds
+    # constraints on all of them (a negative min_votes on a similarity workflow must be a 400, not a 500).
     if v("retirement_rule") not in (None, *dict(Workflow.RULES)):
         errors["retirement_rule"] = f"One of {', '.join(dict(Workflow.RULES))}."
     if v("min_votes") is not None and v("min_votes") < 1:
@@ -330,7 +330,7 @@ def _apply_settings(workflow: Workflow, settings: dict) -> None:
         )
     values = {f: getattr(workflow, f) for f in SETTING_FIELDS}
     values.update(settings)
-    errors = settings_errors(_numbers(values), kind=workflow.kind)
+    errors = settings_errors(_numbers(values))
     if errors:
         field, message = next(iter(errors.items()))
         raise BuilderError(message, field)
@@ -471,9 +471,7 @@ def checklist(workflow: Workflow) -> list[CheckItem]:
                 required=False,
             )
         items.append(gold)
-    errors = settings_errors(
-        {f: getattr(workflow, f) for f in SETTING_FIELDS if f != "comparison_set"}, workflow.kind
-    )
+    errors = settings_errors({f: getattr(workflow, f) for f in SETTING_FIELDS if f != "comparison_set"})
     if workflow.kind == Workflow.REAL_BOGUS:
         rule = dict(Workflow.RULES).get(workflow.retirement_rule, workflow.retirement_rule)
         detail = {

@@ -454,6 +454,19 @@ def test_api_bad_input_is_a_400_by_field(client, owner, workflow, body, field, m
     assert field in resp.json() and message in str(resp.json()[field])
 
 
+def test_a_similarity_workflows_settings_are_checked_too(client, owner, project):
+    """The database's constraints hold for every kind: bad numbers are a 400 by field, never a 500."""
+    similar = Workflow.objects.create(project=project, slug="sim", name="Similar", kind=Workflow.SIMILARITY)
+    client.force_login(owner)
+    url = reverse("api_workflow", args=[project.slug, similar.pk])
+    for body, field in [
+        ({"min_votes": -50}, "min_votes"),
+        ({"exploration_share": 3e244}, "exploration_share"),
+    ]:
+        resp = api(client, "patch", url, body)
+        assert resp.status_code == 400 and field in resp.json(), resp.content
+
+
 def test_api_permissions(client, project, workflow, member, django_user_model):
     url = reverse("api_workflows", args=[project.slug])
     detail = reverse("api_workflow", args=[project.slug, workflow.pk])
