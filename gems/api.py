@@ -115,19 +115,12 @@ class GemCandidateList(ProjectScopedMixin, APIView):
         return paginator.get_paginated_response(self._rows(workflow, table, page or [], start))
 
     def _rows(self, workflow, table, chosen, start):
-        from core.models import GemFlag, Subject
+        from core.models import Subject
         from gems.models import GemRating
 
         ids = [int(table.ids[r]) for r in chosen]
         external = dict(Subject.objects.filter(pk__in=ids).values_list("pk", "external_id"))
-        notes: dict[int, list] = {}
-        for subject_id, note in (
-            GemFlag.objects.filter(workflow=workflow, subject_id__in=ids)
-            .exclude(note="")
-            .order_by("created_at", "pk")
-            .values_list("subject_id", "note")
-        ):
-            notes.setdefault(subject_id, []).append(note)
+        notes = {k: [note for note, _ in v] for k, v in services.flag_notes(workflow, ids).items()}
         ratings: dict[int, list] = {}
         for g in GemRating.objects.filter(workflow=workflow, subject_id__in=ids).order_by("updated_at", "pk"):
             ratings.setdefault(g.subject_id, []).append(

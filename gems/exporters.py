@@ -19,7 +19,7 @@ from core.exporters import (
     register_exporter,
     write_table,
 )
-from core.models import GemFlag, Project, Subject
+from core.models import Project, Subject
 from gems import services
 from gems.models import GemRating
 
@@ -65,14 +65,7 @@ def gem_rows(project: Project, workflows):
             part = order[begin : begin + CHUNK]
             ids = [int(table.ids[r]) for r in part]
             external = dict(Subject.objects.filter(pk__in=ids).values_list("pk", "external_id"))
-            notes: dict[int, list[str]] = {}
-            for subject_id, note in (
-                GemFlag.objects.filter(workflow=workflow, subject_id__in=ids)
-                .exclude(note="")
-                .order_by("created_at", "pk")
-                .values_list("subject_id", "note")
-            ):
-                notes.setdefault(subject_id, []).append(note)
+            notes = {k: [note for note, _ in v] for k, v in services.flag_notes(workflow, ids).items()}
             ratings: dict[int, list[str]] = {}
             for subject_id, value, user_id, when in (
                 GemRating.objects.filter(workflow=workflow, subject_id__in=ids)

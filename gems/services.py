@@ -589,6 +589,20 @@ class GemPage:
     run: AnomalyRun | None
 
 
+def flag_notes(workflow: Workflow, ids) -> dict[int, list[tuple[str, int]]]:
+    """{subject id: [(note, participant id), ...]} of the volunteers' non-empty notes, oldest first, in
+    one query: the page, the API and the export show the same notes."""
+    notes: dict[int, list[tuple[str, int]]] = {}
+    for subject_id, note, participant_id in (
+        GemFlag.objects.filter(workflow=workflow, subject_id__in=ids)
+        .exclude(note="")
+        .order_by("created_at", "pk")
+        .values_list("subject_id", "note", "participant_id")
+    ):
+        notes.setdefault(subject_id, []).append((note, participant_id))
+    return notes
+
+
 def candidates_page(workflow: Workflow, user, *, page: int = 1, show: str = "review") -> GemPage:
     """One page of PAGE_SIZE candidates, best first: those nobody rated yet ("review"), or the rated
     ones ("rated")."""
@@ -603,15 +617,11 @@ def candidates_page(workflow: Workflow, user, *, page: int = 1, show: str = "rev
     chosen = order[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
     ids = [int(table.ids[r]) for r in chosen]
     subjects = Subject.objects.in_bulk(ids)
-    notes: dict[int, list] = {}
     project = workflow.project
-    for subject_id, note, participant_id in (
-        GemFlag.objects.filter(workflow=workflow, subject_id__in=ids)
-        .exclude(note="")
-        .order_by("created_at", "pk")
-        .values_list("subject_id", "note", "participant_id")
-    ):
-        notes.setdefault(subject_id, []).append((note, project.pseudonym(participant_id)))
+    notes = {
+        subject_id: [(note, project.pseudonym(participant_id)) for note, participant_id in found]
+        for subject_id, found in flag_notes(workflow, ids).items()
+    }
     ratings: dict[int, list] = {}
     for rating in GemRating.objects.filter(workflow=workflow, subject_id__in=ids).select_related("rated_by"):
         ratings.setdefault(rating.subject_id, []).append(rating)
