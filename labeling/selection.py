@@ -39,6 +39,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 
 from core import tickets
 from core.models import Participant, Subject, Workflow
+from core.sampling import random_window
 from labeling.labels import GOLD_ANSWERS
 from labeling.models import Vote, VoteRetraction
 
@@ -103,12 +104,7 @@ def _returning_skip(workflow: Workflow, participant: Participant, pool_exhausted
 
 
 def _random_pick(qs, rng: random.Random):
-    pivot = rng.random()
-    ids = list(qs.filter(random_key__gte=pivot).order_by("random_key").values_list("pk", flat=True)[:TOP_FEW])
-    if len(ids) < TOP_FEW:
-        ids += list(
-            qs.filter(random_key__lt=pivot).order_by("random_key").values_list("pk", flat=True)[:TOP_FEW]
-        )
+    ids = random_window(qs, rng, TOP_FEW)
     return rng.choice(ids) if ids else None
 
 
