@@ -43,15 +43,27 @@ def locked_skill(workflow: Workflow, participant_id: int) -> ParticipantSkill:
     return ParticipantSkill.objects.select_for_update().get(workflow=workflow, participant_id=participant_id)
 
 
-def update_on_vote(vote: Vote, subject: Subject, workflow: Workflow) -> tuple[float, float] | None:
-    """Incremental update for one new, non-skip vote; the caller holds the subject's row lock
-    and saves the subject's p_real and aggregation_method. Returns the (P_L, P_D) the vote was
-    weighed with (None if it moved nothing), which undoing it needs (labeling.services.undo_vote)."""
+def weighing_skill(workflow: Workflow, participant_id: int, answer: str) -> ParticipantSkill | None:
+    """The locked skill row a new vote with this answer will be weighed with, or None when the answer
+    moves nothing ("not sure", a skip). Taken before the vote is stored, so that the vote row is
+    written once with the (P_L, P_D) that undoing it needs (labeling.services.undo_vote)."""
     # The workflow says which answers count as real or bogus; "not sure" and the like move nothing.
+    if workflow.kind != Workflow.REAL_BOGUS or CLASS_OF_ANSWER.get(workflow.answer_class(answer)) is None:
+        return None
+    return locked_skill(workflow, participant_id)
+
+
+def update_on_vote(
+    vote: Vote, subject: Subject, workflow: Workflow, skill: ParticipantSkill | None = None
+) -> tuple[float, float] | None:
+    """Incremental update for one new, non-skip vote; the caller holds the subject's row lock
+    and saves the subject's p_real and aggregation_method. `skill`: the row from `weighing_skill`,
+    when the caller locked it already. Returns the (P_L, P_D) the vote was weighed with (None if it
+    moved nothing)."""
     said = CLASS_OF_ANSWER.get(workflow.answer_class(vote.answer))
     if workflow.kind != Workflow.REAL_BOGUS or said is None:
         return None
-    skill = locked_skill(workflow, vote.participant_id)
+    skill = skill or locked_skill(workflow, vote.participant_id)
     weighed = (float(skill.p_l), float(skill.p_d))
 
     p = subject.p_real if subject.p_real is not None else workflow.swap_prior

@@ -87,6 +87,8 @@ def record_vote(
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
+    weighing: dict = {}
+
     def build() -> Vote:
         if source != "import":  # imports record votes made elsewhere, before: the lifecycle is for new ones
             refuse_if_closed(workflow.project_id, ticket)
@@ -116,9 +118,17 @@ def record_vote(
                 as_gold = False
             if source in Vote.SERVED_SOURCES:
                 _replace_open_skip(workflow, subject, participant, key)
+        # The skill this vote is weighed with, locked after the subject (the order every vote takes):
+        # the vote row is written once, with the weights an undo needs.
+        weighing["skill"] = (
+            aggregation.weighing_skill(workflow, participant.pk, answer) if answer != Vote.SKIP else None
+        )
+        skill = weighing["skill"]
         vote = Vote(
             workflow=workflow,
             subject=subject,
+            swap_p_l=float(skill.p_l) if skill is not None else None,
+            swap_p_d=float(skill.p_d) if skill is not None else None,
             participant=participant,
             answer=answer,
             idempotency_key=key,
@@ -142,7 +152,7 @@ def record_vote(
         return vote
 
     def created(vote: Vote) -> VoteResult:
-        retired_now = _apply_vote(vote, vote.subject, workflow)
+        retired_now = _apply_vote(vote, vote.subject, workflow, weighing.get("skill"))
         transaction.on_commit(lambda: _after_commit(workflow.pk))
         return VoteResult(
             vote, created=True, retired_now=retired_now, feedback=gold_feedback(vote, vote.subject)
@@ -212,19 +222,17 @@ def _retract(vote: Vote, participant: Participant, reason: str) -> bool:
     return True
 
 
-def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow) -> bool:
-    """Counts, belief and retirement for one new vote; the subject row is locked."""
+def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow, skill=None) -> bool:
+    """Counts, belief and retirement for one new vote; the subject row (and `skill`, the volunteer's
+    skill row when the vote moves P(real)) is locked."""
     if vote.answer == Vote.SKIP:
         return False
     subject.vote_count += 1
     counts = dict(subject.answer_counts or {})
     counts[vote.answer] = counts.get(vote.answer, 0) + 1
     subject.answer_counts = counts
-    weights = aggregation.update_on_vote(vote, subject, workflow)
+    aggregation.update_on_vote(vote, subject, workflow, skill)
     subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
-    if weights is not None:
-        vote.swap_p_l, vote.swap_p_d = weights
-        vote.save(update_fields=["swap_p_l", "swap_p_d"])
     return retirement.retire_if_decided(subject, workflow)
 
 
