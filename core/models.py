@@ -236,6 +236,29 @@ class Workflow(models.Model):
     min_votes = models.PositiveIntegerField(default=2)
     max_votes = models.PositiveIntegerField(default=20)
     consensus_fraction = models.FloatField(default=0.8)
+    # Follow-up questions ("What kind?" after an answer) and their types (core.followups). Retirement
+    # also waits for the type where the workflow asks: the type posterior's maximum reaches
+    # type_confidence (or max_votes is reached).
+    followups = models.JSONField(default=list, blank=True)
+    type_retirement = models.BooleanField(
+        default=False, help_text="Retire only when the type is decided too (or after max votes)."
+    )
+    type_confidence = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.5), MaxValueValidator(1.0)],
+        help_text="A type is decided when its posterior reaches this (0.5 to 1).",
+    )
+    # The model as one more voter (labeling.aggregation): its calibrated score enters P(real) with the
+    # confusion it showed on gold. Labels decided with its help are marked (Subject.decided_with_model)
+    # and training leaves them out unless model_helped_training says otherwise.
+    model_votes = models.BooleanField(
+        default=False, help_text="The active model's calibrated score counts as one more vote."
+    )
+    model_helped_training = models.BooleanField(
+        default=False,
+        help_text="Train on labels the model helped decide (off: they are left out, so the model does not "
+        "learn its own mistakes).",
+    )
 
     # Selection: gold subjects on a schedule, an exploration share, the active model's ranking.
     gold_schedule = models.JSONField(default=default_gold_schedule)
@@ -421,10 +444,22 @@ class Subject(models.Model):
     # Aggregated belief: P(real) and how it was computed.
     p_real = models.FloatField(null=True, blank=True)
     aggregation_method = models.CharField(max_length=30, blank=True)
+    # The type (core.followups): follow-up answers counted by type key, the type posterior
+    # ({type key: probability}; from the counts on each vote, from Dawid–Skene on K classes after a
+    # recompute) and the decided type ("" until its maximum reaches the workflow's type_confidence).
+    type_counts = models.JSONField(default=dict, blank=True)
+    type_posterior = models.JSONField(default=dict, blank=True)
+    decided_type = models.CharField(max_length=30, blank=True)
+    # P(real) was decided with the model voting (labeling.aggregation): exports say so, training may
+    # leave such labels out.
+    decided_with_model = models.BooleanField(default=False)
 
     # Active model's opinion; never shown to volunteers before they answer.
     model_score = models.FloatField(null=True, blank=True)
     model_uncertainty = models.FloatField(null=True, blank=True)
+    # The type head's most likely type and its probability (models with a type head only).
+    model_type = models.CharField(max_length=30, blank=True)
+    model_type_p = models.FloatField(null=True, blank=True)
     acquisition_score = models.FloatField(null=True, blank=True)
     # Selection: higher first. Random until a model ranks the pool.
     priority = models.FloatField(default=0.0)

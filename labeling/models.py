@@ -18,6 +18,9 @@ class Vote(models.Model):
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="votes")
     participant = models.ForeignKey(Participant, on_delete=models.PROTECT, related_name="votes")
     answer = models.CharField(max_length=30)
+    # The answer to the follow-up question (core.followups): a type key, "not_sure", or "" (none asked,
+    # or passed).
+    followup = models.CharField(max_length=30, blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -101,6 +104,9 @@ class ParticipantSkill(models.Model):
     bogus_seen = models.FloatField(default=0.0)
     bogus_said_bogus = models.FloatField(default=0.0)
     confusion = models.JSONField(default=list, blank=True, help_text="Dawid–Skene confusion matrix")
+    # Dawid–Skene on the types (K classes): {"classes": [type keys], "matrix": K×K rows (true type) of
+    # P(says column | true row)}; {} until a recompute has seen this volunteer name a type.
+    type_confusion = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
