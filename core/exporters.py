@@ -99,10 +99,20 @@ class ExportError(ValueError):
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # int, float, str, bool, datetime
+    kind: str  # int, float, str, bool, datetime, list (of str), matrix (list of lists of float)
     description: str = ""
     width: int = 0  # FITS string width (bytes); 0 for non-strings
     unit: str = ""
+
+
+# Nested columns: Parquet keeps them nested (list<string>, list<list<double>>), JSON Lines as JSON
+# arrays; CSV, ECSV and FITS (no nesting there) hold compact JSON text (`json_text`).
+NESTED_KINDS = ("list", "matrix")
+
+
+def json_text(value) -> str | None:
+    """Compact JSON of a nested cell (None stays missing): the text CSV, ECSV and FITS hold."""
+    return None if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,12 +229,16 @@ class CsvWriter:
         self.bools = [i for i, c in enumerate(columns) if c.kind == "bool"]
         # Text cells only: a number column's -0.5 stays a number (core.formats.csv_safe).
         self.texts = [i for i, c in enumerate(columns) if c.kind == "str"]
+        # JSON text starts with [ or {: nothing a spreadsheet runs as a formula.
+        self.nested = [i for i, c in enumerate(columns) if c.kind in NESTED_KINDS]
 
     def write(self, rows: list[tuple]) -> None:
         dt, bools, texts = self.dt, self.bools, self.texts
         out = []
         for row in rows:
             row = list(row)
+            for i in self.nested:
+                row[i] = json_text(row[i])
             for i in dt:
                 if row[i] is not None and not isinstance(row[i], str):
                     row[i] = row[i].isoformat()
@@ -277,6 +291,8 @@ class ParquetWriter:
             "str": pa.string(),
             "bool": pa.bool_(),
             "datetime": pa.timestamp("us", tz="UTC"),
+            "list": pa.list_(pa.string()),
+            "matrix": pa.list_(pa.list_(pa.float64())),
         }
         fields = [
             pa.field(
@@ -325,10 +341,12 @@ class FitsWriter:
             "bool": ("S1", "L"),
             "datetime": ("S32", "32A"),
         }
+        # Nested cells are JSON text here: FITS tables hold no lists of varying shape.
+        text = ("str", *NESTED_KINDS)
         self.dtype = np.dtype(
-            [(c.name, f"S{c.width}" if c.kind == "str" else spec[c.kind][0]) for c in columns]
+            [(c.name, f"S{c.width}" if c.kind in text else spec[c.kind][0]) for c in columns]
         )
-        self.tforms = [f"{c.width}A" if c.kind == "str" else spec[c.kind][1] for c in columns]
+        self.tforms = [f"{c.width}A" if c.kind in text else spec[c.kind][1] for c in columns]
 
     def _cell(self, column: Column, value):
         kind = column.kind
@@ -340,6 +358,8 @@ class FitsWriter:
             return b"" if value is None else (b"T" if value else b"F")
         if kind == "datetime":
             return b"" if value is None else _text(value).encode("ascii")
+        if kind in NESTED_KINDS:
+            value = json_text(value)
         text = "" if value is None else str(value)
         # FITS strings are ASCII; a truncated field is better than a failed export.
         return text.encode("ascii", "replace")[: column.width]
@@ -417,7 +437,8 @@ class EcsvWriter:
     def __init__(self, path: Path, columns: list[Column], meta: dict):
         from astropy.table import Table
 
-        dtypes = {"int": "i8", "float": "f8", "str": "U1", "bool": "?", "datetime": "U1"}
+        dtypes = {"int": "i8", "float": "f8", "str": "U1", "bool": "?", "datetime": "U1", "list": "U1"}
+        dtypes["matrix"] = "U1"
         table = Table()
         for c in columns:
             table[c.name] = np.zeros(0, dtype=dtypes[c.kind])
@@ -432,11 +453,14 @@ class EcsvWriter:
         self.writer = csv.writer(self.handle, lineterminator="\n")
         self.dt = [i for i, c in enumerate(columns) if c.kind == "datetime"]
         self.bools = [i for i, c in enumerate(columns) if c.kind == "bool"]
+        self.nested = [i for i, c in enumerate(columns) if c.kind in NESTED_KINDS]
 
     def write(self, rows: list[tuple]) -> None:
         out = []
         for row in rows:
             row = list(row)
+            for i in self.nested:
+                row[i] = json_text(row[i])
             for i in self.dt:
                 row[i] = _text(row[i])
             for i in self.bools:

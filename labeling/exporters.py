@@ -1,11 +1,13 @@
 """The volunteering app's exports: raw votes (one row per vote) and labels (one row per subject of a
-real/bogus workflow, with the crowd's P(real), the decided label and the active model's score).
+real/bogus workflow, with the crowd's P(real), the decided label and the active model's score; its
+type posterior and decided type where the workflow asks "What kind?") and volunteers (their skill).
 
 | export | formats | one row per |
 | --- | --- | --- |
 | votes | csv, jsonl, parquet | vote (flat columns, client metadata in columns of its own, the rare-gem flag sent with it) |
 | labels | csv, parquet, fits, ecsv | subject of a real/bogus workflow (with how many volunteers flagged it as a rare gem) |
 | light_curves | csv, parquet, fits | light-curve point of a subject of a real/bogus workflow (Subject.light_curve) |
+| volunteers | csv, parquet, fits | volunteer and real/bogus workflow (ParticipantSkill: SWAP and Dawid-Skene skill, type confusion) |
 
 Votes a volunteer took back (undone, or a skip replaced by the answer given when the subject came
 back: labeling.models.VoteRetraction) are left out of the votes export, as they are left out of every
@@ -36,6 +38,7 @@ from core.exporters import (
     base_meta,
     datetime_text,
     iso,
+    json_text,
     keyset_chunks,
     model_info,
     project_workflows,
@@ -43,6 +46,7 @@ from core.exporters import (
     register_exporter,
     write_table,
 )
+from core.followups import type_keys, type_labels
 from core.models import GemFlag, Project, Subject, Workflow
 from labeling.labels import decided_filter, label_of
 from labeling.models import Vote
@@ -75,6 +79,13 @@ def _vote_columns(include_worker_ids: bool) -> list[Column]:
         Column("viewport", "str", "Browser viewport, e.g. 1280x800", 40),
         Column("gem", "bool", "The volunteer flagged the subject as a rare gem with this vote"),
         Column("gem_note", "str", "The volunteer's note with the flag (plain text; empty without one)", 280),
+        Column(
+            "followup",
+            "str",
+            "Answer to the follow-up question (What kind?): a type key of the workflow, not_sure, or empty "
+            "(none asked, or passed)",
+            30,
+        ),
     ]
     return cols
 
@@ -110,6 +121,46 @@ LABEL_COLUMNS = [
     Column("survey_score_name", "str", "reliability, drb or rb", 20),
     Column("n_gem_flags", "int", "Volunteers who flagged the subject as a rare gem"),
 ]
+# Typed labels (core.followups) and the model as a voter. They come after the columns above, so those
+# keep their places: these four in every labels export, then one p_type_<key> per type of the exported
+# workflows (`label_columns`; none for workflows without follow-up types).
+LABEL_TYPE_COLUMNS = [
+    Column(
+        "decided_with_model", "bool", "P(real) was decided with the model voting (workflow's model_votes)"
+    ),
+    Column(
+        "decided_type",
+        "str",
+        "Decided type (a type key) once its posterior reaches the workflow's type "
+        "confidence; empty until then",
+        30,
+    ),
+    Column("model_type", "str", "Active model's most likely type (a type key; models with a type head)", 30),
+    Column("model_type_p", "float", "Active model's probability of model_type"),
+]
+
+
+def workflow_types(workflows: list[Workflow]) -> dict[str, str]:
+    """{type key: label} of the workflows' follow-up types, in type_keys order, first workflow first
+    (a key two workflows share keeps the first one's label)."""
+    found: dict[str, str] = {}
+    for wf in workflows:
+        labels = type_labels(wf.followups)
+        for key in type_keys(wf.followups):
+            found.setdefault(key, labels.get(key, key))
+    return found
+
+
+def label_columns(types: dict[str, str]) -> list[Column]:
+    """The labels export's columns: LABEL_COLUMNS, LABEL_TYPE_COLUMNS, then p_type_<key> per type."""
+    return [
+        *LABEL_COLUMNS,
+        *LABEL_TYPE_COLUMNS,
+        *(
+            Column(f"p_type_{key}", "float", f"Crowd posterior P(type = {label})")
+            for key, label in types.items()
+        ),
+    ]
 
 
 def vote_queryset(project: Project, workflow: Workflow | None = None, upto_pk: int | None = None):
@@ -134,7 +185,7 @@ def vote_rows(
     fields = [
         "pk", "participant_id", "participant__kind", "participant__external_id", "workflow_id",
         "subject_id", "subject__external_id", "answer", "was_gold", "gold_correct", "subject_was_retired",
-        "source", "user_agent", "viewport",
+        "source", "user_agent", "viewport", "followup",
     ]  # fmt: skip
     qs, times = datetime_text(
         vote_queryset(project, workflow, upto_pk), ["started_at", "finished_at", "created_at"]
@@ -145,16 +196,16 @@ def vote_rows(
         if include_worker_ids:
             yield [
                 (pk, pseudonym(pid), kind, ext or None, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
-                 gold, correct, late, source, agent, viewport, note is not None, note or None)
-                for pk, pid, kind, ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2,
-                note in chunk
+                 gold, correct, late, source, agent, viewport, note is not None, note or None, followup or None)
+                for pk, pid, kind, ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, followup,
+                t0, t1, t2, note in chunk
             ]  # fmt: skip
         else:
             yield [
                 (pk, pseudonym(pid), kind, slugs[wid], sid, sext, answer, iso(t0), iso(t1), iso(t2),
-                 gold, correct, late, source, agent, viewport, note is not None, note or None)
-                for pk, pid, kind, _ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, t0, t1, t2,
-                note in chunk
+                 gold, correct, late, source, agent, viewport, note is not None, note or None, followup or None)
+                for pk, pid, kind, _ext, wid, sid, sext, answer, gold, correct, late, source, agent, viewport, followup,
+                t0, t1, t2, note in chunk
             ]  # fmt: skip
 
 
@@ -203,15 +254,20 @@ def label_rows(
     workflow: Workflow | None = None,
     upto_pk: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    types: dict[str, str] | None = None,
 ) -> Iterator[list[tuple]]:
-    """Chunks of label rows (LABEL_COLUMNS order) for the project's real/bogus workflows."""
+    """Chunks of label rows (`label_columns(types)` order) for the project's real/bogus workflows;
+    `types` defaults to those workflows' types (workflow_types)."""
     fields = [
         "pk", "external_id", "object_id", "metadata__ra", "metadata__dec", "status", "vote_count",
         "answer_counts", "p_real", "aggregation_method", "retired_reason", "retired_at", "needs_review",
         "gold_label", "model_score", "model_uncertainty", "is_holdout", "decided",
         "survey", "schema_version", "metadata__survey_score", "metadata__survey_score_name", "n_gem_flags",
+        "decided_with_model", "decided_type", "model_type", "model_type_p", "type_posterior",
     ]  # fmt: skip
-    for wf in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS]):
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    keys = list(workflow_types(workflows) if types is None else types)
+    for wf in workflows:
         params = json.dumps(aggregation_params(wf), sort_keys=True)
         model_version = f"v{wf.active_model.version}" if wf.active_model_id else None
         # Votes for real / bogus: the answers that count as each side (an answer "not sure" neither).
@@ -221,8 +277,11 @@ def label_rows(
             for (
                 pk, ext, obj, ra, dec, status, n, counts, p, method, reason, retired_at, review,
                 gold, score, unc, holdout, decided, survey, schema, survey_score, survey_score_name, n_gems,
+                with_model, decided_type, model_type, model_type_p, posterior,
             ) in chunk:  # fmt: skip
                 counts = counts or {}
+                # A type the posterior does not name (or a workflow without types) is missing, not 0.
+                posterior = posterior if isinstance(posterior, dict) else {}
                 label, source, confidence = label_of(gold, bool(decided), p)
                 rows.append(
                     (
@@ -255,6 +314,11 @@ def label_rows(
                         _as_float(survey_score),
                         survey_score_name if isinstance(survey_score_name, str) else None,
                         n_gems,
+                        with_model,
+                        decided_type or None,
+                        model_type or None,
+                        model_type_p,
+                        *(_as_float(posterior.get(key)) for key in keys),
                     )  # fmt: skip
                 )
             yield rows
@@ -308,16 +372,21 @@ def export_labels(
         raise ExportError("Labels exist for real/bogus workflows only; export this workflow's votes instead.")
     upto = Subject.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True).first() or 0
     total = Subject.objects.filter(workflow__in=workflows, pk__lte=upto).count()
+    types = workflow_types(workflows)
     meta = base_meta(project, "labels", workflow) | {
         "aggregation": {wf.slug: aggregation_params(wf) for wf in workflows},
+        # Each workflow's follow-up types (key → label); p_type_<key> columns follow their union.
+        "types": {wf.slug: workflow_types([wf]) for wf in workflows},
         "models": {wf.slug: model_info(wf) for wf in workflows},
         "label_rule": "gold label if any; else the crowd's (P(real) >= 0.5 → real) for subjects with "
         "enough evidence (labeling.labels.training_labels); else empty",
     }
     # The parameters are known per workflow up front: size their FITS column to fit, not to a guess.
     params_width = max([len(json.dumps(aggregation_params(wf), sort_keys=True)) for wf in workflows] + [1])
-    columns = [replace(c, width=params_width) if c.name == "aggregation_params" else c for c in LABEL_COLUMNS]
-    chunks = label_rows(project, workflow=workflow, upto_pk=upto, chunk_size=chunk_size)
+    columns = [
+        replace(c, width=params_width) if c.name == "aggregation_params" else c for c in label_columns(types)
+    ]
+    chunks = label_rows(project, workflow=workflow, upto_pk=upto, chunk_size=chunk_size, types=types)
     n = write_table(fmt, path, columns, chunks, meta, extname="LABELS", progress=Progress(total, progress))
     return {"rows": n, **meta}
 
@@ -473,3 +542,194 @@ class LightCurvesExporter(Exporter):
 
     def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
         return export_light_curves(project, target, fmt, workflow=workflow, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Volunteers: one row per volunteer and workflow (labeling.models.ParticipantSkill)
+
+VOLUNTEER_FORMATS = ("csv", "parquet", "fits")
+
+
+def _volunteer_columns(
+    include_worker_ids: bool, classes_width: int = 0, matrix_width: int = 0
+) -> list[Column]:
+    cols = [
+        Column(
+            "participant",
+            "str",
+            "Participant pseudonym: stable within the project (as in the votes export)",
+            14,
+        ),
+        Column("participant_kind", "str", "user, anonymous or worker", 10),
+    ]
+    if include_worker_ids:
+        cols.append(Column("worker_id", "str", "Panel worker id (owners only)", 200))
+    cols += [
+        Column("workflow", "str", "Workflow slug", 50),
+        Column("n_votes", "int", "Votes that count (skips and votes taken back not counted)"),
+        Column("n_gold", "int", "Votes on gold subjects"),
+        Column("n_gold_correct", "int", "Votes on gold subjects that agreed with the gold label"),
+        Column("gold_accuracy", "float", "n_gold_correct / n_gold (empty without gold votes)"),
+        Column("p_l", "float", "SWAP P(says real | real): the weight of this volunteer's next vote"),
+        Column("p_d", "float", "SWAP P(says bogus | bogus): the weight of this volunteer's next vote"),
+        Column("gold_p_l", "float", "P(says real | real) from the gold answers alone (with the new-volunteer prior)"),
+        Column("gold_p_d", "float", "P(says bogus | bogus) from the gold answers alone (with the new-volunteer prior)"),
+        Column("ds_p_l", "float", "Dawid-Skene P(says real | real) from agreement (empty before a recompute)"),
+        Column("ds_p_d", "float", "Dawid-Skene P(says bogus | bogus) from agreement (empty before a recompute)"),
+        Column(
+            "type_classes", "list",
+            "Type keys of type_confusion's rows and columns, in order (empty before a recompute has seen "
+            "this volunteer name a type)", classes_width,
+        ),
+        Column(
+            "type_confusion", "matrix",
+            "Dawid-Skene type confusion: row i (true type type_classes[i]), column j: P(says type_classes[j])",
+            matrix_width,
+        ),
+        Column("updated_at", "datetime", "When this volunteer's skill was last updated (UTC)"),
+    ]  # fmt: skip
+    return cols
+
+
+def _type_confusion(value) -> tuple[list[str] | None, list[list[float | None]] | None]:
+    """(classes, K×K matrix) of a stored type confusion, or (None, None) when there is none yet or it
+    does not have that shape (non-finite entries become missing)."""
+    if not isinstance(value, dict):
+        return None, None
+    classes, matrix = value.get("classes"), value.get("matrix")
+    if not (
+        isinstance(classes, list) and classes and isinstance(matrix, list) and len(matrix) == len(classes)
+    ):
+        return None, None
+    if not all(isinstance(row, list) and len(row) == len(classes) for row in matrix):
+        return None, None
+    return [str(c) for c in classes], [[_as_float(x) for x in row] for row in matrix]
+
+
+def volunteer_queryset(project: Project, workflow: Workflow | None = None):
+    from labeling.models import ParticipantSkill
+
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    return ParticipantSkill.objects.filter(workflow_id__in=[w.pk for w in workflows], n_votes__gt=0)
+
+
+def volunteer_rows(
+    project: Project,
+    *,
+    workflow: Workflow | None = None,
+    include_worker_ids: bool = False,
+    upto_pk: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[list[tuple]]:
+    """Chunks of rows in `_volunteer_columns(include_worker_ids)` order, by skill id."""
+    from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
+    from mlcore.aggregation import BOGUS, REAL, swap_skill
+
+    slugs = {w.pk: w.slug for w in project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])}
+    pseudonym = pseudonymizer(project)
+    qs = volunteer_queryset(project, workflow)
+    if upto_pk is not None:
+        qs = qs.filter(pk__lte=upto_pk)
+    fields = [
+        "pk", "participant_id", "participant__kind", "participant__external_id", "workflow_id", "n_votes",
+        "n_gold", "n_gold_correct", "p_l", "p_d", "real_seen", "real_said_real", "bogus_seen",
+        "bogus_said_bogus", "confusion", "type_confusion", "updated_at",
+    ]  # fmt: skip
+    for chunk in keyset_chunks(qs, fields, chunk_size):
+        rows = []
+        for (
+            _pk, pid, kind, ext, wid, n, n_gold, n_correct, p_l, p_d, real_seen, real_said_real, bogus_seen,
+            bogus_said_bogus, confusion, type_confusion, updated_at,
+        ) in chunk:  # fmt: skip
+            gold_p_l, gold_p_d = swap_skill(
+                real_seen,
+                real_said_real,
+                bogus_seen,
+                bogus_said_bogus,
+                pseudo_counts=NEW_VOLUNTEER_PSEUDO_COUNTS,
+            )
+            has_ds = (
+                isinstance(confusion, list)
+                and len(confusion) == 2
+                and all(isinstance(row, list) and len(row) == 2 for row in confusion)
+            )
+            classes, matrix = _type_confusion(type_confusion)
+            row = [pseudonym(pid), kind]
+            if include_worker_ids:
+                row.append(ext or None)
+            row += [
+                slugs[wid], n, n_gold, n_correct, (n_correct / n_gold) if n_gold else None, p_l, p_d,
+                _as_float(gold_p_l), _as_float(gold_p_d),
+                _as_float(confusion[REAL][REAL]) if has_ds else None,
+                _as_float(confusion[BOGUS][BOGUS]) if has_ds else None,
+                classes, matrix, updated_at,
+            ]  # fmt: skip
+            rows.append(tuple(row))
+        yield rows
+
+
+def _nested_widths(qs, chunk_size: int) -> tuple[int, int]:
+    """The longest JSON text of type_classes and type_confusion: FITS string columns are sized up
+    front, and a truncated matrix would not parse."""
+    classes_width = matrix_width = 1
+    for chunk in keyset_chunks(qs, ["pk", "type_confusion"], chunk_size):
+        for _pk, value in chunk:
+            classes, matrix = _type_confusion(value)
+            if classes is not None:
+                classes_width = max(classes_width, len(json_text(classes)))
+                matrix_width = max(matrix_width, len(json_text(matrix)))
+    return classes_width, matrix_width
+
+
+def export_volunteers(
+    project: Project,
+    path: Path,
+    fmt: str,
+    *,
+    workflow: Workflow | None = None,
+    include_worker_ids: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
+    if fmt not in VOLUNTEER_FORMATS:
+        raise ExportError(
+            f"Volunteers export as '{fmt}' is not possible; choose one of {', '.join(VOLUNTEER_FORMATS)}."
+        )
+    if workflow is not None and workflow.kind != Workflow.REAL_BOGUS:
+        raise ExportError("Volunteer skills belong to real/bogus workflows.")
+    qs = volunteer_queryset(project, workflow)
+    upto = qs.order_by("-pk").values_list("pk", flat=True).first() or 0
+    qs = qs.filter(pk__lte=upto)
+    total = qs.count()
+    widths = _nested_widths(qs, chunk_size) if fmt == "fits" else (0, 0)
+    workflows = project_workflows(project, workflow, kinds=[Workflow.REAL_BOGUS])
+    meta = base_meta(project, "volunteers", workflow) | {
+        "upto_skill_id": upto,
+        "worker_ids": include_worker_ids,
+        "types": {wf.slug: workflow_types([wf]) for wf in workflows},
+        "type_confusion": "row i is the true type type_classes[i], column j the type the volunteer says, "
+        "type_classes[j]; each row sums to 1 (labeling.recompute, Dawid-Skene on the types)",
+    }
+    columns = _volunteer_columns(include_worker_ids, *widths)
+    chunks = volunteer_rows(
+        project, workflow=workflow, include_worker_ids=include_worker_ids, upto_pk=upto, chunk_size=chunk_size
+    )
+    n = write_table(
+        fmt, path, columns, chunks, meta, extname="VOLUNTEERS", progress=Progress(total, progress)
+    )
+    return {"rows": n, **meta}
+
+
+@register_exporter
+class VolunteersExporter(Exporter):
+    identifier = "volunteers"
+    verbose_name = "Volunteers"
+    contents = "one row per volunteer: skill, gold record, type confusion"
+    formats = VOLUNTEER_FORMATS
+    workflow_kind = Workflow.REAL_BOGUS
+
+    def run(self, project, target, fmt, *, workflow, params, progress=None) -> dict:
+        include_worker_ids = bool(params.get("include_worker_ids"))
+        return export_volunteers(
+            project, target, fmt, workflow=workflow, include_worker_ids=include_worker_ids, progress=progress
+        )

@@ -1,7 +1,8 @@
 """The learning loop's export: a training bundle of one real/bogus workflow.
 
 A zip with images.npy (N, ...) float32, labels.csv (row i ↔ images[i], with the label, target,
-weight and a fixed train/validation/test split), light_curves.csv (one row per light-curve point of
+weight, a fixed train/validation/test split and the type where the workflow has types: the class
+list is in the manifest), light_curves.csv (one row per light-curve point of
 those subjects, `index` = their row) and manifest.json (counts, SHA-256 of every file,
 aggregation thresholds, the active model, the code version and the query), so a paper's dataset
 can be checked (`verify_bundle`) and regenerated. The image stack is written as a .npy the way the
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +37,16 @@ from core.exporters import (
     verify_manifest,
     zip_add_file,
 )
+from core.followups import type_keys
 from core.models import Project, Subject, Workflow
 from core.storage import open_stored
-from labeling.exporters import LIGHT_CURVE_COLUMNS, aggregation_params, label_queryset, light_curve_points
+from labeling.exporters import (
+    LIGHT_CURVE_COLUMNS,
+    aggregation_params,
+    label_queryset,
+    light_curve_points,
+    workflow_types,
+)
 from labeling.labels import decided_filter, label_of
 from loop.croissant import croissant
 
@@ -57,6 +66,17 @@ BUNDLE_LABEL_COLUMNS = [
     Column("is_holdout", "bool"),
     Column("split", "str", "train, validation or test", 10),
     Column("original_shape", "str", "Array shape before NaN padding to the common shape", 30),
+    # Typed labels (core.followups): the class list is the manifest's types.classes.
+    Column(
+        "type",
+        "str",
+        "Type key: the expert's gold type if it is one of the classes, else the decided type; "
+        "empty if neither",
+        30,
+    ),
+    Column("type_index", "int", "Row of manifest types.classes for `type`; -1 without a type"),
+    Column("type_source", "str", "gold or crowd (empty without a type)", 10),
+    Column("decided_with_model", "bool", "P(real) was decided with the model voting"),
 ]
 
 
@@ -78,6 +98,16 @@ def split_of(external_id: str, fractions: dict[str, float] = DEFAULT_SPLIT) -> s
         if u < edge:
             return name
     return "test"
+
+
+def type_of(gold_type: str, decided_type: str, classes: list[str]) -> tuple[str, str]:
+    """(type key, source) of a bundle row: the expert's gold type where it is one of the workflow's
+    classes (gold first, as for the label), else the crowd's decided type; ("", "") without one."""
+    if gold_type and gold_type in classes:
+        return gold_type, "gold"
+    if decided_type and decided_type in classes:
+        return decided_type, "crowd"
+    return "", ""
 
 
 def _validate_split(split: dict | None) -> dict[str, float]:
@@ -119,7 +149,7 @@ def export_bundle(
     qs = label_queryset(workflow, upto).filter(decided_filter(workflow))
     fields = [
         "pk", "external_id", "object_id", "data", "gold_label", "p_real", "vote_count", "is_holdout",
-        "survey", "light_curve",
+        "survey", "light_curve", "gold_subtype", "decided_type", "decided_with_model",
     ]  # fmt: skip
     total = qs.count()
     tick = Progress(2 * total, progress)
@@ -151,6 +181,11 @@ def export_bundle(
     counts = {"subjects": 0, "train": 0, "validation": 0, "test": 0, "real": 0, "bogus": 0, "gold": 0}
     counts["holdout"] = counts["padded"] = 0
     counts["light_curve_points"] = counts["with_light_curve"] = 0
+    counts["typed"] = counts["decided_with_model"] = 0
+    types = workflow_types([workflow])
+    classes = type_keys(workflow.followups)
+    index_of = {key: i for i, key in enumerate(classes)}
+    type_counts = dict.fromkeys(classes, 0)
     try:
         raw_path = workdir / "images.raw"
         labels_path = workdir / "labels.csv"
@@ -161,7 +196,10 @@ def export_bundle(
         with open(raw_path, "wb") as raw:
             for chunk in keyset_chunks(qs, fields, chunk_size):
                 rows, points = [], []
-                for pk, ext, obj, name, gold, p, n_votes, holdout, survey, curve in chunk:
+                for (
+                    pk, ext, obj, name, gold, p, n_votes, holdout, survey, curve, gold_type, decided_type,
+                    with_model,
+                ) in chunk:  # fmt: skip
                     done += 1
                     if not name:
                         continue
@@ -177,6 +215,7 @@ def export_bundle(
                     label, source, weight = label_of(gold, True, p)
                     p_out = (1.0 if label == Subject.REAL else 0.0) if source == "gold" else p
                     which = split_of(ext, fractions)
+                    kind, kind_source = type_of(gold_type, decided_type, classes)
                     rows.append(
                         (
                             counts["subjects"],
@@ -192,6 +231,10 @@ def export_bundle(
                             holdout,
                             which,
                             "x".join(map(str, original)),
+                            kind or None,
+                            index_of.get(kind, -1),
+                            kind_source or None,
+                            with_model,
                         )  # fmt: skip
                     )
                     before = len(points)
@@ -206,6 +249,10 @@ def export_bundle(
                     counts[label] += 1
                     counts["gold"] += source == "gold"
                     counts["holdout"] += bool(holdout)
+                    counts["decided_with_model"] += bool(with_model)
+                    if kind:
+                        counts["typed"] += 1
+                        type_counts[kind] += 1
                 labels_writer.write(rows)
                 curves_writer.write(points)
                 tick(done, f"writing arrays: {done:,} of {total:,}")
@@ -230,6 +277,14 @@ def export_bundle(
             "aggregation": {"methods": methods, "thresholds": aggregation_params(workflow)},
             "label_rule": "gold label if any, else the crowd's P(real) >= 0.5 for subjects with enough "
             "evidence (labeling.labels.training_labels)",
+            "types": {
+                "classes": classes,
+                "labels": types,
+                "counts": type_counts,
+                "rule": "type: the expert's gold type if it is one of the classes, else the crowd's decided type "
+                "(its posterior reached the workflow's type confidence); type_index is its row of classes, "
+                "-1 without a type",
+            },
             "split": {
                 "method": "sha256(external_id) as a number in [0, 1): train below the train fraction, "
                 "then validation, then test",
@@ -259,18 +314,34 @@ def export_bundle(
             manifest["files"]["light_curves.csv"] = zip_add_file(
                 zf, "light_curves.csv", curves_path, deflate=True
             )
-            _write_croissant(zf, manifest, project, workflow)
+            _write_croissant(zf, manifest, project, workflow, _typed_label_columns(classes))
             zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str), zipfile.ZIP_DEFLATED)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"rows": counts["subjects"], **{k: v for k, v in manifest.items() if k != "files"}}
 
 
-def _write_croissant(zf: zipfile.ZipFile, manifest: dict, project: Project, workflow: Workflow) -> None:
+def _typed_label_columns(classes: list[str]) -> list[Column]:
+    """BUNDLE_LABEL_COLUMNS with this workflow's classes in the type column's description (the
+    Croissant fields are read without the manifest)."""
+    words = ", ".join(classes) if classes else "none: the workflow has no follow-up types"
+    return [
+        replace(c, description=f"{c.description}. Classes: {words}") if c.name == "type" else c
+        for c in BUNDLE_LABEL_COLUMNS
+    ]
+
+
+def _write_croissant(
+    zf: zipfile.ZipFile,
+    manifest: dict,
+    project: Project,
+    workflow: Workflow,
+    label_columns: list[Column] = BUNDLE_LABEL_COLUMNS,
+) -> None:
     """croissant.json: the files, the label columns, the licence and citation, for dataset tools
     (loop.croissant); listed in the manifest like the data files."""
     tables = {
-        "labels.csv": (BUNDLE_LABEL_COLUMNS, "One row per subject; row i describes images.npy[i]."),
+        "labels.csv": (label_columns, "One row per subject; row i describes images.npy[i]."),
         "light_curves.csv": (
             BUNDLE_LIGHT_CURVE_COLUMNS,
             "One row per light-curve point; index is the subject's row of labels.csv.",

@@ -51,11 +51,12 @@ def echo(monkeypatch):
 def test_each_app_registers_its_exporters():
     found = {e.identifier: e for e in exporters.exporters()}
     # INSTALLED_APPS order
-    assert list(found) == ["votes", "labels", "light_curves", "bundle", "similarity", "gems"]
+    assert list(found) == ["votes", "labels", "light_curves", "volunteers", "bundle", "similarity", "gems"]
     assert {name: type(e).__module__ for name, e in found.items()} == {
         "votes": "labeling.exporters",
         "labels": "labeling.exporters",
         "light_curves": "labeling.exporters",
+        "volunteers": "labeling.exporters",
         "bundle": "loop.exporters",
         "similarity": "similarity.exporters",
         "gems": "gems.exporters",
@@ -120,7 +121,7 @@ def test_api_export_kinds_come_from_the_registry(client, project, workflow, owne
     assert wrong.status_code == 400 and "csv, jsonl" in wrong.json()["detail"]
     schema = json.loads(client.get(reverse("api_schema") + "?format=json").content)
     kinds = schema["components"]["schemas"]["ExportEnum"]["enum"]
-    assert kinds == ["votes", "labels", "light_curves", "bundle", "similarity", "gems", "echo"]
+    assert kinds == ["votes", "labels", "light_curves", "volunteers", "bundle", "similarity", "gems", "echo"]
 
 
 def _imported_apps(app: str) -> dict[str, set[str]]:
