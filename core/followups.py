@@ -25,7 +25,11 @@ NOT_SURE = "not_sure"
 NOT_SURE_LABEL = "Other / not sure"
 REQUIRED, OPTIONAL, OFF = "required", "optional", "off"
 MODES = [(REQUIRED, "Always asked"), (OPTIONAL, "Asked, may be passed (fast mode allowed)"), (OFF, "Off")]
-MAX_TYPES = 12
+# At most nine: every type has a digit key (1..9) on the classify page, 0 being "not sure".
+MAX_TYPES = 9
+# Letters the classify page uses while a follow-up is shown: F fast mode, U undo, G the rare-gem flag,
+# S skip. A type may not take them, nor a letter of one of the workflow's answers.
+RESERVED_SHORTCUTS = frozenset("FUGS")
 QUESTION_MAX = 200
 DEFAULT_QUESTION = "What kind?"
 
@@ -94,6 +98,9 @@ def validate(raw, answers) -> list[dict]:
     if not isinstance(raw, list):
         raise FollowupError("Follow-ups must be a list.")
     answer_keys = answer_rules.keys(answers)
+    answer_letters = {
+        o["shortcut"].upper(): o["label"] for o in answer_rules.options(answers) if o.get("shortcut")
+    }
     cleaned, seen_answers, seen_types = [], set(), {}
     for i, item in enumerate(raw, start=1):
         if not isinstance(item, dict):
@@ -150,6 +157,16 @@ def validate(raw, answers) -> list[dict]:
             shortcut = str(t.get("shortcut") or "").strip().upper()
             if shortcut and not (len(shortcut) == 1 and shortcut.isascii() and shortcut.isalpha()):
                 raise FollowupError(f"Follow-up {i}, type {j}: the keyboard key must be one letter (A–Z).")
+            if shortcut in answer_letters:
+                raise FollowupError(
+                    f"Follow-up {i}, type {j}: the keyboard key {shortcut} is the answer "
+                    f"'{answer_letters[shortcut]}'s: choose another letter."
+                )
+            if shortcut in RESERVED_SHORTCUTS:
+                raise FollowupError(
+                    f"Follow-up {i}, type {j}: the keyboard key {shortcut} is taken on the classify page "
+                    "(F fast mode, U undo, G rare gem, S skip): choose another letter."
+                )
             if shortcut and shortcut in shortcuts:
                 raise FollowupError(
                     f"Follow-up {i}: '{shortcuts[shortcut]}' and '{label}' both use the keyboard key {shortcut}."
@@ -205,11 +222,115 @@ def check_vote(followups, answer: str, followup: str | None) -> str:
 
 def check_edit(old, new, used_keys) -> None:
     """Refuse an edit that removes a type some vote stores (`used_keys`): its votes would lose their
-    meaning. Renaming (same key, new label) and turning a question off are always fine."""
+    meaning. Renaming (same key, new label) and turning a question off are always fine; moving a used
+    type to another answer's question is not (its votes answered the first one)."""
+    used = set(used_keys)
     removed = sorted(set(type_keys(old)) - set(type_keys(new)))
-    in_use = [k for k in removed if k in set(used_keys)]
+    in_use = [k for k in removed if k in used]
     if in_use:
         raise FollowupError(
             f"The type{'s' if len(in_use) > 1 else ''} {', '.join(in_use)} cannot be removed: votes "
             "already name it. Rename it (keep its key), or turn its question off, instead."
         )
+    answer_of = lambda fs: {t["key"]: f["answer"] for f in fs or [] for t in f.get("types", [])}  # noqa: E731
+    before, after = answer_of(old), answer_of(new)
+    moved = sorted(k for k in used if k in before and k in after and before[k] != after[k])
+    if moved:
+        raise FollowupError(
+            f"The type {moved[0]} answers the question after '{before[moved[0]]}' in votes already: it "
+            f"cannot move to the question after '{after[moved[0]]}'. Add a new type there instead."
+        )
+
+
+def asked(followups) -> list[dict]:
+    """The questions asked now (mode not "off"), as API clients see them: {answer, question, mode,
+    types: [{key, label}]}; "not_sure" is always allowed too."""
+    return [
+        {
+            "answer": f["answer"],
+            "question": f.get("question") or DEFAULT_QUESTION,
+            "mode": f.get("mode", OPTIONAL),
+            "types": [{"key": t["key"], "label": t["label"]} for t in f.get("types", [])],
+        }
+        for f in followups or []
+        if f.get("mode", OPTIONAL) != OFF
+    ]
+
+
+def keep_answered(followups, answer_keys) -> list[dict]:
+    """The follow-ups whose answer is still one of `answer_keys`: when a scientist removes an answer,
+    its question goes with it (an answer with votes cannot be removed, so no stored type loses its
+    question this way)."""
+    keys = set(answer_keys)
+    return [f for f in followups or [] if f.get("answer") in keys]
+
+
+def page_questions(followups, answer_buttons, thumbnail=None) -> list[dict]:
+    """The questions the classify page shows after an answer, with each type's keys: its position
+    (1..n) and its letter shortcut if set, "0" for "not sure". `answer_buttons` (core.answers.buttons)
+    are the keys of the main question; a type letter that one of them uses would answer the wrong
+    question when pressed too fast, so it is left out (the digit always works). `thumbnail(guide)`
+    gives the example image's URL of a field-guide type ("" for none)."""
+    reserved = {k for b in answer_buttons for k in b.get("keys", []) if not k.isdigit()}
+    answer_labels = {b.get("key"): b.get("label", "") for b in answer_buttons}
+    # Keys the follow-up itself uses for something else: Escape/Backspace go back, Enter passes,
+    # F is fast mode, U undo, G the rare-gem flag.
+    reserved |= {"F", "U", "G"}
+    result = []
+    for f in followups or []:
+        if f.get("mode", OPTIONAL) == OFF:
+            continue
+        types = []
+        for i, t in enumerate(f.get("types", []), start=1):
+            keys = [str(i)] if i <= 9 else []
+            if t.get("shortcut") and t["shortcut"] not in reserved:
+                keys.insert(0, t["shortcut"])
+            guide = t.get("guide") or ""
+            types.append(
+                {
+                    "key": t["key"],
+                    "label": t["label"],
+                    "keys": keys,
+                    "thumbnail": thumbnail(guide) if thumbnail and guide else "",
+                }
+            )
+        types.append({"key": NOT_SURE, "label": NOT_SURE_LABEL, "keys": ["0"], "thumbnail": ""})
+        result.append(
+            {
+                "answer": f["answer"],
+                "answer_label": answer_labels.get(f["answer"]) or f["answer"],
+                "question": f.get("question") or DEFAULT_QUESTION,
+                "mode": f.get("mode", OPTIONAL),
+                "types": types,
+            }
+        )
+    return result
+
+
+def guide_types() -> list[str]:
+    """The field-guide types with a built-in example image (what a type's `guide` may name)."""
+    return sorted(_GUIDE_EXAMPLES)
+
+
+def page_context(workflow) -> dict:
+    """The task pages' follow-up questions (the classify page, the panel task page, which shows its
+    partial): the questions with their keys and thumbnails (each field-guide example's difference
+    image, looked up once per render), the answers they follow, and whether one may be passed."""
+    if not workflow.followups:
+        return {}
+    from core.answers import buttons
+    from core.workflow_content import builtin_example_urls
+
+    urls: dict[str, str] = {}
+
+    def thumbnail(guide: str) -> str:
+        if guide not in urls:
+            urls[guide] = builtin_example_urls(guide)["difference"]
+        return urls[guide]
+
+    questions = page_questions(workflow.followups, buttons(workflow.answers), thumbnail)
+    return {
+        "followups": questions,
+        "followup_answers": [q["answer"] for q in questions],
+        "followup_optional": any(q["mode"] == OPTIONAL for q in questions),
+    }

@@ -42,6 +42,11 @@ urlpatterns = [
         name="workflow_settings",
     ),
     path(
+        "p/<slug:project>/workflows/<slug:workflow>/followups/",
+        views_workflows.workflow_followups,
+        name="workflow_followups",
+    ),
+    path(
         "p/<slug:project>/workflows/<slug:workflow>/tutorial/",
         views_workflows.workflow_tutorial,
         name="workflow_tutorial",

@@ -22,14 +22,18 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core import answers as answer_rules
+from core import followups as followup_rules
 from core import workflow_content, workflows
 from core.forms_workflows import (
+    FOLLOWUP_MODES,
     EntryFormSet,
     StepFormSet,
     SubjectSetForm,
     WorkflowForm,
     WorkflowSettingsForm,
     answer_formset,
+    followup_blocks,
+    followups_from_blocks,
     gold_formset,
 )
 from core.models import Subject, SubjectSet, Workflow
@@ -157,7 +161,7 @@ def workflow_settings(request, project, workflow):
     if post is not None and form.is_valid() and (gold is None or gold.is_valid()):
         rule_changed = {
             f for f in ("retirement_rule", "retirement_limit", "min_votes", "max_votes", "swap_p_low", "swap_p_high",
-                        "consensus_fraction") if f in form.changed_data
+                        "consensus_fraction", "type_retirement", "type_confidence") if f in form.changed_data
         }  # fmt: skip
         changes = {f: form.cleaned_data[f] for f in form.fields}
         if gold is not None:
@@ -181,6 +185,41 @@ def workflow_settings(request, project, workflow):
             return redirect("core:workflow", workflow.project.slug, workflow.slug)
     context = {"project": workflow.project, "workflow": workflow, "role": role, "form": form, "gold": gold}
     return _page(request, "core/workflows/settings.html", context, post is not None)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workflow_followups(request, project, workflow):
+    """Follow-up questions ("What kind?") after the workflow's answers: one block per answer with its
+    mode, question and types. "Add the field guide's types" fills an answer's block with the defaults
+    without saving; Save checks every rule (core.followups) and refuses removing a type votes name."""
+    workflow, role = workflow_for(request, project, workflow, WRITE_ROLES)
+    if workflow.kind != Workflow.REAL_BOGUS:
+        raise Http404("Only real/bogus workflows have follow-up questions.")
+    post = request.POST if request.method == "POST" else None
+    defaults_for = (post.get("defaults") or "") if post is not None else ""
+    blocks = followup_blocks(workflow, post, defaults_for=defaults_for)
+    error = None
+    if post is not None and not defaults_for:
+        try:
+            workflows.update_workflow(
+                Workflow.objects.get(pk=workflow.pk), followups=followups_from_blocks(blocks)
+            )
+        except workflows.BuilderError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, "Follow-up questions saved.")
+            return redirect("core:workflow", workflow.project.slug, workflow.slug)
+    context = {
+        "project": workflow.project,
+        "workflow": workflow,
+        "role": role,
+        "blocks": blocks,
+        "modes": FOLLOWUP_MODES,
+        "error": error,
+        "guide_types": followup_rules.guide_types(),
+    }
+    return _page(request, "core/workflows/followups.html", context, error is not None)
 
 
 def _subject_choices(workflow):

@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from core import gems, ratelimit, tickets
+from core import followups, gems, ratelimit, tickets
 from core.api import WORKFLOW_PARAM, ProjectScopedMixin, date_range_params, query_bool
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
@@ -45,6 +45,7 @@ def vote_payload(result, gem=None) -> dict:
         "workflow": vote.workflow_id,
         "subject": vote.subject_id,
         "answer": vote.answer,
+        "followup": vote.followup,
         "idempotency_key": str(vote.idempotency_key),
         "created_at": vote.created_at.isoformat(),
         "late": vote.subject_was_retired,
@@ -112,6 +113,7 @@ def next_subject(request, project, pk):
             "external_id": subject.external_id if subject else None,
             "images": images,
             "answers": [*workflow.answer_keys, Vote.SKIP],
+            "followups": followups.asked(workflow.followups),
             "ticket": ticket,
             "served_at": served_at.isoformat() if served_at else None,
             "expires_at": expires_at.isoformat() if expires_at else None,
@@ -161,6 +163,7 @@ def vote_create(request):
             subject_id=v["subject"],
             participant=participant,
             answer=v["answer"],
+            followup=v.get("followup", ""),
             idempotency_key=v["idempotency_key"],
             started_at=v.get("started_at"),
             finished_at=v.get("finished_at"),

@@ -2,7 +2,8 @@
 
 Two formats, told apart by the header:
 
-* simple CSV: ``subject_external_id,participant,answer[,created_at]`` (header optional);
+* simple CSV: ``subject_external_id,participant,answer[,created_at]`` (header optional; with a
+  header, an optional ``followup`` column holds the follow-up answer: a type key or ``not_sure``);
 * Zooniverse classification export: ``classification_id, user_name, user_id, workflow_id,
   created_at, annotations (JSON), subject_data (JSON), subject_ids`` and more. The answer is
   the value of the first task's annotation (or --task), mapped case-insensitively to our
@@ -56,6 +57,7 @@ class SourceRow:
     participant: str
     raw_answer: object
     created_at: datetime | None
+    followup: str = ""  # the follow-up answer (a type key or "not_sure"), from a `followup` column
 
 
 @dataclass
@@ -235,6 +237,7 @@ def _simple_rows(records, header: list[str] | None, report: ImportReport) -> lis
                 participant=participant,
                 raw_answer=cells.get("answer", ""),
                 created_at=created_at,
+                followup=cells.get("followup", "").strip(),
             )
         )
     return rows
@@ -399,6 +402,7 @@ def import_votes(
                 subject_id=subject_id,
                 participant=participant,
                 answer=answer,
+                followup=row.followup,
                 idempotency_key=key,
                 created_at=row.created_at,
                 finished_at=row.created_at,

@@ -92,8 +92,8 @@ class VoteSerializer(ParticipantFields, serializers.ModelSerializer):
         model = Vote
         fields = [
             "id", "participant", "participant_kind", "worker_id", "workflow", "workflow_slug", "subject",
-            "subject_external_id", "answer", "started_at", "finished_at", "created_at", "gold", "gold_correct",
-            "late", "source", "user_agent", "viewport", "gem", "gem_note",
+            "subject_external_id", "answer", "followup", "started_at", "finished_at", "created_at", "gold",
+            "gold_correct", "late", "source", "user_agent", "viewport", "gem", "gem_note",
         ]  # fmt: skip
 
     # gem_note is annotated by the list's queryset (core.gems.with_gem_note).
@@ -119,6 +119,14 @@ class VoteInSerializer(serializers.Serializer):
     workflow = serializers.IntegerField()
     subject = serializers.IntegerField()
     answer = serializers.CharField(max_length=30)
+    followup = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=30,
+        help_text='The answer to the workflow\'s follow-up question after `answer` ("What kind?"): one of '
+        'its type keys, or "not_sure"; empty or absent for none. A type the question does not have, or a '
+        "follow-up for an answer without a question (skip included), is a 400.",
+    )
     idempotency_key = serializers.UUIDField()
     ticket = serializers.CharField(
         required=False,
@@ -151,6 +159,7 @@ class VoteOutSerializer(serializers.Serializer):
     workflow = serializers.IntegerField()
     subject = serializers.IntegerField()
     answer = serializers.CharField()
+    followup = serializers.CharField(help_text="The follow-up answer stored with the vote (empty for none).")
     idempotency_key = serializers.UUIDField()
     created_at = serializers.DateTimeField()
     late = serializers.BooleanField(help_text="The subject had already retired (the vote is kept).")
@@ -173,6 +182,11 @@ class NextSubjectSerializer(serializers.Serializer):
         help_text="URLs of the rendered PNGs by role (science, reference, difference).",
     )
     answers = serializers.ListField(child=serializers.CharField(), help_text="What the vote may answer.")
+    followups = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="The follow-up questions asked now: {answer, question, mode, types: [{key, label}]}; a vote "
+        'with that answer may send one type key (or "not_sure") as `followup`.',
+    )
     ticket = serializers.CharField(allow_null=True, help_text="Send it back with the vote on this subject.")
     served_at = serializers.DateTimeField(allow_null=True)
     expires_at = serializers.DateTimeField(allow_null=True, help_text="A vote after this is refused.")

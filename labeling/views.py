@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from core import gems, ratelimit, tickets
+from core import followups, gems, ratelimit, tickets
 from core.formats import parse_client_time
 from core.models import Subject, Workflow
 from core.participants import participant_for_request
@@ -98,6 +98,8 @@ def _classify_context(
         # The "Rare gem?" control (core.gems): volunteer pages only, not paid-panel task pages.
         "gems": True,
         "gem_note_max": gems.NOTE_MAX,
+        # "What kind?" after an answer (core.followups), asked in place by classify.js.
+        **(followups.page_context(workflow) if subject is not None else {}),
     }
 
 
@@ -186,6 +188,7 @@ def submit_vote(request, project, workflow):
             subject_id=subject_id,
             participant=participant,
             answer=request.POST.get("answer", ""),
+            followup=request.POST.get("followup", ""),
             idempotency_key=request.POST.get("key", ""),
             started_at=parse_client_time(request.POST.get("started_at")),
             user_agent=request.headers.get("User-Agent", ""),

@@ -14,6 +14,7 @@ import random
 
 from django.db.models import Exists, OuterRef
 
+from core import followups
 from core.models import Participant, Subject, Workflow
 from core.sampling import random_one, random_window
 from core.tasklink_kinds import PanelAnswer, register_task_kind
@@ -187,7 +188,9 @@ class RealBogusTasks:
 
     def task_context(self, assignment, item_id, *, image_url, data=None):
         # The subject's own image URLs: its id is in the form anyway, and gold is never in the page.
-        return {"subject": Subject.objects.select_related("project").filter(pk=item_id).first()}
+        subject = Subject.objects.select_related("project").filter(pk=item_id).first()
+        # The follow-up questions too: the page is the classify page's task partial, with classify.js.
+        return {"subject": subject, **followups.page_context(assignment.batch.workflow)}
 
     def images(self, assignment, item_id):
         return {}
@@ -198,6 +201,7 @@ class RealBogusTasks:
             subject_id=int(item_id),
             participant=assignment.participant,
             answer=data.get("answer", ""),
+            followup=data.get("followup", ""),
             idempotency_key=idempotency_key,
             started_at=started_at,
             user_agent=user_agent,

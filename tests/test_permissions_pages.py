@@ -15,7 +15,7 @@ The rules (core.permissions):
 | --- | --- |
 | everyone | volunteer pages (of a public project), the project's about page and cover |
 | owner, scientist, viewer (READ) | dashboard, volunteer skill, model pages and plots, similarity search and model pages, workflows and subject sets (lists, a workflow's page) |
-| owner, scientist (WRITE) | upload, the workflow builder (new, edit, settings, tutorial, field guide, launch, preview, a subject set's page) |
+| owner, scientist (WRITE) | upload, the workflow builder (new, edit, settings, follow-ups, tutorial, field guide, launch, preview, a subject set's page) |
 | owner, scientist, viewer (EXPORT) | exports |
 | owner, scientist, expert (EXPERT) | gold labeling |
 | owner, scientist, viewer, expert (MEMBER) | review queue |
@@ -80,6 +80,7 @@ PAGES = {
     "core:workflow_edit": ("GET", None, WRITE, 200),
     "core:workflow_settings": ("GET", None, WRITE, 200),
     "core:workflow_tutorial": ("GET", None, WRITE, 200),
+    "core:workflow_followups": ("GET", None, WRITE, 200),
     "core:workflow_field_guide": ("GET", None, WRITE, 200),
     "core:workflow_content_image": ("GET", None, PUBLIC, 404),  # let in, and there is no such image
     "core:workflow_launch": ("POST", {"action": "pause"}, WRITE, 302),

@@ -9,8 +9,106 @@
 //
 // U (or the Undo button) takes back the last answer while the server allows it; the workflow's own
 // answer keys win if one of them is U.
+//
+// Follow-ups ("What kind?", core.followups): an answer button with data-followup opens its question
+// in place of the answers instead of sending; a type (its digit, its letter, 0 for "not sure") then
+// sends the answer and the type as one vote. Esc or Backspace goes back to the answers. An optional
+// question may be passed (Enter, or "Pass") and is not asked at all in fast mode (F, remembered in
+// localStorage); a required one has neither.
 (function () {
   var pending = null; // the feedback on screen: {overlay, triplet, html, ms, timer}
+  var FAST_MODE_KEY = "skyvote-fast-mode";
+
+  function fastMode() {
+    try {
+      return window.localStorage.getItem(FAST_MODE_KEY) === "1";
+    } catch (e) {
+      return false;
+    }
+  }
+
+  function showFastMode() {
+    var toggle = document.querySelector("#vote-form [data-fast-mode]");
+    if (!toggle) return;
+    var on = fastMode();
+    toggle.hidden = false;
+    toggle.setAttribute("aria-pressed", on ? "true" : "false");
+    toggle.querySelector("[data-fast-mode-state]").textContent = on ? "on" : "off";
+  }
+
+  function toggleFastMode() {
+    if (!document.querySelector("#vote-form [data-fast-mode]")) return false;
+    try {
+      window.localStorage.setItem(FAST_MODE_KEY, fastMode() ? "0" : "1");
+    } catch (e) {
+      return false;
+    }
+    showFastMode();
+    return true;
+  }
+
+  function openFollowup() {
+    return document.querySelector("#vote-form .followup:not([hidden])");
+  }
+
+  // The question to ask after this answer button, or null to send the answer at once.
+  function followupFor(button) {
+    var id = button && button.dataset.followup;
+    var question = id && document.getElementById(id);
+    if (!question) return null;
+    if (question.dataset.mode === "optional" && fastMode()) return null;
+    return question;
+  }
+
+  function askFollowup(button, question) {
+    var form = button.form;
+    var main = form.querySelector("[data-main-answers]");
+    var answer = form.querySelector("[data-followup-answer]");
+    answer.value = button.value;
+    answer.disabled = false;
+    button.setAttribute("aria-expanded", "true");
+    main.hidden = true;
+    question.hidden = false;
+    question.focus();
+  }
+
+  function backToAnswers() {
+    var question = openFollowup();
+    if (!question) return false;
+    var form = question.closest("form");
+    var answer = form.querySelector("[data-followup-answer]");
+    question.hidden = true;
+    answer.disabled = true;
+    answer.value = "";
+    var main = form.querySelector("[data-main-answers]");
+    var opened = main.querySelector('[aria-controls="' + question.id + '"]');
+    if (opened) opened.setAttribute("aria-expanded", "false");
+    main.hidden = false;
+    var back = main.querySelector('button[value="' + (answer.dataset.last || "") + '"]') || main.querySelector("button");
+    if (back) back.focus();
+    return true;
+  }
+
+  // An answer with a question opens it instead of sending (capture: before htmx sees the submit).
+  document.addEventListener(
+    "click",
+    function (event) {
+      if (pending || !event.target.closest) return;
+      var button = event.target.closest("#vote-form [data-main-answers] button[data-followup]");
+      if (!button || button.disabled) return;
+      var question = followupFor(button);
+      if (!question) return;
+      event.preventDefault();
+      button.form.querySelector("[data-followup-answer]").dataset.last = button.value;
+      askFollowup(button, question);
+    },
+    true
+  );
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest("#vote-form [data-followup-back]")) backToAnswers();
+    else if (event.target.closest("#vote-form [data-fast-mode]")) toggleFastMode();
+  });
 
   function answerUses(key) {
     var form = document.getElementById("vote-form");
@@ -114,12 +212,14 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     fillClientFields();
+    showFastMode();
     armUndo(document);
     var tutorial = document.getElementById("tutorial");
     if (tutorial && tutorial.dataset.firstVisit === "1" && tutorial.showModal) tutorial.showModal();
   });
   document.body.addEventListener("htmx:afterSwap", function () {
     fillClientFields();
+    showFastMode();
     armUndo(document.getElementById("task"));
   });
   // A refused vote (an expired ticket, "slow down", an answer that makes no sense) comes back as a
@@ -193,7 +293,30 @@
     }
     var form = document.getElementById("vote-form");
     if (!form) return;
-    var buttons = form.querySelectorAll("button[data-keys]");
+    var question = openFollowup();
+    if (question) {
+      if (key === "ESCAPE" || key === "BACKSPACE") {
+        event.preventDefault();
+        backToAnswers();
+        return;
+      }
+      if (key === "ENTER") {
+        // A type button reached with Tab keeps Enter; otherwise Enter passes an optional question.
+        if (target && target.closest && target.closest(".followup button")) return;
+        event.preventDefault();
+        var pass = question.querySelector("[data-followup-pass]");
+        if (pass && !pass.disabled) {
+          if (window.htmx) htmx.process(form);
+          pass.click();
+        }
+        return;
+      }
+    }
+    if (key === "F" && !answerUses("F") && toggleFastMode()) {
+      event.preventDefault();
+      return;
+    }
+    var buttons = (question || form.querySelector("[data-main-answers]") || form).querySelectorAll("button[data-keys]");
     for (var i = 0; i < buttons.length; i++) {
       if (buttons[i].dataset.keys.split(" ").indexOf(key) !== -1) {
         event.preventDefault();
