@@ -11,6 +11,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from core import answers as answer_rules
+from core import followups as followup_rules
 from core import workflow_content, workflows
 from core.models import SubjectSet, Workflow
 
@@ -140,7 +141,9 @@ class WorkflowSettingsForm(forms.ModelForm):
     acquisition_strategy = forms.ChoiceField(
         choices=[(name, name.replace("_", " ")) for name in workflows.strategy_names()],
         help_text="How the model's scores rank the pool: entropy, margin and least confidence favour "
-        "subjects the model is unsure of; bald needs an ensemble; '+diverse' spreads picks out.",
+        "subjects the model is unsure of; bald needs an ensemble; type entropy favours bogus subjects whose "
+        "kind the model is unsure of (once a round has typed labels; until then, entropy); '+diverse' spreads "
+        "picks out.",
     )
 
     class Meta:
@@ -148,9 +151,12 @@ class WorkflowSettingsForm(forms.ModelForm):
         fields = [
             "retirement_rule", "retirement_limit", "min_votes", "max_votes", "swap_prior", "swap_p_low",
             "swap_p_high", "consensus_fraction", "exploration_share", "acquisition_strategy", "train_every",
-            "model_input_size", "gem_share",
+            "model_input_size", "gem_share", "type_retirement", "type_confidence", "model_votes",
+            "model_helped_training",
         ]  # fmt: skip
         labels = {
+            "type_retirement": "Wait for the type",
+            "type_confidence": "Type decided at posterior ≥",
             "retirement_rule": "Retire a subject",
             "retirement_limit": "Votes to retire",
             "swap_prior": "Prior P(real)",
@@ -161,10 +167,15 @@ class WorkflowSettingsForm(forms.ModelForm):
             "gem_share": "Rare-gem share",
             "train_every": "Train after this many new labels",
             "model_input_size": "Model input size (pixels)",
+            "model_votes": "The model votes",
+            "model_helped_training": "Train on labels the model helped decide",
         }
         help_texts = {
             "retirement_limit": "A subject retires after this many votes (skips do not count).",
             "min_votes": "Never retire with fewer votes.",
+            "type_retirement": "With follow-up types: a decided subject retires once its type is decided too, or "
+            "at the maximum votes (its reason then says the type stayed undecided).",
+            "type_confidence": "From 0.5 to 1, after at least two typed votes.",
             "max_votes": "Undecided at this many votes: the subject goes to the expert review queue.",
             "swap_prior": "P(real) before any vote.",
             "swap_p_low": "Between 0 and the prior.",
@@ -174,11 +185,16 @@ class WorkflowSettingsForm(forms.ModelForm):
             "gem_share": "Share of subjects drawn from the top rare-gem candidates few have seen (0–0.5).",
             "train_every": "A training round starts after this many new decided labels; 0 trains only by hand.",
             "model_input_size": "Side of the square the model sees; stamps are cropped or padded to it (16–256).",
+            "model_votes": "The active model's calibrated score counts as one more vote, weighed by how it did on "
+            "gold, on subjects it never trained on; a subject the model and volunteers agree on can retire sooner.",
+            "model_helped_training": "Off (recommended): labels decided with the model's vote are left out of "
+            "training, so the model does not learn its own mistakes. On: they train at half weight.",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["gem_share"].required = False
+        self.fields["type_confidence"].required = False
         if self.instance.kind == Workflow.SIMILARITY:
             # Similarity tasks retire by count and train an embedding; the rest is real/bogus only.
             for name in list(self.fields):
@@ -189,6 +205,10 @@ class WorkflowSettingsForm(forms.ModelForm):
         # Optional on the page: a form sent without it (an older page, a script) keeps the workflow's.
         value = self.cleaned_data.get("gem_share")
         return self.instance.gem_share if value is None else value
+
+    def clean_type_confidence(self):
+        value = self.cleaned_data.get("type_confidence")
+        return self.instance.type_confidence if value is None else value
 
     def clean(self):
         data = super().clean()
@@ -365,3 +385,82 @@ class SubjectSetForm(forms.ModelForm):
             return workflows.check_set_name(self.project, self.cleaned_data.get("name", ""), self.instance)
         except workflows.BuilderError as exc:
             raise ValidationError(str(exc))
+
+
+# --- Follow-up questions ------------------------------------------------------------------------
+
+FOLLOWUP_NONE = "none"
+FOLLOWUP_MODES = [(FOLLOWUP_NONE, "No follow-up"), *followup_rules.MODES]
+
+
+def types_text(types) -> str:
+    """A follow-up's types as the page's textarea shows them: one per line, "key | label | letter | guide"."""
+    lines = []
+    for t in types or []:
+        parts = [t.get("key", ""), t.get("label", ""), t.get("shortcut", ""), t.get("guide", "")]
+        while parts and not parts[-1]:
+            parts.pop()
+        lines.append(" | ".join(parts))
+    return "\n".join(lines)
+
+
+def parse_types(text: str) -> list[dict]:
+    """The textarea's lines back into types: key, then optional label, keyboard letter and guide type."""
+    types = []
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")] + ["", "", ""]
+        types.append({"key": parts[0], "label": parts[1], "shortcut": parts[2], "guide": parts[3]})
+    return types
+
+
+def followup_blocks(workflow, data=None, defaults_for: str = "") -> list[dict]:
+    """One block per answer of the workflow for the follow-ups page: the answer, and the mode, question
+    and types the page shows (posted ones when `data` is given). `defaults_for`: the answer whose types
+    become the field guide's (the "Add the field guide's types" button), by which side it counts on."""
+    current = {f["answer"]: f for f in workflow.followups or []}
+    blocks = []
+    for option in answer_rules.options(workflow.answers):
+        key = option["key"]
+        stored = current.get(key)
+        if data is not None:
+            mode = data.get(f"f-{key}-mode", FOLLOWUP_NONE)
+            question = data.get(f"f-{key}-question", "")
+            text = data.get(f"f-{key}-types", "")
+        else:
+            mode = stored.get("mode", followup_rules.OPTIONAL) if stored else FOLLOWUP_NONE
+            question = stored.get("question", "") if stored else ""
+            text = types_text(stored["types"]) if stored else ""
+        if key == defaults_for:
+            side = option.get("counts_as") or answer_rules.BOGUS
+            text = types_text(followup_rules.default_types(side))
+            question = question or followup_rules.DEFAULT_QUESTION
+            if mode == FOLLOWUP_NONE:
+                mode = followup_rules.OPTIONAL
+        if mode not in dict(FOLLOWUP_MODES):
+            mode = FOLLOWUP_NONE
+        blocks.append(
+            {
+                "answer": option,
+                "mode": mode,
+                "question": question,
+                "types": text,
+                "stored": stored is not None,
+            }
+        )
+    return blocks
+
+
+def followups_from_blocks(blocks) -> list[dict]:
+    """What core.workflows.update_workflow takes from the page's blocks ("No follow-up" ones left out)."""
+    return [
+        {
+            "answer": b["answer"]["key"],
+            "question": b["question"],
+            "mode": b["mode"],
+            "types": parse_types(b["types"]),
+        }
+        for b in blocks
+        if b["mode"] != FOLLOWUP_NONE
+    ]

@@ -54,7 +54,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "consensus_fraction", "acquisition_strategy", "active_model", "active_model_version", "created_at",
             "show_light_curve", "model_input_size", "model_pixel_scale", "model_uncertainty_channel", "start_from",
             "gold_schedule", "exploration_share", "train_every", "comparison_source", "comparison_set",
-            "n_candidates", "tutorial", "field_guide",
+            "n_candidates", "tutorial", "field_guide", "followups", "model_votes", "model_helped_training",
         ]  # fmt: skip
 
 

@@ -56,10 +56,43 @@ class GoldScheduleField(serializers.JSONField):
     pass
 
 
+class FollowupTypeSerializer(serializers.Serializer):
+    key = serializers.CharField(
+        max_length=30,
+        help_text="Stored in votes (`followup`): keep it once volunteers answer; rename the label.",
+    )
+    label = serializers.CharField(max_length=answer_rules.LABEL_MAX, required=False, allow_blank=True)
+    shortcut = serializers.CharField(
+        max_length=1, required=False, allow_blank=True,
+        help_text="One keyboard letter (its position 1–9 works too; F, U, G, S and the answers' letters are taken).",
+    )  # fmt: skip
+    guide = serializers.CharField(
+        max_length=40, required=False, allow_blank=True,
+        help_text="A built-in field-guide type whose example the page shows as a thumbnail.",
+    )  # fmt: skip
+
+
+class FollowupSerializer(serializers.Serializer):
+    answer = serializers.CharField(max_length=30, help_text="The key of the answer the question follows.")
+    question = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    mode = serializers.ChoiceField(
+        choices=["required", "optional", "off"], required=False, default="optional",
+        help_text="required: always asked; optional: may be passed, fast mode allowed; off: kept, not asked.",
+    )  # fmt: skip
+    types = FollowupTypeSerializer(
+        many=True, help_text='1–9 types; "not_sure" is always allowed, never listed.'
+    )
+
+
 class WorkflowUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     question = serializers.CharField(max_length=300, required=False, allow_blank=True)
     answers = AnswerSerializer(many=True, required=False, help_text="Real/bogus: two or more answers.")
+    followups = FollowupSerializer(
+        many=True, required=False,
+        help_text="Real/bogus: \"What kind?\" questions after answers, replaced as a whole. Removing a type that "
+        "votes name is refused (400); renaming it (same key) is fine.",
+    )  # fmt: skip
     tutorial = TutorialStepSerializer(many=True, required=False)
     field_guide = FieldGuideEntrySerializer(many=True, required=False)
     is_active = serializers.BooleanField(required=False, help_text="Live: volunteers see the workflow.")
@@ -71,6 +104,19 @@ class WorkflowUpdateSerializer(serializers.Serializer):
     swap_p_low = serializers.FloatField(required=False)
     swap_p_high = serializers.FloatField(required=False)
     consensus_fraction = serializers.FloatField(required=False)
+    type_retirement = serializers.BooleanField(
+        required=False, help_text="Retire only when the type is decided too (or after max_votes)."
+    )
+    type_confidence = serializers.FloatField(
+        required=False, help_text="A type is decided when its posterior reaches this (0.5 to 1)."
+    )
+    model_votes = serializers.BooleanField(
+        required=False, help_text="Real/bogus: the active model's calibrated score counts as one more vote."
+    )
+    model_helped_training = serializers.BooleanField(
+        required=False,
+        help_text="Train on labels the model helped decide (at half weight); off (default) leaves them out.",
+    )
     gold_schedule = GoldScheduleField(required=False)
     exploration_share = serializers.FloatField(required=False)
     acquisition_strategy = serializers.CharField(max_length=30, required=False)
@@ -88,6 +134,11 @@ class WorkflowUpdateSerializer(serializers.Serializer):
         for field in ("answers", "tutorial", "field_guide"):
             if field in data:
                 data[field] = [dict(item) for item in data[field]]
+        if "followups" in data:
+            data["followups"] = [
+                {**dict(item), "types": [dict(t) for t in item.get("types", [])]}
+                for item in data["followups"]
+            ]
         return data
 
 

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from core import answers as answer_rules
+from core import followups as followup_rules
 from core import workflow_content
 from core.models import Project, Subject, SubjectSet, Workflow
 
@@ -35,7 +36,8 @@ SETTING_FIELDS = (
     "retirement_rule", "retirement_limit", "min_votes", "max_votes", "swap_prior", "swap_p_low", "swap_p_high",
     "consensus_fraction", "gold_schedule", "exploration_share", "acquisition_strategy", "train_every",
     "model_input_size", "comparison_source", "comparison_set", "n_candidates", "show_light_curve",
-    "model_pixel_scale", "model_uncertainty_channel", "gem_share",
+    "model_pixel_scale", "model_uncertainty_channel", "gem_share", "type_retirement", "type_confidence",
+    "model_votes", "model_helped_training",
 )  # fmt: skip
 
 
@@ -150,6 +152,9 @@ def settings_errors(values: dict) -> dict[str, str]:
     fraction = v("consensus_fraction")
     if fraction is not None and not 0.5 < fraction <= 1:
         errors["consensus_fraction"] = "More than 0.5 and at most 1."
+    type_confidence = v("type_confidence")
+    if type_confidence is not None and not 0.5 <= type_confidence <= 1:
+        errors["type_confidence"] = "From 0.5 to 1."
     share = v("exploration_share")
     if share is not None and not 0 <= share <= 1:
         errors["exploration_share"] = "A share from 0 to 1."
@@ -191,6 +196,7 @@ def create_workflow(
     question: str = "",
     answers=None,
     is_active: bool = False,
+    followups=None,
     **settings,
 ) -> tuple[Workflow, bool]:
     """The project's workflow at `slug`, made with the builder's defaults if it does not exist:
@@ -199,6 +205,7 @@ def create_workflow(
     A new real/bogus workflow gets the answers (real and bogus by default), the default tutorial and
     the built-in ZTF field guide; every new workflow gets an empty "default" subject set. New
     workflows are drafts (`is_active=False`) until launched, unless `is_active` says otherwise.
+    `followups`: the follow-up questions (core.followups), none by default.
     """
     if kind not in dict(Workflow.KINDS):
         raise BuilderError(f"The kind must be one of {', '.join(dict(Workflow.KINDS))}.", "kind")
@@ -229,6 +236,10 @@ def create_workflow(
         field_guide=guide,
         is_active=is_active,
     )
+    if followups:
+        if kind != Workflow.REAL_BOGUS:
+            raise BuilderError("Similarity workflows have no answers to follow up.", "followups")
+        workflow.followups = _followups(followups, cleaned_answers)
     _apply_settings(workflow, settings)
     with transaction.atomic():
         workflow.save()
@@ -245,6 +256,11 @@ def update_workflow(workflow: Workflow, **changes) -> Workflow:
         ):
             raise BuilderError(f"A workflow's {fixed} cannot change once it exists.", fixed)
         changes.pop(fixed, None)
+    old_followups = workflow.followups
+    if "answers" in changes and "followups" not in changes and workflow.followups:
+        # A removed answer takes its follow-up question with it (an answer with votes cannot go).
+        new_keys = answer_rules.keys(changes["answers"] or [])
+        changes["followups"] = followup_rules.keep_answered(workflow.followups, new_keys)
     if "answers" in changes:
         if workflow.kind != Workflow.REAL_BOGUS:
             if changes["answers"]:
@@ -254,6 +270,15 @@ def update_workflow(workflow: Workflow, **changes) -> Workflow:
             _check_answer_keys_kept(workflow, new)
             workflow.answers = new
         changes.pop("answers")
+    if "followups" in changes:
+        raw = changes.pop("followups")
+        if workflow.kind != Workflow.REAL_BOGUS:
+            if raw:
+                raise BuilderError("Similarity workflows have no answers to follow up.", "followups")
+        else:
+            new_followups = _followups(raw, workflow.answers)
+            _check_types_kept(workflow, old_followups, new_followups)
+            workflow.followups = new_followups
     for field in ("name", "question"):
         if field in changes:
             value = str(changes.pop(field) or "").strip()
@@ -280,6 +305,35 @@ def _answers(raw) -> list[dict]:
         return answer_rules.validate(raw)
     except answer_rules.AnswerError as exc:
         raise BuilderError(str(exc), "answers")
+
+
+def _followups(raw, answers) -> list[dict]:
+    try:
+        return followup_rules.validate(raw, answers)
+    except followup_rules.FollowupError as exc:
+        raise BuilderError(str(exc), "followups")
+
+
+def used_type_keys(workflow: Workflow) -> set[str]:
+    """The follow-up answers standing votes store: the types an edit may not remove."""
+    from django.apps import apps
+
+    vote = apps.get_model("labeling", "Vote")
+    return set(
+        vote.objects.filter(workflow=workflow, retracted=False)
+        .exclude(followup="")
+        .values_list("followup", flat=True)
+        .distinct()
+    )
+
+
+def _check_types_kept(workflow: Workflow, old: list[dict], new: list[dict]) -> None:
+    if not workflow.pk or not followup_rules.type_keys(old):
+        return
+    try:
+        followup_rules.check_edit(old, new, used_type_keys(workflow))
+    except followup_rules.FollowupError as exc:
+        raise BuilderError(str(exc), "followups")
 
 
 def _check_answer_keys_kept(workflow: Workflow, new: list[dict]) -> None:

@@ -15,7 +15,8 @@ def aggregation_job(run: JobRun) -> str:
 
     method = run.job.params.get("method", "dawid_skene")
     summary = recompute_workflow(run.job.workflow_id, method=method)
-    run.update(params={**run.job.params, "result": {"n_votes": summary.n_votes, **summary.retirement}})
+    result = {"n_votes": summary.n_votes, "n_typed_votes": summary.n_typed_votes, **summary.retirement}
+    run.update(params={**run.job.params, "result": result})
     return f"Done: {summary.n_votes} votes aggregated with {method}"
 
 

@@ -105,7 +105,8 @@ class ParticipantSkill(models.Model):
     bogus_said_bogus = models.FloatField(default=0.0)
     confusion = models.JSONField(default=list, blank=True, help_text="Dawid–Skene confusion matrix")
     # Dawid–Skene on the types (K classes): {"classes": [type keys], "matrix": K×K rows (true type) of
-    # P(says column | true row)}; {} until a recompute has seen this volunteer name a type.
+    # P(says column | true row), "seen": [subjects of each true type typed, by the posterior]}; {} until a
+    # recompute has seen this volunteer name a type.
     type_confusion = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -12,6 +12,12 @@ arriving after the write applies its incremental update on top of the recomputed
 
 Retracted votes (undone, or skips replaced by an answer: labeling.models.VoteRetraction) are not
 votes here: the arrays and the tallies are built from standing votes only.
+
+Types (core.followups): after the real/bogus method, the typed votes (a follow-up answer that is one
+of the workflow's K type keys) go through K-class Dawid–Skene (majority when the method is "majority";
+SWAP is binary, so "swap" uses Dawid–Skene for the types too), with the gold subjects whose expert
+subtype is a type key clamped to it. Each subject gets Subject.type_counts/type_posterior/decided_type
+and each volunteer ParticipantSkill.type_confusion, with the same "keep newer" rule as P(real).
 """
 
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from django.utils import timezone
 
 from core import answers
 from core.models import Subject, Workflow
+from labeling import model_voter
 from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
 from labeling.models import ParticipantSkill, Vote, VoteRetraction
 from mlcore import aggregation as crowd
@@ -57,6 +64,8 @@ class RecomputeSummary:
     n_decided_real: int = 0
     n_decided_bogus: int = 0
     n_kept_newer: int = 0  # subjects that got a vote during the run and kept their incremental state
+    n_typed_votes: int = 0
+    n_kept_newer_types: int = 0
     n_iter: int = 0
     converged: bool | None = None
     retirement: dict = field(default_factory=dict)
@@ -139,9 +148,17 @@ def run_method(workflow: Workflow, arrays: VoteArrays, method: str) -> crowd.Agg
     raise ValueError(f"Unknown aggregation method '{method}'; choose one of {', '.join(METHODS)}.")
 
 
-def _write_subjects(workflow: Workflow, arrays: VoteArrays, p_real: np.ndarray, method: str) -> int:
-    """Store the posteriors; returns how many subjects were left alone because they changed."""
+def _write_subjects(
+    workflow: Workflow,
+    arrays: VoteArrays,
+    p_real: np.ndarray,
+    method: str,
+    with_model: np.ndarray | None = None,
+) -> int:
+    """Store the posteriors; returns how many subjects were left alone because they changed.
+    `with_model`: per subject, whether the model's vote is in its posterior (Subject.decided_with_model)."""
     kept = 0
+    helped = dict(zip(arrays.subject_ids, with_model.tolist(), strict=True)) if with_model is not None else {}
     for start in range(0, len(arrays.subject_ids), WRITE_CHUNK):
         chunk = dict(
             zip(
@@ -172,8 +189,9 @@ def _write_subjects(workflow: Workflow, arrays: VoteArrays, p_real: np.ndarray, 
                     continue
                 subject.p_real = float(chunk[subject.pk])
                 subject.aggregation_method = method
+                subject.decided_with_model = bool(helped.get(subject.pk, False))
                 changed.append(subject)
-            Subject.objects.bulk_update(changed, ["p_real", "aggregation_method"])
+            Subject.objects.bulk_update(changed, ["p_real", "aggregation_method", "decided_with_model"])
     return kept
 
 
@@ -245,6 +263,166 @@ def _write_skills(workflow: Workflow, arrays: VoteArrays, result: crowd.Aggregat
             )
 
 
+# --- Types -----------------------------------------------------------------------------------------
+
+
+def type_vote_arrays(workflow: Workflow, classes: list[str]) -> VoteArrays:
+    """The workflow's standing typed votes as mlcore arrays (labels: index in `classes`)."""
+    class_of_key = {k: i for i, k in enumerate(classes)}
+    # Read before the votes: what comes after these marks is newer evidence for _write_types.
+    last_retraction_pk = (
+        VoteRetraction.objects.filter(vote__workflow=workflow)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+        or 0
+    )
+    last_pk = Vote.objects.filter(workflow=workflow).order_by("-pk").values_list("pk", flat=True).first() or 0
+    rows = list(
+        Vote.objects.filter(workflow=workflow, followup__in=classes, retracted=False, pk__lte=last_pk)
+        .exclude(answer=Vote.SKIP)
+        .order_by("created_at", "pk")
+        .values_list("subject_id", "participant_id", "followup")
+    )
+    subject_ids = sorted({r[0] for r in rows})
+    participant_ids = sorted({r[1] for r in rows})
+    item_of = {s: i for i, s in enumerate(subject_ids)}
+    worker_of = {p: i for i, p in enumerate(participant_ids)}
+    return VoteArrays(
+        items=np.array([item_of[r[0]] for r in rows], dtype=np.int64),
+        workers=np.array([worker_of[r[1]] for r in rows], dtype=np.int64),
+        labels=np.array([class_of_key[r[2]] for r in rows], dtype=np.int64),
+        subject_ids=subject_ids,
+        participant_ids=participant_ids,
+        last_vote_pk=last_pk,
+        last_retraction_pk=last_retraction_pk,
+    )
+
+
+def run_type_method(arrays: VoteArrays, classes: list[str], method: str) -> crowd.AggregationResult:
+    """K-class aggregation of the typed votes; one type only is certain wherever it was named."""
+    k, n_items, n_workers = len(classes), len(arrays.subject_ids), len(arrays.participant_ids)
+    if k < 2:
+        return crowd.AggregationResult(np.ones((n_items, 1)), np.ones((n_workers, 1, 1)), method)
+    if method == "majority":
+        return crowd.majority_vote(arrays.items, arrays.workers, arrays.labels, k, n_items, n_workers)
+    class_of_key = {key: i for i, key in enumerate(classes)}
+    gold = dict(
+        Subject.objects.filter(pk__in=arrays.subject_ids, gold_subtype__in=classes).values_list(
+            "pk", "gold_subtype"
+        )
+    )
+    item_of = {s: i for i, s in enumerate(arrays.subject_ids)}
+    return crowd.dawid_skene(
+        arrays.items,
+        arrays.workers,
+        arrays.labels,
+        n_classes=k,
+        n_items=n_items,
+        n_workers=n_workers,
+        gold_items=np.array([item_of[s] for s in gold], dtype=np.int64) if gold else None,
+        gold_labels=np.array([class_of_key[g] for g in gold.values()], dtype=np.int64) if gold else None,
+    )
+
+
+def _write_types(workflow: Workflow, arrays: VoteArrays, classes: list[str], posterior: np.ndarray) -> int:
+    """Store the type posteriors, counts and decided types; returns how many subjects kept theirs
+    because a typed vote came or went during the run."""
+    from labeling.aggregation import decided_type
+
+    counts = np.zeros((len(arrays.subject_ids), len(classes)), dtype=np.int64)
+    np.add.at(counts, (arrays.items, arrays.labels), 1)
+    kept = 0
+    for start in range(0, len(arrays.subject_ids), WRITE_CHUNK):
+        ids = arrays.subject_ids[start : start + WRITE_CHUNK]
+        with transaction.atomic():
+            subjects = list(Subject.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+            newer = set(
+                Vote.objects.filter(
+                    workflow=workflow, subject_id__in=ids, pk__gt=arrays.last_vote_pk, followup__in=classes
+                ).values_list("subject_id", flat=True)
+            ) | set(
+                VoteRetraction.objects.filter(
+                    vote__workflow=workflow,
+                    vote__subject_id__in=ids,
+                    vote__followup__in=classes,
+                    pk__gt=arrays.last_retraction_pk,
+                ).values_list("vote__subject_id", flat=True)
+            )
+            index = {s: start + i for i, s in enumerate(ids)}
+            changed = []
+            for subject in subjects:
+                if subject.pk in newer:
+                    kept += 1
+                    continue
+                i = index[subject.pk]
+                subject.type_counts = {k: int(n) for k, n in zip(classes, counts[i], strict=True) if n}
+                subject.type_posterior = {k: float(p) for k, p in zip(classes, posterior[i], strict=True)}
+                subject.decided_type = decided_type(
+                    subject.type_posterior, int(counts[i].sum()), workflow.type_confidence
+                )
+                changed.append(subject)
+            Subject.objects.bulk_update(changed, ["type_counts", "type_posterior", "decided_type"])
+    return kept
+
+
+def _write_type_confusion(
+    workflow: Workflow, arrays: VoteArrays, classes: list[str], result: crowd.AggregationResult
+) -> None:
+    worker_of = {p: i for i, p in enumerate(arrays.participant_ids)}
+    # How many of each true type the volunteer has seen, by the posterior: a row they never saw is the
+    # prior alone (70 % on the diagonal), which the heat map must not show as skill.
+    k = len(classes)
+    seen = np.stack(
+        [
+            np.bincount(arrays.workers, weights=result.posterior[arrays.items, t], minlength=len(worker_of))
+            for t in range(k)
+        ],
+        axis=1,
+    )
+    for start in range(0, len(arrays.participant_ids), WRITE_CHUNK):
+        ids = arrays.participant_ids[start : start + WRITE_CHUNK]
+        with transaction.atomic():
+            for pid in ids:
+                try:
+                    with transaction.atomic():
+                        ParticipantSkill.objects.get_or_create(workflow=workflow, participant_id=pid)
+                except IntegrityError:  # created meanwhile by a vote; the row exists now
+                    pass
+            skills = list(
+                ParticipantSkill.objects.select_for_update()
+                .filter(workflow=workflow, participant_id__in=ids)
+                .order_by("pk")
+            )
+            for skill in skills:
+                w = worker_of[skill.participant_id]
+                skill.type_confusion = {
+                    "classes": list(classes),
+                    "matrix": [[float(x) for x in row] for row in result.confusion[w]],
+                    "seen": [round(float(x), 3) for x in seen[w]],
+                }
+            ParticipantSkill.objects.bulk_update(skills, ["type_confusion"])
+    # Volunteers whose typed votes were all undone name no type any more: no matrix to show.
+    ParticipantSkill.objects.filter(workflow=workflow).exclude(
+        participant_id__in=arrays.participant_ids
+    ).exclude(type_confusion={}).update(type_confusion={})
+
+
+def recompute_types(workflow: Workflow, method: str, summary: "RecomputeSummary") -> None:
+    from core.followups import type_keys
+
+    classes = type_keys(workflow.followups)
+    if not classes:
+        return
+    arrays = type_vote_arrays(workflow, classes)
+    summary.n_typed_votes = len(arrays.labels)
+    if not len(arrays.labels):
+        return
+    result = run_type_method(arrays, classes, method)
+    summary.n_kept_newer_types = _write_types(workflow, arrays, classes, result.posterior)
+    _write_type_confusion(workflow, arrays, classes, result)
+
+
 def volunteer_ranking(
     workflow: Workflow, n: int = 5
 ) -> tuple[list[VolunteerSummary], list[VolunteerSummary]]:
@@ -275,15 +453,21 @@ def recompute_workflow(
     summary.n_subjects = len(arrays.subject_ids)
     summary.n_participants = len(arrays.participant_ids)
     if summary.n_votes:
-        result = run_method(workflow, arrays, method)
+        with_model = None
+        if model_voter.votes(workflow):
+            result, with_model = model_voter.run_with_model(workflow, arrays, method, run_method)
+        else:
+            result = run_method(workflow, arrays, method)
         p_real = result.p_real
         summary.n_iter = result.n_iter
         summary.converged = result.params.get("converged")
         summary.mean_p_real = float(p_real.mean())
         summary.n_decided_real = int((p_real >= workflow.swap_p_high).sum())
         summary.n_decided_bogus = int((p_real <= workflow.swap_p_low).sum())
-        summary.n_kept_newer = _write_subjects(workflow, arrays, p_real, method)
+        summary.n_kept_newer = _write_subjects(workflow, arrays, p_real, result.method, with_model)
         _write_skills(workflow, arrays, result)
+    # After the real/bogus write, so that the retirement re-evaluation below sees both.
+    recompute_types(workflow, method, summary)
     if reevaluate:
         from labeling.retirement import reevaluate_workflow
 

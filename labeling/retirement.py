@@ -9,8 +9,19 @@
 Under swap and consensus a subject that reaches `max_votes` without being decided retires into
 the expert review queue (`needs_review=True`): more volunteer votes would not settle it. Gold
 subjects never retire by rule: they stay in the mix for feedback. Every retirement records
-its reason. Owners retire and unretire by hand; changing the rule re-evaluates the active
-subjects in the background (`reevaluate_workflow`).
+its reason.
+
+Types (core.followups), where the workflow asks (`type_retirement`): a subject the rule decides
+retires only once its type is decided too (the type posterior's maximum reaches `type_confidence`
+after at least two typed votes, and the type is one of the decided side's, when it has a side). A
+subject still without a type at `max_votes` retires all the same, on its real/bogus decision, with a
+reason that says the type stayed undecided: the review queue is for the real/bogus label that training
+and alerts need, which is settled; more votes would not settle the type either, and the reason lets the
+team find these subjects. Undecided real/bogus at `max_votes` goes to review as without types. Under
+the count rule a subject waits past `retirement_limit` for its type, up to `max_votes`.
+
+Owners retire and unretire by hand; changing the rule re-evaluates the active subjects in the
+background (`reevaluate_workflow`).
 """
 
 from django.db import transaction
@@ -62,28 +73,69 @@ def _consensus(subject: Subject, workflow: Workflow | None = None) -> tuple[str,
 def decision(subject: Subject, workflow: Workflow) -> tuple[str, str] | None:
     """What the workflow's rule says about the subject now: ("retire"|"review", reason) or None.
 
-    Pure: reads the subject's counts and posterior and changes nothing.
+    Pure: reads the subject's counts and posteriors and changes nothing.
     """
+    verdict = _rule_decision(subject, workflow)
+    if verdict is None:
+        return None
+    action, reason, side = verdict
+    if action != "retire" or not _waits_for_type(workflow):
+        return action, reason
+    # The reason column is short: the rule and side, then the type, instead of the rule's own reason.
+    n = subject.vote_count
+    head = f"{workflow.retirement_rule}: {side}, " if side else f"{workflow.retirement_rule}: "
+    key = subject_type(subject, workflow, side)
+    if key:
+        return "retire", f"{head}type {key} after {n} votes"
+    if n >= workflow.max_votes:
+        return "retire", f"{head}type undecided after {n} votes"
+    return None
+
+
+def _waits_for_type(workflow: Workflow) -> bool:
+    from core.followups import type_keys
+
+    return bool(workflow.type_retirement and type_keys(workflow.followups))
+
+
+def subject_type(subject: Subject, workflow: Workflow, side: str = "") -> str:
+    """The subject's decided type under the workflow's current type_confidence ("" if none), and only
+    one of `side`'s types when the type belongs to a side: a type the volunteers gave after the other
+    answer does not describe this decision."""
+    from core.followups import type_keys
+    from labeling.aggregation import decided_type, n_typed_votes, type_sides
+
+    classes = type_keys(workflow.followups)
+    posterior = {k: p for k, p in (subject.type_posterior or {}).items() if k in classes}
+    key = decided_type(posterior, n_typed_votes(subject, classes), workflow.type_confidence)
+    if key and side in (Subject.REAL, Subject.BOGUS) and type_sides(workflow).get(key, side) != side:
+        return ""
+    return key
+
+
+def _rule_decision(subject: Subject, workflow: Workflow) -> tuple[str, str, str] | None:
+    """(action, reason, side decided: "real", "bogus", an answer key, or "") by the rule alone."""
     n = subject.vote_count
     rule = workflow.retirement_rule
     if rule == Workflow.RULE_COUNT:
         if n >= workflow.retirement_limit:
-            return "retire", f"count: {n} votes"
+            leading = _consensus(subject, workflow)
+            return "retire", f"count: {n} votes", leading[0] if leading else ""
         return None
 
     if n >= workflow.min_votes:
         if rule == Workflow.RULE_SWAP and subject.p_real is not None:
             if subject.p_real >= workflow.swap_p_high:
-                return "retire", f"swap: real, P(real)={subject.p_real:.4f} after {n} votes"
+                return "retire", f"swap: real, P(real)={subject.p_real:.4f} after {n} votes", Subject.REAL
             if subject.p_real <= workflow.swap_p_low:
-                return "retire", f"swap: bogus, P(real)={subject.p_real:.4f} after {n} votes"
+                return "retire", f"swap: bogus, P(real)={subject.p_real:.4f} after {n} votes", Subject.BOGUS
         elif rule == Workflow.RULE_CONSENSUS:
             leading = _consensus(subject, workflow)
             if leading and leading[1] / leading[2] >= workflow.consensus_fraction:
                 answer, votes, total = leading
-                return "retire", f"consensus: {answer} {votes}/{total}"
+                return "retire", f"consensus: {answer} {votes}/{total}", answer
     if n >= workflow.max_votes:
-        return "review", f"undecided after {n} votes: expert review"
+        return "review", f"undecided after {n} votes: expert review", ""
     return None
 
 

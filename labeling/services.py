@@ -26,10 +26,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core import gems, tickets
+from core import followups, gems, tickets
 from core.models import Participant, Subject, Workflow
 from core.votes import VoteError, lost_session_retry, parse_idempotency_key, refuse_if_closed, store_vote_once
-from labeling import aggregation, retirement
+from labeling import aggregation, model_voter, retirement
 from labeling.models import Vote, VoteRetraction
 from loop import services as loop_services
 from mlcore.aggregation import BOGUS, REAL, swap_skill, swap_undo
@@ -72,18 +72,31 @@ def record_vote(
     created_at: datetime | None = None,
     ticket: str | None = None,
     trusted: bool = False,
+    followup: str | None = "",
 ) -> VoteResult:
     """Store one real/bogus vote. `ticket`: the one served with the subject (core.tickets.verify
     refuses anything else with TicketError). `trusted`: the caller has its own proof of serving (vote
-    imports, task-link assignments, the demo seeder); no ticket, and the subject's gold label counts."""
+    imports, task-link assignments, the demo seeder); no ticket, and the subject's gold label counts.
+    `followup`: the answer to the follow-up question asked after `answer` (core.followups: a type key,
+    "not_sure", or "" for none); one that does not fit the workflow's question is a VoteError.
+
+    A replay (same idempotency key, same participant and subject) returns the stored vote as it is,
+    follow-up included: the follow-up is not compared, like the answer, because the first request
+    that got through is the vote (a retry cannot change it)."""
     key = parse_idempotency_key(idempotency_key)
     if workflow.kind != Workflow.REAL_BOGUS:
         raise VoteError("This workflow asks which images are similar: it takes no real/bogus votes.")
     answer = (answer or "").strip().lower()
+    if not answer and (followup or "").strip():
+        raise VoteError("A follow-up answer needs a main answer: send the answer too.")
     if answer not in set(workflow.answer_keys) | {Vote.SKIP}:
         raise VoteError(
             f"'{answer}' is not an answer of this workflow ({', '.join(workflow.answer_keys)} or skip)."
         )
+    try:
+        followup = followups.check_vote(workflow.followups, answer, followup)
+    except followups.FollowupError as exc:
+        raise VoteError(str(exc)) from None
     if started_at and finished_at and finished_at < started_at:
         started_at, finished_at = finished_at, started_at
 
@@ -131,6 +144,7 @@ def record_vote(
             swap_p_d=float(skill.p_d) if skill is not None else None,
             participant=participant,
             answer=answer,
+            followup=followup,
             idempotency_key=key,
             started_at=started_at,
             finished_at=finished_at or timezone.now(),
@@ -232,7 +246,13 @@ def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow, skill=None) ->
     counts[vote.answer] = counts.get(vote.answer, 0) + 1
     subject.answer_counts = counts
     aggregation.update_on_vote(vote, subject, workflow, skill)
-    subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
+    aggregation.update_type_on_vote(vote, subject, workflow)
+    subject.save(
+        update_fields=[
+            "vote_count", "answer_counts", "p_real", "aggregation_method",
+            "type_counts", "type_posterior", "decided_type",
+        ]
+    )  # fmt: skip
     return retirement.retire_if_decided(subject, workflow)
 
 
@@ -243,13 +263,28 @@ def gold_feedback(vote: Vote, subject: Subject) -> dict | None:
     from labeling.gold import guide_entry
 
     subtype_label, guide = guide_entry(subject.gold_subtype)
-    return {
+    feedback = {
         "correct": vote.workflow.answer_class(vote.answer) == subject.gold_label,
         "expert_answer": subject.gold_label,
         "subtype": subject.gold_subtype,
         "subtype_label": subtype_label,
         "guide": guide,
+        # The expert's type in the workflow's own words, and whether the volunteer's follow-up named
+        # it: None when the workflow has no such type or the volunteer gave no type to compare.
+        "type_label": "",
+        "followup": vote.followup,
+        "followup_label": "",
+        "type_correct": None,
     }
+    labels = followups.type_labels(vote.workflow.followups)
+    if subject.gold_subtype and subject.gold_subtype in labels:
+        feedback["type_label"] = labels[subject.gold_subtype]
+        feedback["subtype_label"] = feedback["type_label"]
+        if vote.followup and vote.followup != followups.NOT_SURE:
+            feedback["type_correct"] = vote.followup == subject.gold_subtype
+    if vote.followup:
+        feedback["followup_label"] = labels.get(vote.followup, vote.followup)
+    return feedback
 
 
 def _after_commit(workflow_id: int) -> None:
@@ -385,7 +420,14 @@ def _reverse_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
         else:  # it was the only vote that moved P(real): back to no belief at all
             subject.p_real = None
             subject.aggregation_method = ""
-    subject.save(update_fields=["vote_count", "answer_counts", "p_real", "aggregation_method"])
+            model_voter.forget_model_vote(subject)  # the model voted with the first vote: it goes too
+    aggregation.reverse_type_on_vote(vote, subject, workflow)
+    subject.save(
+        update_fields=[
+            "vote_count", "answer_counts", "p_real", "aggregation_method",
+            "type_counts", "type_posterior", "decided_type",
+        ]
+    )  # fmt: skip
 
 
 def _counted_keys(workflow: Workflow) -> list[str]:

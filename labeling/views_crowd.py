@@ -21,6 +21,7 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from core.followups import type_keys, type_labels
 from core.models import Subject, Workflow
 from core.permissions import EXPERT_ROLES, MEMBER_ROLES, OWNER_ROLES, READ_ROLES, workflow_for
 from labeling import gold, retirement
@@ -100,12 +101,50 @@ def gold_skips_reset(request, project, workflow):
 # --- Volunteer skill --------------------------------------------------------------------------------
 
 
+HEAT_STEPS = 10  # the heat map's colour steps (CSS classes heat-0 … heat-10)
+
+
+def type_heatmap(type_confusion, labels: dict[str, str]) -> dict | None:
+    """A volunteer's K×K type confusion (ParticipantSkill.type_confusion) as table rows for the heat map:
+    row = true type, column = the type they said; None when the recompute left no matrix."""
+    classes = (type_confusion or {}).get("classes") or []
+    matrix = (type_confusion or {}).get("matrix") or []
+    if not classes or len(matrix) != len(classes) or any(len(row) != len(classes) for row in matrix):
+        return None
+    names = [labels.get(k, k) for k in classes]
+    seen = (type_confusion or {}).get("seen") or []
+    if len(seen) != len(classes):  # a matrix from before "seen" was kept: every row is shown
+        seen = [None] * len(classes)
+    return {
+        "columns": [{"n": i, "label": name} for i, name in enumerate(names, start=1)],
+        "rows": [
+            {
+                "n": i,
+                "label": names[i - 1],
+                # Under half a subject of this type seen: the row is the prior, not what they do.
+                "unseen": seen[i - 1] is not None and float(seen[i - 1]) < 0.5,
+                "cells": [
+                    {
+                        "value": float(v),
+                        "said": names[j],
+                        "heat": round(min(max(float(v), 0.0), 1.0) * HEAT_STEPS),
+                    }
+                    for j, v in enumerate(row)
+                ],
+            }
+            for i, row in enumerate(matrix, start=1)
+        ],
+    }
+
+
 def volunteer_rows(workflow: Workflow, skills) -> list[dict]:
-    """One row per volunteer: skill from gold answers (SWAP tallies) and from agreement (DS confusion)."""
+    """One row per volunteer: skill from gold answers (SWAP tallies) and from agreement (DS confusion),
+    and the type confusion heat map when the workflow has types."""
     from labeling.aggregation import NEW_VOLUNTEER_PSEUDO_COUNTS
     from mlcore.aggregation import BOGUS, REAL, swap_skill
 
     project = workflow.project
+    labels = type_labels(workflow.followups) if type_keys(workflow.followups) else None
     rows = []
     for skill in skills:
         gold_p_l, gold_p_d = swap_skill(
@@ -129,6 +168,7 @@ def volunteer_rows(workflow: Workflow, skills) -> list[dict]:
                 "ds_p_d": confusion[BOGUS][BOGUS] if has_ds else None,
                 # What the next vote of this volunteer is weighed with (SWAP step on the request path).
                 "informativeness": skill.p_l + skill.p_d - 1.0,
+                "types": type_heatmap(skill.type_confusion, labels) if labels is not None else None,
             }
         )
     return rows
@@ -139,13 +179,15 @@ def volunteers(request, project, workflow):
     workflow, role = workflow_for(request, project, workflow, READ_ROLES, kind=Workflow.REAL_BOGUS)
     skills = ParticipantSkill.objects.filter(workflow=workflow, n_votes__gt=0).order_by("-n_votes", "pk")
     page = Paginator(skills, 100).get_page(request.GET.get("page"))
+    rows = volunteer_rows(workflow, page.object_list)
     context = {
         "project": workflow.project,
         "workflow": workflow,
         "role": role,
         "page": page,
-        "rows": volunteer_rows(workflow, page.object_list),
+        "rows": rows,
         "n_volunteers": skills.count(),
+        "type_maps": [r for r in rows if r["types"]],
     }
     return render(request, "labeling/crowd/volunteers.html", context)
 
@@ -171,14 +213,21 @@ def review_queue(request, project, workflow):
         .exclude(retired_at=None)
         .order_by("-retired_at", "-pk")[:50]
     )
+    shown, recent = list(queue[:200]), list(recently_retired)
+    has_types = bool(type_keys(workflow.followups))
+    if has_types:  # the decided type in the workflow's words, beside P(real)
+        labels = type_labels(workflow.followups)
+        for s in shown + recent:
+            s.type_label = labels.get(s.decided_type, s.decided_type)
     context = {
         "project": workflow.project,
         "workflow": workflow,
         "role": role,
-        "queue": queue[:200],
+        "queue": shown,
         "n_queue": queue.count(),
-        "recently_retired": recently_retired,
+        "recently_retired": recent,
         "can_label": role in EXPERT_ROLES,
+        "has_types": has_types,
     }
     return render(request, "labeling/crowd/review.html", context)
 
@@ -239,8 +288,12 @@ class RetirementForm(forms.ModelForm):
             "swap_p_low",
             "swap_p_high",
             "consensus_fraction",
+            "type_retirement",
+            "type_confidence",
         ]
         labels = {
+            "type_retirement": "Wait for the type",
+            "type_confidence": "Type decided at posterior ≥",
             "swap_prior": "SWAP prior P(real)",
             "swap_p_low": "SWAP P(real) low threshold",
             "swap_p_high": "SWAP P(real) high threshold",
@@ -253,12 +306,21 @@ class RetirementForm(forms.ModelForm):
             "swap_p_low": "SWAP: retire as bogus at or below this P(real).",
             "swap_p_high": "SWAP: retire as real at or above this P(real).",
             "consensus_fraction": "Consensus: share of votes the leading answer needs (0.5–1).",
+            "type_retirement": "With follow-up types: a decided subject retires once its type is decided too, "
+            "or at the maximum votes (its reason then says the type stayed undecided).",
+            "type_confidence": "From 0.5 to 1, after at least two typed votes.",
         }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields["type_confidence"].required = False
         if not self.is_bound:
             self.initial["gold_schedule"] = json.dumps(self.instance.gold_schedule)
+
+    def clean_type_confidence(self):
+        # Optional: a form sent without it (an older page, a script) keeps the workflow's.
+        value = self.cleaned_data.get("type_confidence")
+        return self.instance.type_confidence if value is None else value
 
     def clean_gold_schedule(self):
         text = self.cleaned_data["gold_schedule"]

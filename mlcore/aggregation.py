@@ -14,6 +14,8 @@ Methods:
   subjects, subject probabilities updated by Bayes' rule vote by vote. ``swap_update`` and
   ``swap_skill_update`` are the per-vote versions used by the web app on every vote.
 * ``with_model_vote`` — Gravity Spy-style: the classifier's score counts as one weighted extra witness.
+* The model as a voter with its own confusion learned on gold: ``model_confusion`` (binned scores),
+  ``model_swap_update`` (one SWAP step), ``swap_with_model`` and ``dawid_skene_with_model`` (one more worker).
 """
 
 from __future__ import annotations
@@ -585,3 +587,251 @@ def label_accuracy(posterior, truth) -> float:
         if len(truth)
         else float("nan")
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model as a voter: its score binned, with a confusion learned on gold (SWAP step, Dawid–Skene worker)
+# ---------------------------------------------------------------------------------------------------------
+
+# Bins of the model's P(real). Finer at the ends, where a calibrated classifier says most and errs least.
+MODEL_BIN_EDGES = (0.0, 0.01, 0.03, 0.1, 0.3, 0.5, 0.7, 0.9, 0.97, 0.99, 1.0)
+
+
+def _check_edges(edges) -> np.ndarray:
+    e = np.asarray(edges, dtype=float)
+    if e.ndim != 1 or len(e) < 2 or e[0] != 0.0 or e[-1] != 1.0 or np.any(np.diff(e) <= 0):
+        raise ValueError(f"bin edges must rise strictly from 0 to 1, got {edges!r}")
+    return e
+
+
+def model_score_bins(scores, edges=MODEL_BIN_EDGES) -> np.ndarray:
+    """The bin of each score (0 … len(edges) − 2); −1 for a missing score (NaN): no model vote there."""
+    e = _check_edges(edges)
+    s = np.asarray(scores, dtype=float)
+    finite = np.isfinite(s)
+    if np.any((s[finite] < 0) | (s[finite] > 1)):
+        raise ValueError("model scores must be probabilities in [0, 1] (NaN for none)")
+    bins = np.clip(np.searchsorted(e, np.where(finite, s, 0.0), side="right") - 1, 0, len(e) - 2)
+    return np.where(finite, bins, -1).astype(np.int64)
+
+
+def model_confusion(scores, truth, edges=MODEL_BIN_EDGES, prior_strength: float = 2.0) -> np.ndarray:
+    """The model's confusion as a voter: ``confusion[c, b]`` = Pr(its score falls in bin b | true class c).
+
+    Learned from subjects whose class is known (gold; ``truth`` 1 = real, 0 = bogus) and that the model never
+    trained on. Each row is smoothed towards the pooled bin shares q_b of all those subjects with
+    ``prior_strength`` pseudo-counts: confusion[c, b] = (n_cb + a·q_b) / (n_c + a). Shrinking towards the
+    pooled shares (not towards uniform) keeps the likelihood ratio of a bin at 1 when the classes score alike
+    there, so a model whose scores say nothing about the class moves no posterior. Without any labelled
+    subject every row is uniform: no information.
+    """
+    if prior_strength < 0 or not np.isfinite(prior_strength):
+        raise ValueError(f"prior_strength must be a finite number >= 0, got {prior_strength}")
+    bins = model_score_bins(scores, edges)
+    truth = _as_index_array(truth, "truth")
+    if len(truth) != len(bins):
+        raise ValueError(f"scores and truth differ in length: {len(bins)} vs {len(truth)}")
+    if len(truth) and truth.max() > 1:
+        raise ValueError("truth must be 0 (bogus) or 1 (real)")
+    n_bins = len(edges) - 1
+    keep = bins >= 0
+    counts = np.zeros((2, n_bins))
+    np.add.at(counts, (truth[keep], bins[keep]), 1.0)
+    total = counts.sum()
+    if total == 0:
+        return np.full((2, n_bins), 1.0 / n_bins)
+    pooled = counts.sum(axis=0) / total
+    rows = counts + prior_strength * pooled[None, :]
+    sums = rows.sum(axis=1, keepdims=True)
+    return np.divide(rows, sums, out=np.tile(pooled, (2, 1)), where=sums > 0)
+
+
+def _check_model_confusion(confusion, n_bins: int) -> np.ndarray:
+    conf = np.asarray(confusion, dtype=float)
+    if conf.shape != (2, n_bins) or np.any(conf < 0) or not np.all(np.isfinite(conf)):
+        raise ValueError(f"model confusion must be a (2, {n_bins}) array of probabilities")
+    return conf
+
+
+def model_log_lr(scores, confusion, edges=MODEL_BIN_EDGES) -> np.ndarray:
+    """The model's vote on each subject as a log likelihood ratio, log Pr(bin | real) − log Pr(bin | bogus).
+
+    0 (no vote) for a missing score and for a bin where neither class was ever seen (both zero).
+    """
+    bins = model_score_bins(scores, edges)
+    conf = _check_model_confusion(confusion, len(edges) - 1)
+    real, bogus = conf[REAL, np.maximum(bins, 0)], conf[BOGUS, np.maximum(bins, 0)]
+    usable = (bins >= 0) & (real > 0) & (bogus > 0)
+    out = np.zeros(len(bins))
+    out[usable] = np.log(real[usable]) - np.log(bogus[usable])
+    # One side never seen in this bin: cap the ratio as a volunteer's skills are capped (0.01 … 0.99).
+    cap = math.log(0.99 / 0.01)
+    out[(bins >= 0) & (real > 0) & (bogus == 0)] = cap
+    out[(bins >= 0) & (real == 0) & (bogus > 0)] = -cap
+    return np.clip(out, -cap, cap)
+
+
+def model_swap_update(p: float, score: float, confusion, edges=MODEL_BIN_EDGES) -> float:
+    """One SWAP step for the model's vote: P(real) after the model scored the subject ``score``.
+
+    Like ``swap_update`` it multiplies the odds by a likelihood ratio (the model's, from its binned
+    confusion), so it commutes with the volunteers' steps and ``model_swap_undo`` takes it out again.
+    """
+    if not 0.0 <= p <= 1.0 or math.isnan(p):
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    if p in (0.0, 1.0):
+        return p
+    lr = float(model_log_lr([score], confusion, edges)[0])
+    return 1.0 / (1.0 + math.exp(-(math.log(p) - math.log1p(-p) + lr)))
+
+
+def model_swap_undo(p: float, score: float, confusion, edges=MODEL_BIN_EDGES) -> float:
+    """The inverse of ``model_swap_update``: P(real) without the model's vote."""
+    if not 0.0 <= p <= 1.0 or math.isnan(p):
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    if p in (0.0, 1.0):
+        return p
+    lr = float(model_log_lr([score], confusion, edges)[0])
+    return 1.0 / (1.0 + math.exp(-(math.log(p) - math.log1p(-p) - lr)))
+
+
+def swap_with_model(result_or_p_real, scores, confusion, edges=MODEL_BIN_EDGES):
+    """Add the model's vote to SWAP posteriors: log-odds += the model's log likelihood ratio per subject.
+
+    result_or_p_real: an AggregationResult of a binary method or an (n,) array of P(real); scores: (n,)
+    P(real) with NaN where the model does not vote. Returns the same kind (method "<method>+model").
+    """
+    result = result_or_p_real if isinstance(result_or_p_real, AggregationResult) else None
+    p = np.asarray(result.p_real if result is not None else result_or_p_real, dtype=float)
+    lr = model_log_lr(scores, confusion, edges)
+    if lr.shape != p.shape:
+        raise ValueError(f"scores shape {lr.shape} does not match the posterior's {p.shape}")
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(p) - np.log1p(-p) + lr
+    out = np.where((p == 0) | (p == 1), p, 1.0 / (1.0 + np.exp(-log_odds)))
+    if result is None:
+        return out
+    params = dict(result.params, model_voted=int((model_score_bins(scores, edges) >= 0).sum()))
+    posterior = np.column_stack([1.0 - out, out])
+    return AggregationResult(posterior, result.confusion, f"{result.method}+model", params, result.n_iter)
+
+
+def dawid_skene_with_model(
+    items,
+    workers,
+    labels,
+    model_scores,
+    n_items=None,
+    n_workers=None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    prior_strength: float = 2.0,
+    prior_accuracy: float = 0.7,
+    class_prior=None,
+    gold_items=None,
+    gold_labels=None,
+    edges=MODEL_BIN_EDGES,
+    model_prior_strength: float = 2.0,
+    model_confusion_fixed=None,
+) -> AggregationResult:
+    """Binary Dawid–Skene with the model as one more worker whose "answer" is the bin of its score.
+
+    The volunteers are handled exactly as in ``dawid_skene`` (same priors, same steps); the model adds
+    log Pr(bin | k) to each subject it scored (``model_scores`` (n_items,), NaN = no vote) in the E-step,
+    and its (2 × bins) confusion is re-estimated in the M-step from the posteriors like a volunteer's, smoothed
+    towards its pooled bin shares (``model_confusion``'s prior), unless ``model_confusion_fixed`` is given
+    (e.g. learned on gold). The class prior is estimated from subjects with volunteer votes only, as in
+    ``dawid_skene``, so a model whose confusion rows are equal (it says nothing) leaves every posterior
+    equal to the crowd-only one. The model's confusion is returned in ``params["model_confusion"]``.
+    """
+    items, workers, labels, n_items, n_workers = validate_votes(items, workers, labels, 2, n_items, n_workers)
+    scores = np.asarray(model_scores, dtype=float)
+    if scores.shape != (n_items,):
+        raise ValueError(f"model_scores must have shape ({n_items},), got {scores.shape}")
+    bins = model_score_bins(scores, edges)
+    n_bins = len(edges) - 1
+    if not 0.0 < prior_accuracy < 1.0 or prior_strength < 0 or max_iter < 1:
+        raise ValueError("need prior_strength >= 0, prior_accuracy in (0, 1) and max_iter >= 1")
+    fixed = None if model_confusion_fixed is None else _check_model_confusion(model_confusion_fixed, n_bins)
+    fixed_prior = None
+    if class_prior is not None:
+        fixed_prior = np.asarray(class_prior, dtype=float)
+        if fixed_prior.shape != (2,) or np.any(fixed_prior <= 0) or not np.all(np.isfinite(fixed_prior)):
+            raise ValueError(f"class_prior must be 2 positive numbers, got {class_prior!r}")
+        fixed_prior = fixed_prior / fixed_prior.sum()
+    gold = None
+    if gold_items is not None or gold_labels is not None:
+        if gold_items is None or gold_labels is None:
+            raise ValueError("gold_items and gold_labels must be given together")
+        g_items, g_labels = (
+            _as_index_array(gold_items, "gold_items"),
+            _as_index_array(gold_labels, "gold_labels"),
+        )
+        if len(g_items) != len(g_labels) or (
+            len(g_items) and (g_items.max() >= n_items or g_labels.max() > 1)
+        ):
+            raise ValueError("gold items must be < n_items, gold labels 0 or 1, and both of one length")
+        gold = (g_items, np.eye(2)[g_labels])
+    pseudo = confusion_prior(2, prior_strength, prior_accuracy)
+    scored = np.flatnonzero(bins >= 0)
+    sbins = bins[scored]
+    pooled = np.bincount(sbins, minlength=n_bins).astype(float)
+    pooled = pooled / pooled.sum() if pooled.sum() else np.full(n_bins, 1.0 / n_bins)
+
+    voted = np.bincount(items, minlength=n_items) > 0
+    posterior = majority_vote(items, workers, labels, 2, n_items, n_workers).posterior
+    if gold is not None:
+        posterior[gold[0]] = gold[1]
+    prior = fixed_prior if fixed_prior is not None else np.full(2, 0.5)
+    m_conf = fixed if fixed is not None else np.tile(pooled, (2, 1))
+    converged, n_iter = False, 0
+    for n_iter in range(1, max_iter + 1):
+        weights = posterior
+        if n_iter == 1 and gold is not None:
+            weights = np.zeros_like(posterior)
+            weights[gold[0]] = gold[1]
+        confusion = _soft_confusion(items, workers, labels, weights, n_workers, 2, pseudo)
+        if fixed is None:
+            counts = np.stack(
+                [np.bincount(sbins, weights=weights[scored, k], minlength=n_bins) for k in (0, 1)]
+            )
+            rows = counts + model_prior_strength * pooled[None, :]
+            sums = rows.sum(axis=1, keepdims=True)
+            m_conf = np.divide(rows, sums, out=np.tile(pooled, (2, 1)), where=sums > 0)
+        if fixed_prior is None:
+            prior = (posterior[voted].sum(axis=0) + 1.0) / (voted.sum() + 2)
+        log_conf = np.log(np.maximum(confusion, 1e-300))
+        contrib = log_conf[workers, :, labels]
+        log_post = np.empty((n_items, 2))
+        for k in range(2):
+            log_post[:, k] = np.bincount(items, weights=contrib[:, k], minlength=n_items)
+        # The model's vote, as a log likelihood ratio on the real side (a shared term changes nothing).
+        lr = np.zeros(n_items)
+        lr[scored] = model_log_lr(scores[scored], m_conf, edges)
+        log_post[:, REAL] += lr
+        log_post += np.log(prior)[None, :]
+        log_post -= log_post.max(axis=1, keepdims=True)
+        new = np.exp(log_post)
+        new /= new.sum(axis=1, keepdims=True)
+        if gold is not None:
+            new[gold[0]] = gold[1]
+        change = float(np.abs(new - posterior).max()) if n_items else 0.0
+        posterior = new
+        if change < tol:
+            converged = True
+            break
+    params = {
+        "max_iter": max_iter,
+        "tol": tol,
+        "prior_strength": prior_strength,
+        "prior_accuracy": prior_accuracy,
+        "estimated_class_prior": [float(p) for p in prior],
+        "converged": converged,
+        "n_votes": int(len(labels)),
+        "n_gold": 0 if gold is None else int(len(gold[0])),
+        "model_voted": int(len(scored)),
+        "model_edges": [float(e) for e in edges],
+        "model_confusion": [[float(x) for x in row] for row in m_conf],
+        "model_confusion_fixed": fixed is not None,
+    }
+    return AggregationResult(posterior, confusion, "dawid_skene+model", params, n_iter)

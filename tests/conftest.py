@@ -42,6 +42,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """The production hasher's million PBKDF2 rounds cost about 0.3 s of CPU per password set or
+    checked, and the suite makes hundreds of accounts; tests are not about the hash's cost
+    (tests/test_settings.py checks production keeps Django's strong default)."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
@@ -55,6 +66,24 @@ def _no_anomaly_runs_after_rounds(settings):
     """An anomaly run follows every successful round (gems.services); tests of other things would each
     pay for one. tests/test_gems_queue.py turns it back on."""
     settings.SKYVOTE_GEMS = {"after_rounds": False}
+
+
+@pytest.fixture(autouse=True)
+def _small_heldout_sets_may_promote(settings):
+    """Tests train on a few dozen subjects: a round may promote on 4 held-out items (the product
+    needs 200, SKYVOTE_MIN_HELDOUT); tests/test_loop_promotion.py checks the default."""
+    settings.SKYVOTE_LOOP = {**settings.SKYVOTE_LOOP, "min_heldout": 4, "promote_bootstrap": 200}
+
+
+@pytest.fixture(autouse=True)
+def _small_similarity_heldout_sets_may_promote(settings):
+    """Embedding rounds in tests have a handful of held-out answers (the product needs 100,
+    SKYVOTE_SIMILARITY_MIN_HELDOUT); tests/test_similarity_promotion.py checks the default."""
+    configured = getattr(settings, "SKYVOTE_SIMILARITY", None) or {}
+    settings.SKYVOTE_SIMILARITY = {
+        **configured,
+        "train": {**configured.get("train", {}), "min_heldout_answers": 0},
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -50,3 +50,17 @@ def test_sqlite_uses_wal_and_immediate_transactions(tmp_path):
     )
     result = run_manage(["shell", "-v", "0", "-c", code], {}, tmp_path)
     assert result.stdout.split() == ["wal", "IMMEDIATE"], result.stderr
+
+
+def test_production_keeps_a_strong_password_hasher():
+    """The suite hashes passwords with MD5 for speed (tests/conftest.py); the product must not."""
+    import skyvote.settings as production
+
+    hashers = getattr(production, "PASSWORD_HASHERS", None)
+    if hashers is None:  # Django's default list: PBKDF2 first
+        from django.conf import global_settings
+
+        hashers = global_settings.PASSWORD_HASHERS
+    assert "MD5" not in hashers[0] and (
+        "PBKDF2" in hashers[0] or "Argon2" in hashers[0] or "BCrypt" in hashers[0]
+    )

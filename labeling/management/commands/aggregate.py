@@ -46,6 +46,8 @@ class Command(BaseCommand):
         )
         if summary.n_kept_newer:
             out.write(f"  kept newer incremental state of {summary.n_kept_newer} subjects voted on meanwhile")
+        if summary.n_typed_votes:
+            out.write(f"  typed votes (follow-up types): {summary.n_typed_votes}")
         if summary.retirement:
             r = summary.retirement
             out.write(f"  retirement: {r['retired']} retired, {r['sent_to_review']} sent to expert review")
