@@ -176,7 +176,8 @@ def test_an_upload_outlives_its_killed_web_process(loop_env, django_user_model):
     assert job.status == Job.SUCCEEDED and job.attempts == 1, job.error
     assert job.params["result"]["ingested"] == len(ALL_IDS)
     assert sorted(Subject.objects.filter(project=project).values_list("external_id", flat=True)) == ALL_IDS
-    assert _stored_uploads() == []
+    # The worker deletes the uploaded files just after it records success: wait for it.
+    wait_for(lambda: not _stored_uploads(), 30, loop_env, "the worker to delete the uploaded files")
 
 
 def test_the_sweep_removes_uploads_whose_web_process_died_before_queueing_a_job(db, settings):
