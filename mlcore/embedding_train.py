@@ -48,6 +48,9 @@ __all__ = [
     "finetune_triplets",
     "pairwise_agreement",
     "recall_at_k",
+    "agreement_counts",
+    "bootstrap_agreement",
+    "paired_bootstrap_difference",
     "evaluate",
     "train_embedding",
 ]
@@ -189,6 +192,130 @@ def pairwise_agreement(
         agree += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
         pairs += diff.size
     return (agree / pairs if pairs else float("nan")), pairs
+
+
+def agreement_counts(
+    embeddings: np.ndarray, row_of: dict[int, int], answers: Sequence[Answer]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per answer: (agreeing pairs, pairs) as in `pairwise_agreement`, in the order of `answers`.
+
+    An answer the embedding cannot score (none similar, all chosen, or a subject missing from the
+    index) has 0 pairs; sum(agree) / sum(pairs) is `pairwise_agreement`. Scoring answer by answer
+    lets intervals resample answers (the pairs of one answer are not independent) and pair two
+    embeddings on the same answers."""
+    agree = np.zeros(len(answers))
+    pairs = np.zeros(len(answers))
+    for i, answer in enumerate(answers):
+        if answer.none_similar:
+            continue
+        sims = _similarities(embeddings, row_of, answer)
+        if sims is None:
+            continue
+        chosen_mask = np.array([c in answer.chosen for c in answer.candidates])
+        if chosen_mask.all():
+            continue
+        diff = sims[chosen_mask][:, None] - sims[~chosen_mask][None, :]
+        agree[i] = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+        pairs[i] = diff.size
+    return agree, pairs
+
+
+def _bootstrap_weights(n: int, n_boot: int, seed: int):
+    """Resampling weights (how often each of n answers is drawn), in chunks to bound memory."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 2_000_000 // max(1, n)))
+    done = 0
+    while done < n_boot:
+        size = min(chunk, n_boot - done)
+        yield rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+        done += size
+
+
+def _by_group(used: np.ndarray, groups, *columns: np.ndarray) -> list[np.ndarray]:
+    """The used rows of each column, summed per group (all rows their own group without `groups`)."""
+    if groups is None:
+        return [c[used] for c in columns]
+    _, inverse = np.unique(np.asarray(groups)[used], return_inverse=True)
+    return [np.bincount(inverse, weights=c[used]) for c in columns]
+
+
+def bootstrap_agreement(
+    agree: np.ndarray,
+    pairs: np.ndarray,
+    *,
+    groups=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Pairwise agreement with a percentile-bootstrap interval (seeded, reproducible).
+
+    Resamples answers, or with `groups` (one key per answer, e.g. its task) whole groups: several
+    volunteers' answers to the same task are not independent evidence. Returns {"agreement", "low",
+    "high", "n_answers", "n_groups", "n_pairs"}; agreement and bounds are None when no answer has a
+    pair. Only answers with pairs count and are resampled."""
+    agree, pairs = np.asarray(agree, float), np.asarray(pairs, float)
+    used = pairs > 0
+    n = int(used.sum())
+    agree, pairs = _by_group(used, groups, agree, pairs)
+    out = {
+        "agreement": None,
+        "low": None,
+        "high": None,
+        "n_answers": n,
+        "n_groups": len(pairs),
+        "n_pairs": int(pairs.sum()),
+    }
+    if n == 0:
+        return out
+    stats = np.concatenate([(w @ agree) / (w @ pairs) for w in _bootstrap_weights(len(pairs), n_boot, seed)])
+    tail = (1 - level) / 2
+    out.update(
+        agreement=float(agree.sum() / pairs.sum()),
+        low=float(np.quantile(stats, tail)),
+        high=float(np.quantile(stats, 1 - tail)),
+    )
+    return out
+
+
+def paired_bootstrap_difference(
+    agree_a: np.ndarray,
+    pairs_a: np.ndarray,
+    agree_b: np.ndarray,
+    pairs_b: np.ndarray,
+    *,
+    groups=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Agreement of a minus agreement of b on the same answers, with a paired bootstrap interval: each
+    resample draws answers once and scores both embeddings on them, so what the two share (easy and
+    hard answers) cancels out. Answers either embedding cannot score are left out of both; `groups`
+    as in `bootstrap_agreement`.
+
+    Returns {"difference", "low", "high", "n_answers"} (None values when no answer is shared)."""
+    agree_a, pairs_a = np.asarray(agree_a, float), np.asarray(pairs_a, float)
+    agree_b, pairs_b = np.asarray(agree_b, float), np.asarray(pairs_b, float)
+    used = (pairs_a > 0) & (pairs_b > 0)
+    n = int(used.sum())
+    out = {"difference": None, "low": None, "high": None, "n_answers": n}
+    if n == 0:
+        return out
+    agree_a, pairs_a, agree_b, pairs_b = _by_group(used, groups, agree_a, pairs_a, agree_b, pairs_b)
+    stats = np.concatenate(
+        [
+            (w @ agree_a) / (w @ pairs_a) - (w @ agree_b) / (w @ pairs_b)
+            for w in _bootstrap_weights(len(pairs_a), n_boot, seed)
+        ]
+    )
+    tail = (1 - level) / 2
+    out.update(
+        difference=float(agree_a.sum() / pairs_a.sum() - agree_b.sum() / pairs_b.sum()),
+        low=float(np.quantile(stats, tail)),
+        high=float(np.quantile(stats, 1 - tail)),
+    )
+    return out
 
 
 def recall_at_k(

@@ -6,6 +6,10 @@ Search: multipart or JSON body: ``project`` (slug, required), ``workflow`` (slug
 project has one similarity workflow), and either ``file`` (FITS, PNG or JPEG upload) or
 ``subject`` (subject id or external id), plus ``top_k`` (1–100, default 10).
 Owners, scientists and viewers of the project may search; anyone else gets 404.
+
+Each result has its `rank` (1 = most similar), `similarity_percentile` (the percentile of its cosine
+among all pairs of the index: 99.7 means more similar than 99.7 % of pairs; null for an index of one
+subject) and the raw `cosine` of the embedding vectors.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ class SimilaritySearchView(APIView):
                 "rank": hit.rank,
                 "subject": hit.subject.pk,
                 "external_id": hit.subject.external_id,
-                "score": round(hit.score, 6),
+                "similarity_percentile": None if hit.percentile is None else round(hit.percentile, 3),
+                "cosine": round(hit.score, 6),
                 "image_url": request.build_absolute_uri(url)
                 if (url := hit.subject.image_url("image"))
                 else None,

@@ -2,7 +2,9 @@
 
 `seed_similarity_demo(project)` is called by the demo seeding (`make demo`). It is idempotent:
 subjects already present are not created again, and the workflow's settings are left as the
-owner set them.
+owner set them. `seed_similarity_answers(workflow, heldout_target)` adds simulated volunteers'
+answers until the held-out set has enough scored answers for an embedding to be promoted
+(similarity.training.promotion_decision never promotes on fewer).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def seed_similarity_demo(
     """Create (or complete) the similarity workflow "Which images are similar?" (slug "similar").
 
     n_subjects includes the near-duplicates. With request_training (and no embedding yet) a first
-    round is queued: self-supervised pretraining on the cutouts, so search works before any answer.
+    round is queued (self-supervised pretraining, then fine-tuning on whatever answers exist by then); it
+    is promoted only if enough held-out answers exist when it runs (`seed_similarity_answers`).
     """
     from core import workflows
     from core.ingest import add_subject, subject_set_named
@@ -91,3 +94,69 @@ def seed_similarity_demo(
 
         request_embedding_round(workflow, reason="initial self-supervised pretraining on the demo cutouts")
     return workflow
+
+
+def scored_heldout_answers(workflow: Workflow) -> int:
+    """Held-out answers the promotion can score: at least one chosen and one unchosen candidate."""
+    from similarity.models import SimilarityVote
+    from similarity.training import is_heldout
+
+    rows = SimilarityVote.objects.filter(
+        workflow=workflow, task__check_candidate__isnull=True, none_similar=False
+    ).values_list("task_id", "n_chosen", "task__candidates")
+    return sum(
+        1
+        for task_id, n_chosen, candidates in rows
+        if n_chosen < len(candidates) and is_heldout(workflow.pk, task_id)
+    )
+
+
+def seed_similarity_answers(
+    workflow: Workflow, heldout_target: int, seed: int = 0, *, volunteers: int = 8, max_answers: int = 5000
+) -> int:
+    """Simulated volunteers (hit rate 0.9, false alarms 0.03 on the hidden classes, as
+    `simulate_similarity_votes`) answer tasks until `heldout_target` scored held-out answers exist;
+    answers go through the same service as the web page. Returns the number of answers added."""
+    import random
+    import uuid
+
+    from core.models import Participant
+    from mlcore.galaxies import simulate_answer
+    from similarity.selection import next_task
+    from similarity.services import record_similarity_vote
+    from similarity.training import is_heldout
+
+    have = scored_heldout_answers(workflow)
+    if have >= heldout_target:
+        return 0
+    classes = dict(Subject.objects.filter(workflow=workflow).values_list("pk", "truth_subtype"))
+    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
+    people = [
+        Participant.objects.get_or_create(kind=Participant.ANONYMOUS, session_key=f"demo-similar-{seed}-{i}")[
+            0
+        ]
+        for i in range(volunteers)
+    ]
+    added = 0
+    while have < heldout_target and added < max_answers:
+        volunteer = people[added % len(people)]
+        task = next_task(workflow, volunteer, rng)
+        if task is None:
+            break
+        positions = simulate_answer(
+            classes.get(task.comparison_id, ""), [classes.get(c, "") for c in task.candidates], np_rng
+        )
+        chosen = [task.candidates[p] for p in positions]
+        result = record_similarity_vote(
+            task=task,
+            participant=volunteer,
+            chosen=chosen,
+            none_similar=not chosen,
+            idempotency_key=uuid.uuid4(),
+            source="simulated",
+            trusted=True,
+        )
+        added += result.created
+        if result.created and 0 < len(chosen) < len(task.candidates) and is_heldout(workflow.pk, task.pk):
+            have += 1
+    return added

@@ -9,6 +9,12 @@ k-th is re-scored in float32, and ties are broken by the smaller subject id. The
 therefore exactly the brute-force top k over the stored (float16) vectors — no approximation
 beyond the float16 storage of the vectors themselves (relative error ≤ 2⁻¹¹ per component).
 
+Calibration: raw cosines of a trained embedding crowd together (most pairs of galaxy cutouts read
+above 0.9), so a score alone says little. ``pair_cosine_quantiles`` samples pairs of the index once
+(seeded, so the same index always gives the same numbers) and keeps quantiles of their cosines;
+``EmbeddingIndex.percentile`` maps a cosine to its percentile among all pairs by interpolating
+between them: 99.7 means "more similar than 99.7 % of pairs", shown as "top 0.3 % most similar pairs".
+
 No Django here: the similarity services build indexes from ModelVersion artifacts and cache them.
 """
 
@@ -28,6 +34,55 @@ RERANK_MARGIN = 2e-3
 OVERSAMPLE = 32
 
 
+# Pairs sampled to calibrate scores, and the percent levels kept: every percent up to 99, then every
+# 0.01 % of the top percent, where search results live.
+CALIBRATION_PAIRS = 20_000
+CALIBRATION_LEVELS = np.concatenate([np.arange(0, 99, 1.0), np.linspace(99, 100, 101)])
+
+
+def pair_cosine_quantiles(matrix, n_pairs: int = CALIBRATION_PAIRS, seed: int = 0) -> dict | None:
+    """Quantiles of the cosine of distinct pairs of rows of `matrix` (unit rows, (N, D) array or
+    tensor), at CALIBRATION_LEVELS percent: every pair when there are at most `n_pairs`, else a seeded
+    random sample of them. None with fewer than 2 rows."""
+    vectors = matrix.float().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix, np.float32)
+    n = len(vectors)
+    if n < 2:
+        return None
+    if n * (n - 1) // 2 <= n_pairs:
+        first, second = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        first = rng.integers(0, n, n_pairs)
+        second = rng.integers(0, n - 1, n_pairs)
+        second = second + (second >= first)  # never a row with itself
+    cosines = np.concatenate(
+        [
+            np.einsum("ij,ij->i", vectors[first[s : s + 4096]], vectors[second[s : s + 4096]])
+            for s in range(0, len(first), 4096)
+        ]
+    )
+    return {
+        "levels": CALIBRATION_LEVELS.tolist(),
+        "cosines": np.quantile(cosines.astype(np.float64), CALIBRATION_LEVELS / 100).tolist(),
+        "n_pairs": int(len(cosines)),
+        "seed": int(seed),
+    }
+
+
+def cosine_percentile(cosines, calibration: dict) -> np.ndarray:
+    """Percentile (0–100) of each cosine among the calibration's pairs, interpolated between its
+    quantiles; non-decreasing in the cosine. 100 beyond the most similar sampled pair."""
+    xs = np.asarray(calibration["cosines"], dtype=np.float64)
+    levels = np.asarray(calibration["levels"], dtype=np.float64)
+    # Tied quantiles (many equal cosines): keep the highest level of each value, so xs increases.
+    last = np.r_[xs[1:] != xs[:-1], True]
+    xs, levels = xs[last], levels[last]
+    values = np.asarray(cosines, dtype=np.float64)
+    if len(xs) == 1:
+        return np.where(values >= xs[0], 100.0, 0.0)
+    return np.clip(np.interp(values, xs, levels, left=0.0, right=100.0), 0.0, 100.0)
+
+
 @dataclass
 class SearchResult:
     ids: np.ndarray  # (k,) int64 subject ids, best first
@@ -43,7 +98,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class EmbeddingIndex:
     """Exact top-k cosine search over (N, D) vectors, each tagged with an integer id."""
 
-    def __init__(self, ids, vectors, *, normalise: bool = True):
+    def __init__(self, ids, vectors, *, normalise: bool = True, calibration: dict | None = None):
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or len(vectors) != len(ids):
@@ -57,6 +112,7 @@ class EmbeddingIndex:
         self.matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float16))
         self._row_of: dict[int, int] | None = None
         self._lock = threading.Lock()
+        self._calibration = calibration
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,6 +123,19 @@ class EmbeddingIndex:
             if self._row_of is None:
                 self._row_of = {int(i): r for r, i in enumerate(self.ids)}
             return self._row_of
+
+    @property
+    def calibration(self) -> dict | None:
+        """Quantiles of pair cosines (``pair_cosine_quantiles``): the stored ones, else computed once."""
+        with self._lock:
+            if self._calibration is None:
+                self._calibration = pair_cosine_quantiles(self.matrix)
+            return self._calibration
+
+    def percentile(self, scores) -> np.ndarray | None:
+        """Percentile of each cosine among all pairs of this index; None for an index of one vector."""
+        calibration = self.calibration
+        return None if calibration is None else cosine_percentile(scores, calibration)
 
     def vector(self, item_id: int) -> np.ndarray | None:
         row = self.row_of.get(int(item_id))

@@ -322,7 +322,8 @@ def load_index(version: ModelVersion):
             raise EmbeddingUnavailable(
                 f"Embedding v{version.version}: its index files are missing ({exc})."
             ) from None
-        return EmbeddingIndex(ids, vectors, normalise=False)
+        # The round stores its pair-cosine quantiles with the index; older versions compute them on load.
+        return EmbeddingIndex(ids, vectors, normalise=False, calibration=names.get("calibration"))
 
     return _cached(_indexes, (version.pk, version.artifact_sha256, names.get("vectors")), build)
 
@@ -352,11 +353,53 @@ def embed_arrays(version: ModelVersion, arrays: list[np.ndarray]) -> np.ndarray:
 # Search
 
 
+def latest_unpromoted_embedding(workflow: Workflow) -> ModelVersion | None:
+    """The newest embedding version that was trained but not promoted (None when the newest is active)."""
+    latest = (
+        ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING)
+        .order_by("-version")
+        .first()
+    )
+    return latest if latest is not None and latest.status != ModelVersion.ACTIVE else None
+
+
+def no_embedding_message(workflow: Workflow) -> str:
+    """Why search cannot run yet and what happens meanwhile: no version is ever used unpromoted, so a
+    workflow whose rounds lacked held-out answers has none (volunteers then get random candidates)."""
+    latest = latest_unpromoted_embedding(workflow)
+    reason = ((latest.metrics or {}).get("promotion") or {}).get("reason") if latest is not None else None
+    if reason:
+        return (
+            f"This workflow has no embedding yet: v{latest.version} was trained but not promoted ({reason}). "
+            "Search starts once a version is promoted; until then volunteers are shown random candidates."
+        )
+    return "This workflow has no embedding yet. An owner can start a training round on the workflow's model page."
+
+
 @dataclass
 class SearchHit:
     subject: Subject
-    score: float
+    score: float  # raw cosine similarity
     rank: int
+    # Percentile of the cosine among all pairs of the index (similarity.index): 99.7 = more similar
+    # than 99.7 % of pairs. None for an index too small to calibrate.
+    percentile: float | None = None
+
+    @property
+    def top_percent(self) -> str | None:
+        """ "0.3" for "top 0.3 % most similar pairs" (two significant figures, "< 0.01" at the top)."""
+        return top_percent_text(self.percentile)
+
+
+def top_percent_text(percentile: float | None) -> str | None:
+    if percentile is None:
+        return None
+    top = max(0.0, 100.0 - float(percentile))
+    if top < 0.01:
+        return "< 0.01"
+    if top >= 10:
+        return f"{top:.0f}"
+    return f"{float(f'{top:.2g}'):g}"
 
 
 def search(
@@ -368,9 +411,7 @@ def search(
     """
     version = active_embedding(workflow)
     if version is None:
-        raise EmbeddingUnavailable(
-            "This workflow has no embedding yet. An owner can start a training round on the workflow's model page."
-        )
+        raise EmbeddingUnavailable(no_embedding_message(workflow))
     top_k = max(1, min(int(top_k), 100))
     index = load_index(version)
     exclude: list[int] = []
@@ -386,9 +427,12 @@ def search(
     else:
         raise ValueError("Give a subject or an image to search with.")
     result = index.search(query, k=top_k, exclude=exclude)
+    percentiles = index.percentile(result.scores)
     subjects = Subject.objects.in_bulk([int(i) for i in result.ids])
     hits = [
-        SearchHit(subjects[int(i)], float(s), rank)
+        SearchHit(
+            subjects[int(i)], float(s), rank, None if percentiles is None else float(percentiles[rank - 1])
+        )
         for rank, (i, s) in enumerate(zip(result.ids, result.scores, strict=True), start=1)
         if int(i) in subjects
     ]

@@ -4,8 +4,12 @@ answers → train/held-out split by task → images of every subject of the work
 (SimCLR pretraining, warm-started from the active version when there is one; triplet fine-tuning)
 → evaluation on held-out answers (pairwise agreement, recall@5; random baselines 0.5 and 5/15) →
 a ModelVersion(kind="embedding") with checkpoint, metrics and training curve → the embeddings of
-every subject saved as .npy (the search index) → promotion if its held-out agreement is not worse
-than the active version's on the same held-out answers.
+every subject saved as .npy (the search index), with quantiles of its pair cosines (calibrated
+search scores, similarity.index) → promotion by ``promotion_decision``: never on fewer than
+``min_heldout_answers`` scored held-out answers, never when the held-out agreement is below random
+beyond its bootstrap interval, and otherwise only when a paired bootstrap on the same held-out answers
+shows it at most ``promote_tolerance`` worse than the active version. The decision and its reason
+are stored in ``metrics["promotion"]`` and shown on the model page.
 
 Held-out answers: every answer of a task whose hash(workflow, task) falls in the first
 ``HELDOUT_SHARE`` (20 %) of the hash space. Splitting by task keeps all opinions about the same 15
@@ -48,8 +52,14 @@ TRAIN_DEFAULTS = {
     "input_size": 64,
     "batch_size": 128,
     "seed": 0,
-    "promote_tolerance": 0.0,
+    # Non-inferiority margin: a candidate is promoted only if the lower end of the 95 % paired
+    # interval of (its agreement − the active one's) is at least −promote_tolerance.
+    "promote_tolerance": 0.02,
+    # No promotion with fewer scored held-out answers (a chosen and an unchosen candidate each).
+    "min_heldout_answers": 100,
+    "bootstrap_resamples": 2000,
 }
+RANDOM_AGREEMENT = 0.5
 
 
 def train_setting(name: str, job: Job | None = None):
@@ -65,8 +75,9 @@ def is_heldout(workflow_id: int, task_id: int) -> bool:
     return int.from_bytes(digest[:4], "big") < HELDOUT_SHARE * 2**32
 
 
-def workflow_answers(workflow: Workflow):
-    """(train answers, held-out answers) as mlcore Answer objects."""
+def workflow_answers(workflow: Workflow, *, heldout_tasks: list | None = None):
+    """(train answers, held-out answers) as mlcore Answer objects; `heldout_tasks`, when given, gets the
+    task id of each held-out answer (same order)."""
     from mlcore.embedding_train import Answer
 
     train, heldout = [], []
@@ -78,7 +89,12 @@ def workflow_answers(workflow: Workflow):
     )
     for task_id, comparison_id, candidates, chosen in rows:
         answer = Answer(comparison=comparison_id, candidates=tuple(candidates), chosen=frozenset(chosen))
-        (heldout if is_heldout(workflow.pk, task_id) else train).append(answer)
+        if is_heldout(workflow.pk, task_id):
+            heldout.append(answer)
+            if heldout_tasks is not None:
+                heldout_tasks.append(task_id)
+        else:
+            train.append(answer)
     return train, heldout
 
 
@@ -102,6 +118,109 @@ def decision_boundary(embeddings: np.ndarray, row_of: dict[int, int], answers) -
         if balanced > best:
             best, best_tau = balanced, float(tau)
     return best_tau
+
+
+def _interval(low: float, high: float) -> str:
+    return f"95 % interval {low:.3f}–{high:.3f}"
+
+
+def promotion_decision(
+    candidate: tuple[np.ndarray, np.ndarray],
+    previous: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    previous_version: int | None = None,
+    groups=None,
+    min_answers: int = 100,
+    tolerance: float = 0.02,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Whether a candidate embedding replaces the active one, and why, from per-answer agreement counts
+    on the held-out answers (mlcore.embedding_train.agreement_counts): `candidate`'s, and `previous`
+    (the active version's on the same answers; None without an active version or when it could not be
+    scored).
+
+    In order: (1) fewer than `min_answers` scored held-out answers → not promoted, whatever the
+    agreement (a handful of answers cannot tell a good embedding from a bad one); (2) the upper end
+    of the agreement's 95 % bootstrap interval below random (0.5) → not promoted; (3) no active version
+    → promoted; (4) otherwise a paired bootstrap of (candidate − active) on the answers both can score:
+    promoted when its lower end is at least −tolerance (not worse by more than the tolerance, with
+    95 % confidence). `groups`: the task of each answer; intervals resample whole tasks, since the
+    answers to one task share its 15 pairs. The returned dict is stored as ``metrics["promotion"]``."""
+    from mlcore.embedding_train import bootstrap_agreement, paired_bootstrap_difference
+
+    own = bootstrap_agreement(*candidate, groups=groups, n_boot=n_boot, seed=seed)
+    n = own["n_answers"]
+    decision = {
+        "promoted": False,
+        "reason": "",
+        "n_heldout_answers": n,
+        "n_heldout_tasks": own["n_groups"],
+        "min_heldout_answers": int(min_answers),
+        "agreement": own["agreement"],
+        "agreement_low": own["low"],
+        "agreement_high": own["high"],
+        "random_agreement": RANDOM_AGREEMENT,
+        "previous_version": previous_version,
+        "previous_agreement": None,
+        "difference": None,
+        "difference_low": None,
+        "difference_high": None,
+        "n_compared_answers": None,
+        "tolerance": float(tolerance),
+        "bootstrap_resamples": int(n_boot),
+        "seed": int(seed),
+    }
+    if n < min_answers:
+        decision["reason"] = f"only {n} held-out answers, at least {int(min_answers)} needed"
+        return decision
+    tasks = f" to {own['n_groups']} tasks" if groups is not None else ""
+    agreement_text = (
+        f"held-out agreement {own['agreement']:.3f} ({_interval(own['low'], own['high'])}, {n} answers{tasks})"
+        if own["agreement"] is not None
+        else "no held-out answers to score"
+    )
+    if own["high"] is not None and own["high"] < RANDOM_AGREEMENT:
+        decision["reason"] = f"{agreement_text} is below random ({RANDOM_AGREEMENT})"
+        return decision
+    if previous_version is None:
+        decision.update(promoted=True, reason=f"first embedding; {agreement_text}")
+        return decision
+    if own["agreement"] is None:  # only with a minimum of 0: nothing to compare on
+        decision.update(promoted=True, reason=f"{agreement_text} (minimum {int(min_answers)})")
+        return decision
+    if previous is None:
+        decision.update(
+            promoted=True,
+            reason=f"v{previous_version} could not be scored on these answers; {agreement_text}",
+        )
+        return decision
+    diff = paired_bootstrap_difference(*candidate, *previous, groups=groups, n_boot=n_boot, seed=seed)
+    previous_own = bootstrap_agreement(*previous, n_boot=1, seed=seed)
+    decision.update(
+        previous_agreement=previous_own["agreement"],
+        difference=diff["difference"],
+        difference_low=diff["low"],
+        difference_high=diff["high"],
+        n_compared_answers=diff["n_answers"],
+    )
+    if diff["difference"] is None:
+        decision.update(
+            promoted=True,
+            reason=f"no answer both v{previous_version} and this version can score; {agreement_text}",
+        )
+        return decision
+    compared = (
+        f"{diff['difference']:+.3f} against v{previous_version} on the same {diff['n_answers']} answers "
+        f"({_interval(diff['low'], diff['high'])})"
+    )
+    if diff["low"] >= -tolerance:
+        decision.update(
+            promoted=True, reason=f"not worse than v{previous_version} by more than {tolerance:g}: {compared}"
+        )
+    else:
+        decision["reason"] = f"could be worse than v{previous_version} by more than {tolerance:g}: {compared}"
+    return decision
 
 
 def _load_images(workflow: Workflow, input_size: int, run):
@@ -155,7 +274,8 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     from core.rounds import count_as_trained_on, round_succeeded
     from mlcore.checkpoint import save_checkpoint
     from mlcore.embedding_model import EmbeddingConfig
-    from mlcore.embedding_train import TrainSettings, evaluate, train_embedding
+    from mlcore.embedding_train import TrainSettings, agreement_counts, evaluate, train_embedding
+    from similarity.index import pair_cosine_quantiles
 
     workflow = job.workflow
     input_size = int(train_setting("input_size", job))
@@ -163,7 +283,8 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     ids, images = _load_images(workflow, input_size, run)
     if images is None or len(ids) < 2:
         raise ValueError("The workflow needs at least 2 subjects with images to train an embedding.")
-    train_answers, heldout_answers = workflow_answers(workflow)
+    heldout_tasks: list[int] = []
+    train_answers, heldout_answers = workflow_answers(workflow, heldout_tasks=heldout_tasks)
     count_as_trained_on(workflow, len(train_answers) + len(heldout_answers))
     run.log(
         f"{len(ids)} images, {len(train_answers)} training answers, {len(heldout_answers)} held-out answers"
@@ -201,7 +322,7 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     row_of = {int(s): i for i, s in enumerate(ids)}
     boundary = decision_boundary(result.embeddings, row_of, train_answers)
 
-    previous_agreement = None
+    previous_agreement = previous_counts = None
     if previous is not None and heldout_answers:
         try:
             prev_index = load_index(previous)
@@ -211,8 +332,19 @@ def _embedding_round(job: Job, run) -> ModelVersion:
             ]
             if previous_agreement != previous_agreement:  # NaN: no comparable pairs
                 previous_agreement = None
+            previous_counts = agreement_counts(prev_vectors, prev_index.row_of, heldout_answers)
         except Exception as exc:
             run.log(f"Could not evaluate v{previous.version} on the held-out answers: {exc}")
+    decision = promotion_decision(
+        agreement_counts(result.embeddings, row_of, heldout_answers),
+        previous_counts,
+        previous_version=previous.version if previous is not None else None,
+        groups=heldout_tasks,
+        min_answers=int(train_setting("min_heldout_answers", job)),
+        tolerance=float(train_setting("promote_tolerance", job)),
+        n_boot=int(train_setting("bootstrap_resamples", job)),
+        seed=int(train_setting("seed", job)),
+    )
 
     number = (
         ModelVersion.objects.filter(workflow=workflow, kind=ModelVersion.EMBEDDING).aggregate(
@@ -230,6 +362,10 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     ids_name = _save(f"{prefix}-ids-", ".npy", _npy(ids))
     metrics = {
         **result.metrics,
+        "heldout_agreement_low": decision["agreement_low"],
+        "heldout_agreement_high": decision["agreement_high"],
+        "n_scored_heldout_answers": decision["n_heldout_answers"],
+        "promotion": decision,
         "previous_heldout_agreement": previous_agreement,
         "n_subjects": len(ids),
         "n_triplets": result.n_triplets,
@@ -252,7 +388,15 @@ def _embedding_round(job: Job, run) -> ModelVersion:
                 "train": result.settings,
                 "warm_start_from": previous.version if init_state is not None else None,
                 "boundary": boundary,
-                "index": {"vectors": vectors_name, "ids": ids_name, "dim": int(result.embeddings.shape[1])},
+                "index": {
+                    "vectors": vectors_name,
+                    "ids": ids_name,
+                    "dim": int(result.embeddings.shape[1]),
+                    # Of the stored float16 vectors, as search scores them.
+                    "calibration": pair_cosine_quantiles(
+                        result.embeddings.astype(np.float16).astype(np.float32)
+                    ),
+                },
                 "history": result.history,
             }
         ),
@@ -262,18 +406,12 @@ def _embedding_round(job: Job, run) -> ModelVersion:
     )
     Job.objects.filter(pk=job.pk).update(model_version=version)
 
-    new_agreement = metrics.get("heldout_pairwise_agreement")
-    tolerance = float(train_setting("promote_tolerance", job))
-    promote = previous is None or previous_agreement is None or new_agreement is None
-    promote = promote or new_agreement >= previous_agreement - tolerance
-    if promote:
+    if decision["promoted"]:
         activate_embedding(version)
-        summary = f"Embedding v{number} active"
+        summary = f"Embedding v{number} active: {decision['reason']}"
     else:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.REJECTED)
-        summary = f"Embedding v{number} not promoted (held-out agreement {new_agreement:.3f} < v{previous.version}'s {previous_agreement:.3f})"
-    if new_agreement is not None:
-        summary += f"; held-out pairwise agreement {new_agreement:.3f} (random 0.5)"
+        summary = f"Embedding v{number} not promoted: {decision['reason']}"
     run.finish(Job.SUCCEEDED, summary, model_version=version)
     round_succeeded(workflow, Job.EMBED)
     return version

@@ -293,6 +293,8 @@ def models_page(request, project, workflow):
         "learning_curve": learning,
         "epoch_curve": epochs,
         "latest": latest,
+        # The newest version's promotion decision is shown, promoted or not.
+        "newest": versions[0] if versions else None,
         "role": role,
         "n_answers": SimilarityVote.objects.filter(workflow=workflow).count(),
         "n_tasks": SimilarityTask.objects.filter(workflow=workflow).count(),
@@ -357,6 +359,8 @@ def search_page(request, project):
         "subject_value": request.GET.get("subject", ""),
         "active": services.active_embedding(workflow),
     }
+    if context["active"] is None:
+        context["no_embedding"] = services.no_embedding_message(workflow)
     query_value = request.POST.get("subject") or request.GET.get("subject")
     if request.method == "POST" or query_value:
         try:

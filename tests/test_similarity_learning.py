@@ -231,7 +231,7 @@ def _search_api_returns_the_near_duplicate_first(workflow, owner, django_user_mo
     assert body["model_version"] == 1 and len(body["results"]) == 5
     assert body["results"][0]["external_id"] == duplicate.external_id
     assert original.pk not in [r["subject"] for r in body["results"]]
-    assert body["results"][0]["score"] >= body["results"][1]["score"]
+    assert body["results"][0]["cosine"] >= body["results"][1]["cosine"]
 
     upload = SimpleUploadedFile("query.fits", _fits_bytes(load_subject_array(original)), "application/fits")
     by_fits = api.post(
