@@ -7,6 +7,11 @@ Nothing here touches a model, a database or global random state (randomness come
 a numpy Generator passed in), so the same code drives the web learning loop and the simulation.
 
 Uncertainty: least_confidence, margin, entropy (one deterministic pass) and bald (MC dropout).
+Rare class: balanced — entropy ranking split by predicted class, so a fixed share of every batch
+comes from the items the model calls real (most uncertain first on each side), which a rare class
+needs: plain entropy can fill a batch with bogus items just below the boundary.
+Type uncertainty (models with a type head): type_entropy — the entropy of the type softmax, weighted
+by P(bogus), i.e. the subjects that would most improve the bogus-type model.
 Batch diversity: ``diverse_top`` takes the top M of any ranking and chooses k among them by greedy
 k-center on the features (Sener & Savarese 2018), so a batch is not 100 near-copies of one
 confusing artefact. Exploration: ``with_exploration`` replaces a share of each batch with random
@@ -33,6 +38,9 @@ __all__ = [
     "margin",
     "entropy",
     "bald",
+    "class_balanced",
+    "BALANCED_REAL_SHARE",
+    "type_entropy",
     "rank_scores",
     "k_center_greedy",
     "diverse_top",
@@ -45,7 +53,7 @@ __all__ = [
     "select_batch",
 ]
 
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "bald")
+STRATEGIES = ("random", "least_confidence", "margin", "entropy", "bald", "type_entropy", "balanced")
 DIVERSITY_SUFFIX = "+diversity"
 # Every name parse_strategy accepts, in canonical spelling.
 STRATEGY_NAMES = STRATEGIES + tuple(base + DIVERSITY_SUFFIX for base in STRATEGIES)
@@ -146,6 +154,71 @@ def bald(mc_probs, k: int | None = None) -> Ranking:
     return _rank(np.maximum(info, 0.0), k)
 
 
+# Share of predicted-real items in a "balanced" batch: half, i.e. as many reals as bogus however rare.
+BALANCED_REAL_SHARE = 0.5
+
+
+def class_balanced(p_real, k: int | None = None, *, real_share: float = BALANCED_REAL_SHARE) -> Ranking:
+    """Class-balanced uncertainty: predictive entropy, ranked separately among the items predicted real
+    (p ≥ 0.5) and those predicted bogus, then interleaved so that every prefix of the order holds about
+    ``real_share`` of predicted-real items (within one) while both sides last; then the rest of the
+    longer side. Scores are the entropies (bits).
+
+    For a rare class the boundary region is mostly bogus, and plain entropy spends most of a batch
+    there; the quota keeps finding (and correcting) the items the model believes are real.
+    """
+    if not 0.0 <= real_share <= 1.0:
+        raise ValueError(f"real_share must be in [0, 1], got {real_share}")
+    p = _probabilities(p_real)
+    h = _binary_entropy(p)
+    sides = []
+    for mask in (p >= 0.5, p < 0.5):
+        idx = np.flatnonzero(mask)
+        sides.append(idx[np.argsort(-h[idx], kind="stable")])
+    # The j-th item of a side goes to the j-th slot the quota gives that side: after m picks,
+    # ceil(share·m) of them are predicted real, so real j sits at floor(j / share) and bogus j at
+    # ceil((j + 1) / (1 − share)) − 1. Merging by slot keeps the quota; an exhausted side just stops.
+    j_real, j_bogus = np.arange(len(sides[0])), np.arange(len(sides[1]))
+    with np.errstate(divide="ignore", over="ignore"):  # a tiny share puts that side at infinity
+        slot_real = np.floor(j_real / real_share) if real_share > 0 else np.full(len(j_real), np.inf)
+        slot_bogus = (
+            np.ceil((j_bogus + 1) / (1.0 - real_share)) - 1
+            if real_share < 1
+            else np.full(len(j_bogus), np.inf)
+        )
+    merged = np.concatenate(sides)
+    order = merged[np.argsort(np.concatenate([slot_real, slot_bogus]), kind="stable")]
+    if k is not None:
+        if k < 0:
+            raise ValueError(f"k must be non-negative, got {k}")
+        order = order[:k]
+    return Ranking(order.astype(np.int64), h[order])
+
+
+def type_entropy(type_probs, p_real=None, k: int | None = None) -> Ranking:
+    """Type uncertainty of a type head: entropy of the type softmax (N, K) in units of log K (1 =
+    every type equally likely, 0 = sure), times P(bogus) = 1 − p_real when p_real is given.
+
+    The weight targets "which subjects would most improve the bogus-type model": a subject the
+    model calls real has no bogus type to learn, however unsure the head is about it.
+    """
+    probs = np.asarray(type_probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"type_probs must have shape (N, K) with K ≥ 2 types, got {probs.shape}")
+    if not np.all(np.isfinite(probs)) or probs.min(initial=0) < 0 or probs.max(initial=1) > 1:
+        raise ValueError("type_probs must be probabilities in [0, 1] without NaN")
+    q = np.clip(probs, _EPS, 1.0)
+    q = q / q.sum(axis=1, keepdims=True)
+    h = -(q * np.log(q)).sum(axis=1) / np.log(probs.shape[1])
+    h = np.clip(h, 0.0, 1.0)
+    if p_real is not None:
+        p = _probabilities(p_real)
+        if len(p) != len(h):
+            raise ValueError(f"{len(p)} P(real) values but {len(h)} type probability rows")
+        h = h * (1.0 - p)
+    return _rank(h, k)
+
+
 def _min_sq_distances(points: np.ndarray, centres: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """For each point, squared Euclidean distance to its nearest centre (chunked to bound memory)."""
     result = np.full(len(points), np.inf)
@@ -243,7 +316,9 @@ def parse_strategy(name: str | None) -> tuple[str, bool]:
     return base, diversity
 
 
-def _pool_size(n_pool, *, p_real=None, mc_probs=None, bald_scores=None, features=None) -> int:
+def _pool_size(
+    n_pool, *, p_real=None, mc_probs=None, bald_scores=None, features=None, type_probs=None
+) -> int:
     """The pool size all given model outputs agree on (or n_pool when nothing else tells it)."""
     sizes = []
     if p_real is not None:
@@ -254,6 +329,8 @@ def _pool_size(n_pool, *, p_real=None, mc_probs=None, bald_scores=None, features
         sizes.append(len(bald_scores))
     if features is not None:
         sizes.append(len(features))
+    if type_probs is not None:
+        sizes.append(len(type_probs))
     if n_pool is None:
         if not sizes:
             raise ValueError("pass n_pool (or model outputs) so the pool size is known")
@@ -263,7 +340,12 @@ def _pool_size(n_pool, *, p_real=None, mc_probs=None, bald_scores=None, features
     return int(n_pool)
 
 
-_UNCERTAINTY = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
+_UNCERTAINTY = {
+    "least_confidence": least_confidence,
+    "margin": margin,
+    "entropy": entropy,
+    "balanced": class_balanced,
+}
 
 
 def rank_pool(
@@ -278,6 +360,7 @@ def rank_pool(
     seed: np.random.Generator | int | None = 0,
     diverse_head: int = DIVERSE_HEAD,
     top_m: int | None = None,
+    type_probs=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The acquisition ranking of a whole pool → (order, scores).
 
@@ -290,15 +373,28 @@ def rank_pool(
     min(n, diverse_head) places are chosen among the top top_m (default 10·diverse_head) by greedy
     k-center on features (N, D), starting from labeled_features (L, D) when given, so they are not
     near-copies of one confusing artefact; the rest follow in the strategy's order.
+    "type_entropy" needs type_probs (N, K) (ScoreResult.type_probs of a model with a type head) and
+    weights by P(bogus) when p_real is given.
     """
     base, diversity = parse_strategy(strategy)
-    n = _pool_size(n_pool, p_real=p_real, mc_probs=mc_probs, bald_scores=bald_scores, features=features)
+    n = _pool_size(
+        n_pool,
+        p_real=p_real,
+        mc_probs=mc_probs,
+        bald_scores=bald_scores,
+        features=features,
+        type_probs=type_probs,
+    )
     if base == "random":
         ranking = random_sampling(n, rng=seed)
     elif base == "bald":
         if mc_probs is None and bald_scores is None:
             raise ValueError("strategy 'bald' needs mc_probs or bald_scores (score with mc_samples > 0)")
         ranking = bald(mc_probs) if mc_probs is not None else rank_scores(bald_scores)
+    elif base == "type_entropy":
+        if type_probs is None:
+            raise ValueError("strategy 'type_entropy' needs type probabilities (a model with a type head)")
+        ranking = type_entropy(type_probs, p_real)
     else:
         if p_real is None:
             raise ValueError(f"strategy {base!r} needs p_real")
@@ -330,6 +426,7 @@ def select_batch(
     top_m: int | None = None,
     exploration: float = 0.0,
     rng: np.random.Generator | int | None = 0,
+    type_probs=None,
 ) -> Ranking:
     """Choose k pool items: the first of ``rank_pool``'s order, then ``with_exploration`` replaces
     the ``exploration`` share of them by random pool items.
@@ -339,7 +436,14 @@ def select_batch(
     """
     rng = np.random.default_rng(rng)
     base, suffixed = parse_strategy(strategy)
-    n_pool = _pool_size(n_pool, p_real=p_real, mc_probs=mc_probs, bald_scores=bald_scores, features=features)
+    n_pool = _pool_size(
+        n_pool,
+        p_real=p_real,
+        mc_probs=mc_probs,
+        bald_scores=bald_scores,
+        features=features,
+        type_probs=type_probs,
+    )
     n_exploit = k - int(round(exploration * min(k, n_pool)))
     order, scores = rank_pool(
         base + (DIVERSITY_SUFFIX if diversity or suffixed else ""),
@@ -352,5 +456,6 @@ def select_batch(
         seed=rng,
         diverse_head=n_exploit,
         top_m=top_m,
+        type_probs=type_probs,
     )
     return with_exploration(Ranking(order, scores[order]), k, n_pool, exploration, rng=rng)

@@ -381,6 +381,7 @@ def simulation_configs(args) -> list:
             stop_at_auc=args.stop_at_auc,
             targets=targets,
             data_seed=args.data_seed,
+            pool=args.pool,
         )
         for source in sources
     ]
@@ -486,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at-auc", type=float, default=None)
     p.add_argument("--targets", default="0.98,0.99", help="test AUCs to report labels-needed for")
     p.add_argument("--data-seed", type=int, default=2024)
+    p.add_argument(
+        "--pool",
+        choices=("balanced", "realistic"),
+        default="balanced",
+        help="synthetic pool: balanced (half real) or realistic (10%% real, ZTF bogus mix, faint reals)",
+    )
     p.add_argument("--json", help="write all runs and the summary here")
     p.add_argument("--plot", help="learning-curve figure path stem (.png and .svg)")
     p.add_argument(

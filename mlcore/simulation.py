@@ -7,6 +7,11 @@ unlabelled pool and acquire ``batch_size`` more labels with the strategy; stop a
 (or, optionally, once the test AUC reached ``stop_at_auc``). Labels are either the ground truth or
 P(real) aggregated by Dawid–Skene from simulated volunteers (mlcore.crowd).
 
+Two pools (``SimulationConfig.pool``, see ``POOLS``): "balanced" — half real, uniform subtypes, the
+same hard share in both classes (the original setting, same data for the same seeds) — and
+"realistic" — 10 % real, the bogus subtypes at the ZTF labelling campaign's shares, half of the reals
+faint (SNR 3–6, near the detection limit). Pool and test set are drawn alike.
+
 The training, scoring and acquisition calls are exactly the library's (train_classifier, score,
 and select_batch, i.e. the first k of mlcore.acquisition.rank_pool's order, which is the web
 learning loop's ranking), so the simulation measures what the web learning loop does.
@@ -25,6 +30,9 @@ import numpy as np
 from mlcore.acquisition import STRATEGY_NAMES, parse_strategy, select_batch
 
 __all__ = [
+    "POOLS",
+    "pool_options",
+    "average_precision",
     "SimulationConfig",
     "RunResult",
     "simulate",
@@ -37,6 +45,28 @@ __all__ = [
     "report",
     "load_results",
 ]
+
+
+# Generator options per pool (mlcore.synth.generate_triplets; hard_fraction comes from the config).
+# "realistic": the raw ZTF candidate stream is dominated by bogus detections (Duev et al. 2019, MNRAS 489,
+# 3582, the braai paper); 10 % real (bogus:real 9:1) is our assumption, on the easy side; bogus subtypes at the labelling campaign's shares (mlcore.synth.ZTF_BOGUS_WEIGHTS); half
+# of the reals faint, near the 5σ limit, since most transients are found close to it.
+POOLS: dict[str, dict] = {
+    "balanced": {"real_fraction": 0.5, "hard_fraction_real": None, "subtype_weights": None},
+    "realistic": {"real_fraction": 0.1, "hard_fraction_real": 0.5, "subtype_weights": "ztf"},
+}
+
+
+def pool_options(pool: str) -> dict:
+    """generate_triplets keyword arguments (besides n, seed, hard_fraction) for a pool name."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}")
+    options = dict(POOLS[pool])
+    if options["subtype_weights"] == "ztf":
+        from mlcore.synth import ZTF_BOGUS_WEIGHTS
+
+        options["subtype_weights"] = ZTF_BOGUS_WEIGHTS
+    return options
 
 
 @dataclass(frozen=True)
@@ -65,8 +95,11 @@ class SimulationConfig:
     stop_at_auc: float | None = None
     targets: tuple[float, ...] = (0.98, 0.99)
     data_seed: int = 2024
+    pool: str = "balanced"  # a key of POOLS
 
     def __post_init__(self):
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}; choose from {', '.join(POOLS)}")
         unknown = [s for s in self.strategies if s not in STRATEGY_NAMES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGY_NAMES)}")
@@ -90,6 +123,8 @@ class RunResult:
     test_auc: list[float] = field(default_factory=list)
     seconds: float = 0.0
     label_accuracy: float | None = None  # share of acquired soft labels on the right side of 0.5
+    pool: str = "balanced"
+    test_ap: list[float] = field(default_factory=list)  # average precision for the real class per round
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,16 +139,17 @@ class SimulationData:
     seconds: float
 
 
-def _generate_prepared(n: int, seed: int, hard_fraction: float, chunk: int = 2_000):
+def _generate_prepared(n: int, seed: int, hard_fraction: float, chunk: int = 2_000, pool: str = "balanced"):
     """Synthetic triplets, preprocessed chunk by chunk so raw and prepared copies never coexist in full."""
     from mlcore.prep import preprocess_batch
     from mlcore.synth import generate_triplets
 
+    options = pool_options(pool)
     images = np.empty((n, 3, 63, 63), dtype=np.float32)
     labels = np.empty(n, dtype=np.int8)
     for i, start in enumerate(range(0, n, chunk)):
         size = min(chunk, n - start)
-        batch = generate_triplets(size, seed=seed * 10_000 + i, hard_fraction=hard_fraction)
+        batch = generate_triplets(size, seed=seed * 10_000 + i, hard_fraction=hard_fraction, **options)
         images[start : start + size] = preprocess_batch(batch.images)
         labels[start : start + size] = batch.labels
     return images, labels
@@ -121,8 +157,12 @@ def _generate_prepared(n: int, seed: int, hard_fraction: float, chunk: int = 2_0
 
 def prepare_data(config: SimulationConfig) -> SimulationData:
     started = time.perf_counter()
-    pool, pool_truth = _generate_prepared(config.pool_size, config.data_seed, config.hard_fraction)
-    test, test_truth = _generate_prepared(config.test_size, config.data_seed + 1, config.hard_fraction)
+    pool, pool_truth = _generate_prepared(
+        config.pool_size, config.data_seed, config.hard_fraction, pool=config.pool
+    )
+    test, test_truth = _generate_prepared(
+        config.test_size, config.data_seed + 1, config.hard_fraction, pool=config.pool
+    )
     return SimulationData(pool, pool_truth, test, test_truth, time.perf_counter() - started)
 
 
@@ -162,7 +202,7 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
     is_labeled[labeled] = True
     base, diversity = parse_strategy(strategy)
     test_ds = TripletArrayDataset(data.test, preprocessed=True)
-    run = RunResult(strategy=strategy, seed=seed, label_source=config.label_source)
+    run = RunResult(strategy=strategy, seed=seed, label_source=config.label_source, pool=config.pool)
     model = None
     round_no = 0
     while True:
@@ -170,11 +210,11 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
         model = _train_round(
             data.pool[labeled], soft_labels[labeled], model, steps, config, seed * 1000 + round_no
         )
-        auc = roc_auc(
-            data.test_truth, score(model, test_ds, 512, features=False, precision=config.precision).p_real
-        )
+        p_test = score(model, test_ds, 512, features=False, precision=config.precision).p_real
+        auc = roc_auc(data.test_truth, p_test)
         run.n_labels.append(len(labeled))
         run.test_auc.append(auc)
+        run.test_ap.append(average_precision(data.test_truth, p_test))
         if progress is not None:
             progress(
                 f"{config.label_source} {strategy} seed {seed}: {len(labeled)} labels → test AUC {auc:.4f}"
@@ -229,6 +269,22 @@ def _one_run(data: SimulationData, soft_labels: np.ndarray, strategy: str, seed:
     run.label_accuracy = float(np.mean(hard_soft == (data.pool_truth[labeled] == 1)))
     run.seconds = time.perf_counter() - started
     return run
+
+
+def average_precision(y_true, p_real) -> float:
+    """Average precision of the real class (area under precision–recall, step-wise: the mean of the
+    precision at each real's rank; tied scores count as one threshold). What matters when reals are rare."""
+    y = np.asarray(y_true).reshape(-1) >= 0.5
+    p = np.asarray(p_real, dtype=np.float64).reshape(-1)
+    if len(y) != len(p) or not y.any():
+        raise ValueError("need as many scores as labels and at least one real")
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p) - 1]  # end of each group of tied scores
+    tp = np.cumsum(y_sorted)[last]
+    precision = tp / (last + 1)
+    recall_gain = np.diff(np.r_[0, tp]) / y.sum()
+    return float(np.sum(precision * recall_gain))
 
 
 def soft_labels_for(config: SimulationConfig, data: SimulationData) -> np.ndarray:
@@ -315,8 +371,9 @@ def simulate_many(
         for seed in config.seeds
         for strategy in config.strategies
     ]
-    # Slow strategies first, so the last task to finish is a short one.
-    tasks.sort(key=lambda t: ("random" in t[2], t[1].label_source, t[3]))
+    # Seed by seed (a run cut short still has whole seeds), slow strategies first within a seed, so the
+    # last task to finish is a short one.
+    tasks.sort(key=lambda t: (t[3], "random" in t[2], t[1].label_source))
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
         for index, run in pool.imap_unordered(_worker, tasks):
             results[index].append(run)
@@ -361,6 +418,8 @@ def summarise(runs: Sequence[RunResult], targets: Sequence[float]) -> dict:
         entry["curve_mean_auc"] = aucs.mean(axis=0).tolist()
         entry["curve_std_auc"] = aucs.std(axis=0).tolist()
         entry["final_auc_mean"] = float(np.mean([r.test_auc[-1] for r in group]))
+        aps = [r.test_ap[-1] for r in group if r.test_ap]
+        entry["final_ap_mean"] = float(np.mean(aps)) if len(aps) == len(group) else None
         entry["max_labels"] = max(r.n_labels[-1] for r in group)
         accuracies = [r.label_accuracy for r in group if r.label_accuracy is not None]
         entry["label_accuracy"] = float(np.mean(accuracies)) if accuracies else None
@@ -369,7 +428,7 @@ def summarise(runs: Sequence[RunResult], targets: Sequence[float]) -> dict:
 
 
 def _same_data(a: SimulationConfig, b: SimulationConfig) -> bool:
-    keys = ("pool_size", "test_size", "hard_fraction", "data_seed")
+    keys = ("pool_size", "test_size", "hard_fraction", "data_seed", "pool")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -398,8 +457,9 @@ def render_markdown(results: list[tuple[SimulationConfig, dict]]) -> str:
     lines = []
     for config, summary in results:
         cap = config.max_labels
+        with_ap = any(e.get("final_ap_mean") is not None for e in summary.values())
         lines.append(
-            f"**Labels: {'ground truth' if config.label_source == 'truth' else f'Dawid–Skene P(real) from {config.votes_per_item} simulated volunteers'}** "
+            f"**{'Realistic pool, l' if config.pool == 'realistic' else 'L'}abels: {'ground truth' if config.label_source == 'truth' else f'Dawid–Skene P(real) from {config.votes_per_item} simulated volunteers'}** "
             f"(median over seeds {', '.join(map(str, config.seeds))}; per-seed values in brackets)"
         )
         lines.append("")
@@ -408,14 +468,23 @@ def render_markdown(results: list[tuple[SimulationConfig, dict]]) -> str:
         for target in config.targets:
             header += f" labels to AUC {target} | vs random |"
             rule += " ---: | ---: |"
-        header += " mean test AUC at the last round | labels at the last round | run time (s, all seeds) |"
-        rule += " ---: | ---: | ---: |"
+        header += " mean test AUC at the last round |"
+        rule += " ---: |"
+        if with_ap:
+            header += " mean test AP (real) at the last round |"
+            rule += " ---: |"
+        header += " labels at the last round | run time (s, all seeds) |"
+        rule += " ---: | ---: |"
         lines += [header, rule]
         for strategy, entry in summary.items():
             row = f"| {strategy} |"
             for target in config.targets:
                 row += f" {_format_reach(entry, target, cap)} | {_ratio_vs_random(summary, strategy, target, cap)} |"
-            row += f" {entry['final_auc_mean']:.4f} | {entry['max_labels']} | {entry['seconds']:.0f} |"
+            row += f" {entry['final_auc_mean']:.4f} |"
+            if with_ap:
+                ap = entry.get("final_ap_mean")
+                row += f" {ap:.4f} |" if ap is not None else " — |"
+            row += f" {entry['max_labels']} | {entry['seconds']:.0f} |"
             lines.append(row)
         if config.label_source == "crowd":
             accuracy = [e["label_accuracy"] for e in summary.values() if e["label_accuracy"] is not None]
@@ -467,6 +536,7 @@ def run_and_report(
         "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "wall_seconds": round(elapsed, 1),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),  # UTC day the run finished
         "command": command,
     }
     return report(configs, per_config, environment, json_path=json_path, plot_path=plot_path)
@@ -511,6 +581,8 @@ def report(
                 if config.label_source == "truth"
                 else f"crowd labels ({config.votes_per_item} votes)"
             )
+            if config.pool != "balanced":
+                title = f"{config.pool} pool, {title}"
             panels[title] = {
                 name: (e["curve_n_labels"], e["curve_mean_auc"], e["curve_std_auc"])
                 for name, e in summary.items()
@@ -539,6 +611,11 @@ def load_results(json_path: str, targets: Sequence[float] | None = None):
         configs.append(SimulationConfig(**raw))
     per_config: list[list[RunResult]] = [[] for _ in configs]
     for raw in saved["runs"]:
-        index = next(i for i, c in enumerate(configs) if c.label_source == raw["label_source"])
+        raw.setdefault("pool", "balanced")
+        index = next(
+            i
+            for i, c in enumerate(configs)
+            if c.label_source == raw["label_source"] and c.pool == raw["pool"]
+        )
         per_config[index].append(RunResult(**raw))
     return configs, per_config, saved["environment"]

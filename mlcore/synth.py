@@ -24,7 +24,8 @@ Subtypes (see ``SUBTYPE_DESCRIPTIONS``) add a central object or artefact; ``hard
 subjects deliberately ambiguous (faint sources near the detection limit, subtle dipoles, faint ghosts ...)
 so that a classifier cannot reach AUC 1.0 trivially.
 
-The generator is deterministic for a given ``(n, seed, real_fraction, hard_fraction, size, subtypes)``.
+The generator is deterministic for a given ``(n, seed, real_fraction, hard_fraction, size, subtypes)`` (and
+``subtype_weights``, ``hard_fraction_real``, ``rare`` where given; left at their defaults they change nothing).
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ ALL_SUBTYPES = REAL_SUBTYPES + BOGUS_SUBTYPES
 # Rare real subtypes, planted only on request (``generate_triplets(..., rare={...})``), never part of
 # the regular mix, so existing seeds give exactly what they always gave.
 RARE_SUBTYPES = ("nuclear_flare_dipole",)
+# Bogus subtypes in the proportions of the ZTF real/bogus labelling campaign behind braai (Duev et al.
+# 2019, MNRAS 489, 3582): masked bright stars 1,526, yin-yang bad subtractions 437, dementors/ghosts 207,
+# satellites 89 plus satellite flashes 32 (both drawn as streaks; the "hard" streaks are short glints),
+# cosmic rays 28. The campaign gives no count for hot pixels: they get the cosmic rays' 28 (an assumption).
+# Pass as ``subtype_weights`` to ``generate_triplets``; the real subtypes stay uniform.
+ZTF_BOGUS_WEIGHTS: dict[str, float] = {
+    "masked_bright_star": 1526.0,
+    "bad_subtraction": 437.0,
+    "ghost": 207.0,
+    "satellite_streak": 89.0 + 32.0,
+    "cosmic_ray": 28.0,
+    "hot_pixel": 28.0,
+}
 
 SUBTYPE_DESCRIPTIONS: dict[str, str] = {
     "new_point_source": (
@@ -720,6 +734,8 @@ def generate_triplets(
     size: int = 63,
     subtypes: list[str] | None = None,
     rare: dict[str, float] | None = None,
+    subtype_weights: dict[str, float] | None = None,
+    hard_fraction_real: float | None = None,
 ) -> SynthBatch:
     """Generate ``n`` ZTF-like (science, reference, difference) triplets.
 
@@ -739,6 +755,10 @@ def generate_triplets(
         kind (label real). Default none: the batch is exactly what it is without the option.
         ``nuclear_flare_dipole``: a ``nuclear_transient`` (a point source on a 15.5–19 mag galaxy core)
         whose host is also misregistered by 0.4–1.2 px, so the flare sits on a dipole.
+    subtype_weights: relative frequency of subtypes within their class (e.g. ``ZTF_BOGUS_WEIGHTS``);
+        a class none of whose subtypes is named stays uniform, a named class gives unnamed subtypes 0.
+    hard_fraction_real: share of *real* subjects from the hard ranges (faint sources at SNR 3–6, near the
+        5σ detection limit), where it should differ from the bogus ones'; default ``hard_fraction``.
     """
     if not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -748,9 +768,13 @@ def generate_triplets(
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
     if size < 21:
         raise ValueError(f"size must be at least 21 pixels, got {size}")
+    if hard_fraction_real is not None and not 0.0 <= hard_fraction_real <= 1.0:
+        raise ValueError(f"hard_fraction_real must be in [0, 1], got {hard_fraction_real}")
     chosen = _check_subtypes(subtypes)
     real_types = [s for s in chosen if s in REAL_SUBTYPES]
     bogus_types = [s for s in chosen if s in BOGUS_SUBTYPES]
+    real_p = _class_weights(real_types, subtype_weights)
+    bogus_p = _class_weights(bogus_types, subtype_weights)
 
     rng = np.random.default_rng(seed)
     if not real_types:
@@ -766,10 +790,12 @@ def generate_triplets(
     real_idx = np.array([ALL_SUBTYPES.index(s) for s in real_types], dtype=np.int64)
     bogus_idx = np.array([ALL_SUBTYPES.index(s) for s in bogus_types], dtype=np.int64)
     if n_real:
-        sub[labels == 1] = rng.choice(real_idx, size=n_real)
+        sub[labels == 1] = rng.choice(real_idx, size=n_real, p=real_p)
     if n - n_real:
-        sub[labels == 0] = rng.choice(bogus_idx, size=n - n_real)
-    hard = rng.random(n) < hard_fraction
+        sub[labels == 0] = rng.choice(bogus_idx, size=n - n_real, p=bogus_p)
+    # One uniform draw per subject whatever the per-class shares, so the defaults reproduce old seeds.
+    hard_real = hard_fraction if hard_fraction_real is None else hard_fraction_real
+    hard = rng.random(n) < np.where(labels == 1, hard_real, hard_fraction)
 
     images = np.empty((n, 3, size, size), dtype=np.float32)
     metadata: list[dict] = []
@@ -788,8 +814,23 @@ def generate_triplets(
         images=images, labels=labels, subtypes=[ALL_SUBTYPES[i] for i in sub], metadata=metadata
     )
     if rare:
-        _plant_rare(batch, rare, seed, hard_fraction, size)
+        _plant_rare(batch, rare, seed, hard_real, size)
     return batch
+
+
+def _class_weights(types: list[str], weights: dict[str, float] | None) -> np.ndarray | None:
+    """Probabilities over one class's subtypes from ``subtype_weights`` (None: uniform)."""
+    if weights is None:
+        return None
+    unknown = [k for k in weights if k not in ALL_SUBTYPES]
+    if unknown:
+        raise ValueError(f"subtype_weights names unknown subtype(s) {unknown}")
+    if not any(t in weights for t in types):
+        return None
+    w = np.array([float(weights.get(t, 0.0)) for t in types])
+    if not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
+        raise ValueError(f"subtype_weights must be non-negative with a positive sum per class, got {weights}")
+    return w / w.sum()
 
 
 def _plant_rare(

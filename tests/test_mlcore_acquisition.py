@@ -234,21 +234,25 @@ def _pool(draw):
     n = len(p_real)
     bald_scores = draw(arrays(np.float64, n, elements=st.floats(0.0, 1.0)))
     features = draw(arrays(np.float64, (n, 3), elements=st.floats(-10.0, 10.0)))
-    return p_real, bald_scores, features
+    raw_types = draw(arrays(np.float64, (n, 3), elements=st.floats(0.01, 1.0)))
+    type_probs = raw_types / raw_types.sum(axis=1, keepdims=True)  # a type head's softmax
+    return p_real, bald_scores, features, type_probs
 
 
 @_FAST
 @given(_pool(), st.sampled_from(STRATEGY_NAMES), st.integers(1, 80), st.integers(0, 2**32 - 1))
 def test_rank_pool_is_a_permutation_with_finite_scores(pool, strategy, head, seed):
-    p_real, bald_scores, features = pool
+    p_real, bald_scores, features, type_probs = pool
     order, scores = rank_pool(
-        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head
-    )
+        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head,
+        type_probs=type_probs,
+    )  # fmt: skip
     assert sorted(order.tolist()) == list(range(len(p_real)))
     assert scores.shape == (len(p_real),) and np.all(np.isfinite(scores))
     again, _ = rank_pool(
-        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head
-    )
+        strategy, p_real, bald_scores=bald_scores, features=features, seed=seed, diverse_head=head,
+        type_probs=type_probs,
+    )  # fmt: skip
     np.testing.assert_array_equal(order, again)  # deterministic for a seed
 
 
