@@ -306,8 +306,47 @@ def load_embedding_model(version: ModelVersion):
     return _cached(_models, (version.pk, version.artifact_sha256), build)
 
 
+def approx_min_subjects() -> int:
+    """From this many subjects on, search uses the approximate index (when one is built)."""
+    from django.conf import settings
+
+    from similarity.index import APPROX_MIN_N
+
+    configured = ((getattr(settings, "SKYVOTE_SIMILARITY", None) or {}).get("index") or {}).get(
+        "approx_min_subjects"
+    )
+    return APPROX_MIN_N if configured is None else int(configured)
+
+
+def _load_ivf_in_background(index, ivf: dict) -> None:
+    """Attach the version's stored IVF to `index` from a thread: a request never waits for it, and
+    searches stay exact until it is attached."""
+    from similarity.index import ApproximateIndex
+
+    with _cache_lock:
+        # One attempt per loaded index: while it runs, and after a failure (logged), search stays exact.
+        if getattr(index, "ivf_load_started", False):
+            return
+        index.ivf_load_started = True
+
+    def load():
+        try:
+            with open_stored(ivf["name"]) as handle:
+                data = handle.read()
+            index.attach_ivf(
+                ApproximateIndex.from_bytes(
+                    data, trained_size=ivf.get("trained_size"), nprobe=ivf.get("nprobe")
+                )
+            )
+        except Exception:  # exact search keeps working; the log says why the IVF is unused
+            log.exception("could not load the approximate index %s", ivf.get("name"))
+
+    threading.Thread(target=load, name="skyvote-ivf-load", daemon=True).start()
+
+
 def load_index(version: ModelVersion):
-    """The EmbeddingIndex of a version (its embeddings .npy artifact)."""
+    """The EmbeddingIndex of a version (its embeddings .npy artifact). A built approximate index
+    (config["index"]["ivf"]) is attached in the background on first use."""
     from similarity.index import EmbeddingIndex
 
     names = (version.config or {}).get("index") or {}
@@ -325,7 +364,68 @@ def load_index(version: ModelVersion):
         # The round stores its pair-cosine quantiles with the index; older versions compute them on load.
         return EmbeddingIndex(ids, vectors, normalise=False, calibration=names.get("calibration"))
 
-    return _cached(_indexes, (version.pk, version.artifact_sha256, names.get("vectors")), build)
+    index = _cached(_indexes, (version.pk, version.artifact_sha256, names.get("vectors")), build)
+    index.approx_min = approx_min_subjects()
+    if names.get("ivf") and index.ivf is None:
+        _load_ivf_in_background(index, names["ivf"])
+    return index
+
+
+def build_search_index(version: ModelVersion, run=None) -> str:
+    """Build the approximate (IVF) index of a version's vectors, store it next to them in private
+    storage and record it in version.config["index"]["ivf"]. Returns what was done, in words."""
+    from django.core.files.base import ContentFile
+
+    from core.storage import private_storage, random_name
+    from similarity.index import ApproximateIndex
+
+    index = load_index(version)
+    threshold = approx_min_subjects()
+    if len(index) < threshold:
+        return f"{len(index)} subjects: below {threshold}, search stays exact (no index built)."
+    if run is not None:
+        run.progress(0.1, f"training the index on {len(index)} vectors", force=True)
+    # The stored vectors only: a subject this process added since loading is not in the stored file, so
+    # the IVF must not hold it either (other processes attach the IVF to the stored vectors).
+    ivf = ApproximateIndex.build(index.matrix[: index.n_initial])
+    if run is not None:
+        run.progress(0.8, "saving the index", force=True)
+    name = private_storage().save(
+        random_name(f"models/{version.workflow_id}/embedding-v{version.version}-ivf-", ".faiss"),
+        ContentFile(ivf.to_bytes()),
+    )
+    meta = {"name": name, "nlist": ivf.nlist, "nprobe": ivf.nprobe, "trained_size": ivf.trained_size}
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        config = dict(locked.config or {})
+        config["index"] = {**(config.get("index") or {}), "ivf": meta}
+        locked.config = config
+        locked.save(update_fields=["config"])
+    version.config = config
+    if index.ivf is None:
+        index.attach_ivf(ivf)
+    return f"Search index of embedding v{version.version}: {len(ivf)} vectors in {ivf.nlist} lists."
+
+
+def queue_search_index(version: ModelVersion, user=None) -> Job | None:
+    """Queue the index build of a version large enough for approximate search (None otherwise)."""
+    from jobs.services import queue_job
+    from similarity.training import INDEX_BUILD
+
+    n_subjects = (version.metrics or {}).get("n_subjects")
+    if n_subjects is None or int(n_subjects) < approx_min_subjects():
+        return None
+    if ((version.config or {}).get("index") or {}).get("ivf"):
+        return None
+    job, _ = queue_job(
+        INDEX_BUILD,
+        project=version.workflow.project,
+        workflow=version.workflow,
+        params={"version": version.pk},
+        user=user,
+        coalesce=True,
+    )
+    return job
 
 
 def embedding_vectors(workflow: Workflow) -> tuple[np.ndarray, np.ndarray] | None:
@@ -422,6 +522,10 @@ def search(
             from core.ingest import load_subject_array
 
             query = embed_arrays(version, [load_subject_array(subject)])[0]
+            if subject.workflow_id == workflow.pk:
+                # A subject that arrived after the round: this process's index (and its IVF) now finds it
+                # too, without a rebuild; the next round stores it with the others.
+                index.add([subject.pk], [query])
     elif array is not None:
         query = embed_arrays(version, [array])[0]
     else:
