@@ -46,6 +46,7 @@ from core.rounds import count_as_trained_on, fail_unfinished_versions, queue_rou
 from core.storage import open_stored, private_storage, random_name
 from jobs.models import Job
 from jobs.services import GPU, JobRun, on_sweep, open_job, queue_job, register
+from mlcore.calibration import apply_temperature
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,13 @@ DEFAULTS = {
     "score_chunk": 8192,
     "score_batch_size": 1024,
     "write_chunk": 5000,
-    "promote_tolerance": 0.0,
+    "promote_tolerance": 0.01,
+    "min_heldout": 200,
+    "promote_bootstrap": 1000,
     "cache_dir": None,
+    # A type head is trained on the types with at least this many typed training labels (two such
+    # types at least); the other types' labels are left out of the head.
+    "min_type_examples": 5,
 }
 
 
@@ -317,9 +323,27 @@ def activate_version(version: ModelVersion, *, user=None) -> ModelVersion:
 def promote_version(version: ModelVersion, *, user=None) -> Job | None:
     """The owner's "promote" button: activate (verified) and queue re-scoring of the pool."""
     activate_version(version, user=user)
+    _record_forced_promotion(version, user)
     workflow = Workflow.objects.get(pk=version.workflow_id)
     job, _ = request_scoring(workflow, user=user, reason=f"v{version.version} promoted")
     return job
+
+
+def _record_forced_promotion(version: ModelVersion, user) -> None:
+    """The model page says why each version is active: here, the owner's choice (with what the round
+    had decided, kept for the record)."""
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        metrics = locked.metrics if isinstance(locked.metrics, dict) else {}
+        earlier = metrics.get("promotion") if isinstance(metrics.get("promotion"), dict) else {}
+        who = getattr(user, "username", "") or "the owner"
+        reason = f"Promoted by {who} on {timezone.now():%Y-%m-%d %H:%M} UTC."
+        if earlier.get("reason") and not earlier.get("promoted"):
+            reason += f" The round had decided: {earlier['reason']}"
+        metrics["promotion"] = {**earlier, "promoted": True, "forced": True, "reason": reason}
+        locked.metrics = json_safe(metrics)
+        locked.save(update_fields=["metrics"])
+    version.metrics = locked.metrics
 
 
 def _next_version_number(workflow: Workflow) -> int:
@@ -502,11 +526,19 @@ def spec_of(model):
 
 def _gather_round_data(workflow: Workflow, run: JobRun | None, progress, spec=None) -> RoundData:
     from labeling.labels import training_labels
+    from labeling.model_voter import guard_training_labels
     from loop.arrays import ArrayCache, loader_for
 
     labels = training_labels(workflow)
     heldout_ids, heldout_y = heldout_labels(workflow, labels)
     train = [lab for lab in labels if not (lab.is_gold or lab.is_holdout)]
+    # Labels the model helped decide: left out, or down-weighted, so it does not learn its own mistakes.
+    train, n_model_helped = guard_training_labels(workflow, train)
+    if n_model_helped and run is not None:
+        run.log(
+            f"{n_model_helped} labels were decided with the model's vote: "
+            + ("down-weighted" if workflow.model_helped_training else "left out of training")
+        )
     minimum = int(loop_setting("min_train_labels"))
     if len(train) < minimum:
         raise LoopError(
@@ -549,6 +581,82 @@ def _gather_round_data(workflow: Workflow, run: JobRun | None, progress, spec=No
             first = "; ".join(reason for _, reason in skipped[:3])
             run.log(f"skipped {len(skipped)} subjects whose arrays could not be read ({first})")
     return RoundData(train_ids, targets, weights, heldout_ids, heldout_y, pool_ids, len(labels), skipped)
+
+
+@dataclass
+class TypeLabels:
+    """What a round's type head learns: its classes (the workflow's type keys with enough examples),
+    per training subject the class index (-1 = no type), per held-out subject the expert's type index
+    (-1 = none), and a sentence saying why there is no head when `classes` is empty."""
+
+    classes: list[str]
+    train: np.ndarray
+    heldout: np.ndarray
+    counts: dict[str, int]
+    note: str = ""
+
+
+def type_labels(workflow: Workflow, train_ids: np.ndarray, heldout_ids: np.ndarray) -> TypeLabels:
+    """The type of each training and held-out subject for a type head.
+
+    A subject's type is the expert's (gold_subtype) where it is one of the workflow's type keys, else
+    the crowd's decided type (decided_type). Held-out subjects are evaluated on expert types only, as
+    the real/bogus held-out set is. Types with fewer than `min_type_examples` training labels are left
+    out of the head (a class with two examples is not learnt, only memorised).
+    """
+    from core.followups import NOT_SURE, type_keys
+
+    keys = type_keys(workflow.followups)
+    empty = np.full(len(train_ids), -1, np.int64), np.full(len(heldout_ids), -1, np.int64)
+    if len(keys) < 2:
+        return TypeLabels([], *empty, {}, "the workflow has fewer than two types")
+    known = set(keys)
+    rows = (
+        Subject.objects.filter(workflow=workflow)
+        .exclude(decided_type="", gold_subtype="")
+        .values_list("pk", "decided_type", "gold_subtype", "gold_label")
+    )
+    crowd, expert = {}, {}
+    for pk, decided, gold_subtype, gold_label in rows:
+        if gold_label and gold_subtype in known:
+            expert[pk] = gold_subtype
+        if decided in known and decided != NOT_SURE:
+            crowd[pk] = decided
+    train_types = [expert.get(int(i)) or crowd.get(int(i)) for i in train_ids]
+    counts = {k: 0 for k in keys}
+    for t in train_types:
+        if t:
+            counts[t] += 1
+    minimum = int(loop_setting("min_type_examples"))
+    classes = [k for k in keys if counts[k] >= minimum]
+    if len(classes) < 2:
+        note = (
+            f"no type head: {len(classes)} type{'s' if len(classes) != 1 else ''} with at least {minimum} "
+            f"typed training labels ({sum(counts.values())} typed labels in all); a head needs two"
+        )
+        return TypeLabels([], *empty, counts, note)
+    index = {k: i for i, k in enumerate(classes)}
+    train = np.array([index.get(t, -1) if t else -1 for t in train_types], dtype=np.int64)
+    heldout = np.array([index.get(expert.get(int(i), ""), -1) for i in heldout_ids], dtype=np.int64)
+    return TypeLabels(classes, train, heldout, counts)
+
+
+def _type_evaluation(model, cache_, ids: np.ndarray, types: TypeLabels) -> dict:
+    """The type head on held-out subjects with an expert type: confusion matrix and accuracy."""
+    from mlcore.data import TripletArrayDataset
+    from mlcore.metrics import type_metrics
+    from mlcore.score import score
+
+    typed = types.heldout >= 0
+    if not typed.any():
+        found = type_metrics(np.empty(0, np.int64), np.empty((0, len(types.classes))), types.classes)
+    else:
+        dataset = TripletArrayDataset(cache_.read(ids[typed]), preprocessed=True)
+        probs = score(
+            model, dataset, batch_size=int(loop_setting("score_batch_size")), features=False
+        ).type_probs
+        found = type_metrics(types.heldout[typed], probs, types.classes)
+    return found
 
 
 def _train_config(job: Job, n_train: int):
@@ -607,6 +715,79 @@ def _predict_any(workflow: Workflow, model, cache_, ids: np.ndarray) -> np.ndarr
                 f"{len(skipped)} held-out subjects cannot be prepared for its input ({spec.key()})."
             )
     return _predict(model, cache_, ids)
+
+
+def _heldout_logits(model, cache_, ids: np.ndarray) -> np.ndarray:
+    """The model's raw logits (no calibration temperature) on the given cached subjects."""
+    from mlcore.data import TripletArrayDataset
+    from mlcore.score import score
+
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.float64)
+    dataset = TripletArrayDataset(cache_.read(ids), preprocessed=True)
+    batch = int(loop_setting("score_batch_size"))
+    return score(model, dataset, batch_size=batch, features=False, temperature=1.0).logits.astype(np.float64)
+
+
+def _calibrate(model, logits: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray, dict]:
+    """Fit the model's calibration (temperature and bias) on the held-out set and set it on the model
+    (the checkpoint saves it; scoring applies it). Returns (the calibration record for the metrics,
+    calibrated held-out P(real), held-out metrics of the calibrated scores).
+
+    The calibration is none, a temperature, or a temperature and bias, whichever has the lowest
+    cross-fitted ECE (mlcore.calibration.choose_calibration). The stored (T, b) is fitted on every
+    held-out item; the ECE reported as calibrated is cross-fitted (each half calibrated by the fit on
+    the other half), since fitting and measuring on the same items
+    would flatter it. The held-out metrics' "ece" is that cross-fitted value too.
+    """
+    from mlcore.calibration import bootstrap_ece, choose_calibration, set_model_temperature
+    from mlcore.metrics import evaluate, expected_calibration_error
+
+    choice = choose_calibration(logits, y, seed=0)
+    fitted = choice.fitted
+    set_model_temperature(model, fitted.temperature, fitted.bias)
+    p_raw = apply_temperature(logits, 1.0)
+    p_cal = apply_temperature(logits, fitted.temperature, fitted.bias)
+    n_boot = int(loop_setting("promote_bootstrap"))
+    ece_raw = expected_calibration_error(y, p_raw)
+    ece_cal = expected_calibration_error(y, fitted.p_out_of_fold)
+    record = {
+        "method": choice.method,
+        "ece_by_method": choice.ece_by_method,
+        "temperature": fitted.temperature,
+        "bias": fitted.bias,
+        "fold_params": [list(p) for p in fitted.fold_params],
+        "cross_fitted": True,
+        "n": int(len(y)),
+        "ece_uncalibrated": ece_raw,
+        "ece_uncalibrated_ci": list(bootstrap_ece(y, p_raw, n_boot, seed=0)),
+        "ece_calibrated": ece_cal,
+        "ece_calibrated_ci": list(bootstrap_ece(y, fitted.p_out_of_fold, n_boot, seed=0)),
+        "ece_calibrated_in_sample": expected_calibration_error(y, p_cal),
+    }
+    metrics = evaluate(y, p_cal)
+    metrics["ece"] = ece_cal
+    return record, p_cal, metrics
+
+
+def _promotion_decision(y, p_new, p_old, previous) -> dict:
+    """The automatic promotion rule (mlcore.calibration.promotion_decision) with the loop's settings."""
+    from mlcore.calibration import promotion_decision
+
+    decision = promotion_decision(
+        y,
+        p_new,
+        p_old,
+        min_heldout=int(loop_setting("min_heldout")),
+        tolerance=float(loop_setting("promote_tolerance")),
+        n_boot=int(loop_setting("promote_bootstrap")),
+        seed=0,
+        old_label=f"the active v{previous.version}" if previous is not None else "the active model",
+    )
+    if previous is not None and p_old is None and decision["promoted"]:
+        # The active model's file is unusable: any verified model that passes the minimum is better.
+        decision["reason"] += f" The active v{previous.version} could not be evaluated."
+    return decision
 
 
 def survey_metrics(ids: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:
@@ -672,10 +853,17 @@ def _initial_weights(workflow: Workflow, previous, target_config, run: JobRun):
         if model.config == target_config:
             return model, None, None
         adapted, _ = transfer_weights(model, target_config)
-        run.log(
-            f"the model input changed ({spec_of(model).key()} → {spec_of(adapted).key()}): "
-            f"warm start from v{previous.version}'s matching layers"
-        )
+        if spec_of(model) != spec_of(adapted):
+            run.log(
+                f"the model input changed ({spec_of(model).key()} → {spec_of(adapted).key()}): "
+                f"warm start from v{previous.version}'s matching layers"
+            )
+        else:
+            run.log(
+                f"the types changed ({', '.join(model.config.type_classes) or 'no type head'} → "
+                f"{', '.join(target_config.type_classes) or 'no type head'}): warm start from "
+                f"v{previous.version}, with a new type head"
+            )
         return adapted, None, None
     source = _start_from_of_round(workflow, run.job.params or {}, run)
     if source is None:
@@ -732,6 +920,7 @@ def training_round_job(run: JobRun) -> None:
 
 
 def _training_round(job: Job, run: JobRun) -> ModelVersion:
+    from labeling.model_voter import record_training_ids
     from loop.arrays import ArrayCache
     from mlcore.data import TripletArrayDataset
     from mlcore.metrics import evaluate
@@ -752,6 +941,15 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     count_as_trained_on(workflow, trainable_label_count(workflow))
     cache_ = ArrayCache.for_workflow(workflow.pk, spec)
     x_train = cache_.read(data.train_ids)
+    types = type_labels(workflow, data.train_ids, data.heldout_ids)
+    if types.classes:
+        target_config = dataclasses.replace(target_config, type_classes=tuple(types.classes))
+        run.log(
+            f"type head over {len(types.classes)} types ({int((types.train >= 0).sum())} typed training "
+            f"labels, {int((types.heldout >= 0).sum())} held-out subjects with an expert type)"
+        )
+    else:
+        run.log(types.note)
     timings["export"] = time.perf_counter() - started
     run.log(
         f"{len(data.train_ids)} training labels, {len(data.heldout_ids)} held out, "
@@ -765,6 +963,11 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     config = _train_config(job, len(data.train_ids))
     dataset = TripletArrayDataset(x_train, preprocessed=True)
     data_hash = _data_hash(data.train_ids, data.targets, data.weights)
+    if types.classes:
+        # The type labels are training data too: a model trained on other types is another model.
+        digest = hashlib.sha256(f"{data_hash}|types|{','.join(types.classes)}|".encode())
+        digest.update(np.ascontiguousarray(types.train, dtype=np.int64).tobytes())
+        data_hash = digest.hexdigest()
 
     def train(init, train_config, progress):
         try:
@@ -777,6 +980,7 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
                 init_model=init,
                 progress=progress,
                 data_hash=data_hash,
+                type_targets=types.train if types.classes else None,
             )
         except (TrainingError, ValueError) as exc:  # NaN loss or NaN validation scores, unusable labels
             raise LoopError(f"Training failed: {exc}") from None
@@ -802,13 +1006,18 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     started = time.perf_counter()
     run.progress(0.70, "evaluating on the held-out set", force=True)
 
+    raw_logits = {}
+
     def held_out(model) -> tuple[np.ndarray, dict]:
-        p = _predict(model, cache_, data.heldout_ids)
+        # Uncalibrated here (T = 1): the temperature is fitted below, for the model the round keeps.
+        z = _heldout_logits(model, cache_, data.heldout_ids)
+        p = apply_temperature(z, 1.0)
         if not np.all(np.isfinite(p)):
             raise LoopError("The new model produced NaN scores on the held-out set.")
         found = evaluate(data.heldout_y, p)
         if not _finite_metrics(found):
             raise LoopError(f"The held-out metrics are not finite (AUC {found.get('roc_auc')}).")
+        raw_logits[id(model)] = z
         return p, found
 
     p_heldout, metrics = held_out(result.model)
@@ -839,13 +1048,38 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
             result, p_heldout, metrics = scratch, p_scratch, scratch_metrics
             extra_metrics["heldout_by_survey"] = scratch_by_survey
         extra_metrics["transfer"] = transfer
-    previous_auc = None
+    # 3b. calibrate the kept model: temperature and bias fitted on the held-out set (cross-fitted ECE)
+    calibration, p_heldout, metrics = _calibrate(result.model, raw_logits[id(result.model)], data.heldout_y)
+    extra_metrics["calibration"] = calibration
+    extra_metrics["heldout_by_survey"] = survey_metrics(data.heldout_ids, data.heldout_y, p_heldout)
+    run.log(
+        f"calibration: temperature {calibration['temperature']:.3f}, bias {calibration['bias']:+.3f}; held-out ECE "
+        f"{calibration['ece_uncalibrated']:.3f} uncalibrated, {calibration['ece_calibrated']:.3f} calibrated "
+        "(cross-fitted)"
+    )
+    previous_auc = p_prev = None
     if previous is not None:
         try:
             p_prev = _predict_any(workflow, load_model_version(previous).model, cache_, data.heldout_ids)
             previous_auc = float(evaluate(data.heldout_y, p_prev)["roc_auc"])
         except ModelRejected as exc:
+            p_prev = None
             run.log(f"the active model cannot be evaluated: {exc}")
+    extra_metrics["promotion"] = _promotion_decision(data.heldout_y, p_heldout, p_prev, previous)
+    extra_metrics["type_head"] = {
+        "classes": types.classes,
+        "train_counts": types.counts,
+        "n_typed_train": int((types.train >= 0).sum()),
+        "note": types.note,
+    }
+    if types.classes:
+        found = _type_evaluation(result.model, cache_, data.heldout_ids, types)
+        extra_metrics["type_confusion"] = found
+        run.log(
+            "type head: held-out type accuracy "
+            + (f"{found['accuracy']:.3f}" if found["accuracy"] is not None else "n/a")
+            + f" on {found['n']} subjects with an expert type"
+        )
     timings["evaluate"] = time.perf_counter() - started
     run.log(
         f"held-out AUC {metrics['roc_auc']:.4f}"
@@ -869,14 +1103,19 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
         },
         extra_curves=extra_curves,
     )  # fmt: skip
+    # What it trained on: the model never votes on those subjects (labeling.model_voter).
+    record_training_ids(version, data.train_ids)
     timings["register"] = time.perf_counter() - started
 
     # 5. promote only if not worse than the active model on the held-out set (or forced)
     force = bool(job.params.get("force_promote"))
-    tolerance = float(loop_setting("promote_tolerance"))
-    better = previous_auc is None or metrics["roc_auc"] >= previous_auc - tolerance
-    if previous is not None and previous_auc is None:
-        better = True  # the active model is unusable: any verified model is better than none
+    decision = dict(version.metrics["promotion"])
+    better = decision["promoted"]
+    if force and not better:
+        decision.update(
+            promoted=True, forced=True, reason=f"Promoted as the owner asked. {decision['reason']}"
+        )
+    version.metrics["promotion"] = decision
     if force or better:
         activate_version(version)
         run.log(f"v{version.version} promoted" + (" (forced by the owner)" if force and not better else ""))
@@ -887,10 +1126,7 @@ def _training_round(job: Job, run: JobRun) -> ModelVersion:
     else:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.REJECTED)
         version.status = ModelVersion.REJECTED
-        run.log(
-            f"v{version.version} not promoted: held-out AUC {metrics['roc_auc']:.4f} < "
-            f"{previous_auc:.4f} of the active v{previous.version}"
-        )
+        run.log(f"v{version.version}: {decision['reason']}")
     version.metrics = {**version.metrics, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(version.metrics))
     run.finish(Job.SUCCEEDED, f"Done: v{version.version} {version.status}", model_version=version)
@@ -1025,10 +1261,18 @@ def _score_and_rank(
 
     timings = {}
     began = time.perf_counter()
+    strategy = workflow.acquisition_strategy
     try:
-        base, diversity = parse_strategy(workflow.acquisition_strategy)
+        base, diversity = parse_strategy(strategy)
     except ValueError as exc:
         raise LoopError(str(exc)) from None
+    type_classes = list(model.config.type_classes)
+    if base == "type_entropy" and not type_classes:
+        # No typed labels yet (or too few): rank by real/bogus uncertainty until a round grows a head.
+        strategy = "entropy" + ("+diversity" if diversity else "")
+        base = "entropy"
+        if run is not None:
+            run.log("type_entropy needs a model with a type head: this model has none, ranking by entropy")
     mc = int(loop_setting("mc_samples")) if base == "bald" else 0
     if base == "bald" and not mc:
         raise LoopError("BALD needs MC-dropout samples (SKYVOTE_MC_SAMPLES > 0).")
@@ -1039,6 +1283,7 @@ def _score_and_rank(
     entropy = np.empty(n, dtype=np.float64)
     bald = np.empty(n, dtype=np.float64) if mc else None
     features = np.empty((n, model.config.dense_units), dtype=np.float32) if diversity else None
+    type_probs = np.empty((n, len(type_classes)), dtype=np.float32) if type_classes else None
     precision = score_precision(next(model.parameters()).device.type)
     report = run.phase(start, start + (end - start) * 0.9) if run else (lambda f, m="": None)
     done = 0
@@ -1060,13 +1305,15 @@ def _score_and_rank(
             bald[rows] = result.bald
         if features is not None:
             features[rows] = result.features
+        if type_probs is not None:
+            type_probs[rows] = result.type_probs
         done += len(ids_chunk)
         report(done / max(n, 1), f"scored {done}/{n} subjects")
     if n and not np.all(np.isfinite(p_real)):
         raise LoopError("The model produced NaN scores for the pool; the ranking was not changed.")
     try:
         order, acq = rank_pool(
-            workflow.acquisition_strategy, p_real, bald_scores=bald, features=features, seed=version.version
+            strategy, p_real, bald_scores=bald, features=features, seed=version.version, type_probs=type_probs
         )
     except ValueError as exc:
         raise LoopError(f"The pool could not be ranked ({exc}); the ranking was not changed.") from None
@@ -1074,6 +1321,11 @@ def _score_and_rank(
     priority[order] = 1.0 - np.arange(n) / max(n, 1)  # 1 for the most informative, → 0 for the least
     timings["score"] = time.perf_counter() - began
 
+    model_type = model_type_p = None
+    if type_probs is not None:
+        best = type_probs.argmax(axis=1) if n else np.empty(0, dtype=np.int64)
+        model_type = np.asarray(type_classes, dtype=object)[best]
+        model_type_p = type_probs[np.arange(n), best]
     began = time.perf_counter()
     write_scores(
         ids_out,
@@ -1081,6 +1333,8 @@ def _score_and_rank(
         entropy,
         acq,
         priority,
+        model_type=model_type,
+        model_type_p=model_type_p,
         progress=run.phase(start + (end - start) * 0.9, end) if run else None,
     )
     timings["write"] = time.perf_counter() - began
@@ -1096,6 +1350,8 @@ def _score_and_rank(
         "mean_p_real": float(p_real.mean()) if n else None,
         "predicted_real": int((p_real >= 0.5).sum()),
     }
+    if model_type is not None:
+        pool["predicted_types"] = {k: int((model_type == k).sum()) for k in type_classes}
     metrics = ModelVersion.objects.get(pk=version.pk).metrics
     metrics["pool"] = pool
     ModelVersion.objects.filter(pk=version.pk).update(metrics=json_safe(metrics))
@@ -1107,25 +1363,44 @@ def _score_and_rank(
     return timings
 
 
-def write_scores(ids, p_real, uncertainty, acquisition_score, priority, *, progress=None) -> None:
+def write_scores(
+    ids,
+    p_real,
+    uncertainty,
+    acquisition_score,
+    priority,
+    *,
+    model_type=None,
+    model_type_p=None,
+    progress=None,
+) -> None:
     """Write model outputs and the ranking, chunk by chunk (short transactions: votes keep flowing).
 
     One parameterised UPDATE per row through executemany: on SQLite and PostgreSQL this is several
-    times faster than QuerySet.bulk_update's CASE expressions (bench/loop.py measures both).
+    times faster than QuerySet.bulk_update's CASE expressions (bench/loop.py measures both). The type
+    head's most likely type and its probability go in the same statement; a model without a head
+    clears them ("" and NULL), so no subject keeps an earlier model's type.
     """
     table = connection.ops.quote_name(Subject._meta.db_table)
     sql = (
-        f"UPDATE {table} SET model_score = %s, model_uncertainty = %s, acquisition_score = %s, priority = %s "
-        f"WHERE id = %s"
+        f"UPDATE {table} SET model_score = %s, model_uncertainty = %s, acquisition_score = %s, priority = %s, "
+        f"model_type = %s, model_type_p = %s WHERE id = %s"
     )
     n = len(ids)
     step = int(loop_setting("write_chunk"))
     columns = [np.asarray(c, dtype=np.float64) for c in (p_real, uncertainty, acquisition_score, priority)]
+    if model_type is None:
+        types, type_p = [""] * n, [None] * n
+    else:
+        types = [str(t) for t in model_type]
+        type_p = np.asarray(model_type_p, dtype=np.float64).tolist()
     ids = np.asarray(ids, dtype=np.int64)
     for begin in range(0, n, step):
         rows = list(
             zip(
                 *(c[begin : begin + step].tolist() for c in columns),
+                types[begin : begin + step],
+                type_p[begin : begin + step],
                 ids[begin : begin + step].tolist(),
                 strict=True,
             )
@@ -1194,7 +1469,11 @@ def saliency_maps(model, triplet) -> tuple[float, np.ndarray]:
     grad = x.grad.detach().abs()[0, :3].cpu().numpy()
     peak = grad.max(axis=(1, 2), keepdims=True)
     maps = np.divide(grad, peak, out=np.zeros_like(grad), where=peak > 0)
-    return float(torch.sigmoid(logit).item()), maps
+    from mlcore.calibration import model_bias, model_temperature
+
+    # The calibrated P(real), as the pool's scores are.
+    calibrated = logit.detach() / model_temperature(model) + model_bias(model)
+    return float(torch.sigmoid(calibrated).item()), maps
 
 
 @on_sweep

@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core.followups import type_labels
 from core.formats import parse_id
 from core.models import ModelVersion, Subject, Workflow
 from core.permissions import OWNER_ROLES, READ_ROLES, workflow_for
@@ -106,6 +107,58 @@ def _uncertainty_bars(version: ModelVersion | None) -> list[dict]:
     ]
 
 
+TYPE_EXAMPLES_PER_TYPE = 2
+SHADES = 5  # shading steps of the confusion matrix's cells (CSS classes shade-0 … shade-5)
+
+
+def _type_context(workflow: Workflow, active: ModelVersion | None) -> dict | None:
+    """The active model's type head for the page: the held-out per-type confusion matrix (counts,
+    with each row's share as a shading step) and, per type, the pool subjects it puts in that type
+    most confidently (their model pages draw the saliency). None without a head or a round's note."""
+    metrics = (active.metrics or {}) if active else {}
+    head = metrics.get("type_head") if isinstance(metrics.get("type_head"), dict) else {}
+    classes = [str(c) for c in head.get("classes") or []]
+    if not classes:
+        return {"note": str(head["note"])} if head.get("note") else None
+    names = type_labels(workflow.followups)
+    found = metrics.get("type_confusion") if isinstance(metrics.get("type_confusion"), dict) else {}
+    matrix = found.get("matrix") or []
+    recalls = found.get("per_class_recall") or [None] * len(classes)
+    rows = []
+    if len(matrix) == len(classes) == len(recalls):
+        for i, (key, counts, recall) in enumerate(zip(classes, matrix, recalls, strict=True)):
+            total = sum(counts)
+            cells = [
+                {
+                    "count": c,
+                    "percent": round(100 * c / total) if total else 0,
+                    "shade": round(SHADES * c / total) if total else 0,
+                    "diagonal": i == j,
+                    "predicted": names.get(classes[j], classes[j]),
+                }
+                for j, c in enumerate(counts)
+            ]
+            rows.append(
+                {"key": key, "label": names.get(key, key), "total": total, "recall": recall, "cells": cells}
+            )
+    examples = []
+    for key in classes:
+        subjects = list(
+            Subject.objects.filter(workflow=workflow, model_type=key, model_type_p__isnull=False)
+            .order_by("-model_type_p", "pk")
+            .only("id", "external_id", "model_type_p", "model_score")[:TYPE_EXAMPLES_PER_TYPE]
+        )
+        examples.append({"key": key, "label": names.get(key, key), "subjects": subjects})
+    return {
+        "classes": [{"key": k, "label": names.get(k, k)} for k in classes],
+        "rows": rows,
+        "n": found.get("n", 0),
+        "accuracy": found.get("accuracy"),
+        "n_typed_train": head.get("n_typed_train"),
+        "examples": examples,
+    }
+
+
 @login_required
 @require_GET
 def workflow_models(request, project, workflow):
@@ -165,6 +218,9 @@ def workflow_models(request, project, workflow):
         if role == "owner"
         else [],
         "model_input": _model_input(workflow),
+        "min_heldout": int(loop.loop_setting("min_heldout")),
+        "promote_tolerance": float(loop.loop_setting("promote_tolerance")),
+        "types": _type_context(workflow, active),
         **_job_context(workflow),
     }
     return render(request, "loop/workflow.html", context)
@@ -284,6 +340,7 @@ def subject_model(request, project, workflow, subject):
         "active": workflow.active_model,
         "rank": rank,
         "roles": ("science", "reference", "difference"),
+        "model_type_label": type_labels(workflow.followups).get(subject.model_type, subject.model_type),
     }
     return render(request, "loop/subject.html", context)
 

@@ -22,7 +22,9 @@ Layout (format_version 2)::
     {"format": "skyvote.mlcore.checkpoint", "format_version": 2, "kind": "classifier",
      "model_config": {...ModelConfig or EmbeddingConfig...}, "state_dict": {name: tensor},
      "preprocessing_version": "braai-l2-v1", "class_names": ["bogus", "real"],  # classifier only
-     "training_data_hash": "<sha256 hex>", "metadata": {...plain values...},
+     "training_data_hash": "<sha256 hex>", "metadata": {...plain values...},  # a classifier's
+     # metadata may hold "calibration": {"method": "temperature+bias", "temperature": T, "bias": b}
+     # (else T = 1, b = 0)
      "created_at": "<ISO 8601 UTC>", "state_sha256": "<sha256 hex>"}
 
 Files written before checkpoints had a kind still load, since models registered then are still in
@@ -139,6 +141,8 @@ class LoadedCheckpoint:
     created_at: str
     metadata: dict = field(default_factory=dict)
     kind: str = "classifier"
+    temperature: float = 1.0  # P(real) = sigmoid(logit / temperature + bias); 1.0 and 0.0 when
+    bias: float = 0.0  # never calibrated
 
 
 def _check_plain(value, where: str):
@@ -192,6 +196,15 @@ def save_checkpoint(
     kind = _kind_of(model)
     spec = _KINDS[kind]
     metadata = dict(metadata or {})
+    temperature = getattr(model, "calibration_temperature", None)
+    if kind == "classifier" and temperature is not None and "calibration" not in metadata:
+        # The fitted calibration travels with the weights, so every scorer applies the same one.
+        bias = float(getattr(model, "calibration_bias", 0.0) or 0.0)
+        metadata["calibration"] = {
+            "method": "temperature+bias",
+            "temperature": float(temperature),
+            "bias": bias,
+        }
     _check_plain(metadata, "metadata")
     payload = {
         "format": FORMAT_MARKER,
@@ -376,6 +389,9 @@ def load_checkpoint(
     _check_weights(model, payload["state_dict"], config.architecture, name)
     model.load_state_dict(payload["state_dict"], strict=True)
     model.to(pick_device(device)).eval()
+    temperature, bias = _calibration(payload["metadata"], name) if kind == "classifier" else (1.0, 0.0)
+    if kind == "classifier":
+        model.calibration_temperature, model.calibration_bias = temperature, bias
     return LoadedCheckpoint(
         model=model,
         config=config,
@@ -386,7 +402,24 @@ def load_checkpoint(
         created_at=payload["created_at"],
         metadata=payload["metadata"],
         kind=kind,
+        temperature=temperature,
+        bias=bias,
     )
+
+
+def _calibration(metadata: dict, name: str) -> tuple[float, float]:
+    """The calibration (temperature, bias) recorded in a classifier's metadata (mlcore.calibration);
+    (1.0, 0.0) for checkpoints saved before calibration existed."""
+    calibration = metadata.get("calibration")
+    if calibration is None:
+        return 1.0, 0.0
+    value = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < float("inf")):
+        raise CheckpointError(f"{name}: invalid calibration temperature {value!r} (a positive number)")
+    bias = calibration.get("bias", 0.0)
+    if isinstance(bias, bool) or not isinstance(bias, int | float) or not abs(bias) < float("inf"):
+        raise CheckpointError(f"{name}: invalid calibration bias {bias!r} (a finite number)")
+    return float(value), float(bias)
 
 
 def _leading_bytes(source, n: int) -> bytes:

@@ -22,6 +22,8 @@ __all__ = [
     "reliability_bins",
     "confusion_matrix",
     "evaluate",
+    "type_confusion_matrix",
+    "type_metrics",
 ]
 
 
@@ -145,4 +147,41 @@ def evaluate(y_true, p_real, threshold: float = 0.5, n_bins: int = 15) -> dict:
         "mdr_at_1pct_fpr_threshold": mdr_threshold,
         "ece": expected_calibration_error(y, p, n_bins),
         "confusion_matrix": cm.tolist(),
+    }
+
+
+def type_confusion_matrix(true_types, predicted_types, n_classes: int) -> np.ndarray:
+    """K×K counts of a type head: rows = true type index, columns = predicted (argmax) index."""
+    t = np.asarray(true_types, dtype=np.int64).reshape(-1)
+    p = np.asarray(predicted_types, dtype=np.int64).reshape(-1)
+    if len(t) != len(p):
+        raise ValueError(f"{len(t)} true types but {len(p)} predictions")
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+    for name, v in (("true types", t), ("predictions", p)):
+        if len(v) and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} must be class indices in 0..{n_classes - 1}")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def type_metrics(true_types, type_probs, classes) -> dict:
+    """Type accuracy and the confusion matrix of type probabilities (N, K) against true type indices
+    (-1 = no type: left out), as plain data: {"classes", "matrix", "n", "accuracy", "per_class_recall"}.
+    Accuracy and recalls are None where there is nothing to count."""
+    probs = np.asarray(type_probs, dtype=np.float64)
+    t = np.asarray(true_types, dtype=np.int64).reshape(-1)
+    k = len(classes)
+    if probs.ndim != 2 or probs.shape != (len(t), k):
+        raise ValueError(f"type_probs must have shape ({len(t)}, {k}), got {probs.shape}")
+    typed = t >= 0
+    predicted = probs[typed].argmax(axis=1) if typed.any() else np.empty(0, dtype=np.int64)
+    matrix = type_confusion_matrix(t[typed], predicted, k)
+    n = int(typed.sum())
+    row_sums = matrix.sum(axis=1)
+    return {
+        "classes": list(classes),
+        "matrix": matrix.tolist(),
+        "n": n,
+        "accuracy": float(np.trace(matrix) / n) if n else None,
+        "per_class_recall": [float(matrix[i, i] / r) if r else None for i, r in enumerate(row_sums)],
     }

@@ -2,12 +2,14 @@
 
 ``score(model, images_or_dataset, batch_size=256, mc_samples=0)`` returns a ScoreResult with
 
-* ``p_real`` — the deterministic (dropout-off) prediction, used for thresholds and display;
+* ``p_real`` — the deterministic (dropout-off) prediction, used for thresholds and display,
+  calibrated by the model's temperature and bias (mlcore.calibration; ``logits`` keeps the raw ones);
 * ``entropy`` — predictive entropy in bits (of the MC-averaged probability when mc_samples > 0,
   else of p_real); 1 bit = maximally unsure;
 * ``bald`` — BALD mutual information in bits, H[mean_t p_t] − mean_t H[p_t], when mc_samples > 0;
 * ``features`` — penultimate (256-d) activations for batch-diversity selection (optional);
-* ``mc_probs`` — the (T, N) Monte-Carlo probabilities, only when keep_mc=True.
+* ``mc_probs`` — the (T, N) Monte-Carlo probabilities, only when keep_mc=True;
+* ``type_probs`` — (N, K) softmax of the type head over ``type_classes`` (models with one only).
 
 CPU speed (see bench/scoring.py and docs/benchmarks.md): inference_mode, a channels-last copy of
 the network (oneDNN's fast convolution layout) and small compute chunks that stay in cache. MC
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mlcore.calibration import model_bias, model_temperature
 from mlcore.data import as_dataset, iter_batches
 from mlcore.device import pick_device
 from mlcore.models import VGG6
@@ -44,6 +47,11 @@ class ScoreResult:
     features: np.ndarray | None = None
     mc_probs: np.ndarray | None = None
     p_real_mc: np.ndarray | None = None
+    logits: np.ndarray | None = None  # raw logits, before the calibration temperature
+    temperature: float = 1.0
+    bias: float = 0.0
+    type_probs: np.ndarray | None = None
+    type_classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.p_real)
@@ -81,12 +89,22 @@ def score(
     keep_mc: bool = False,
     precision: str = "float32",
     progress: Callable[[float, str], None] | None = None,
+    temperature: float | None = None,
+    bias: float | None = None,
 ) -> ScoreResult:
     """Score triplets (raw array (N, 3, H, W) — prepared batch by batch — or a mlcore.data Dataset)."""
     if mc_samples < 0:
         raise ValueError(f"mc_samples must be ≥ 0, got {mc_samples}")
     if precision not in {"float32", "bfloat16"}:
         raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    # Calibrated P(real) = sigmoid(logit / T + b): T and b from the checkpoint (mlcore.calibration)
+    # unless given; temperature=1.0 alone gives the uncalibrated scores.
+    if temperature is not None and bias is None:
+        bias = 0.0
+    temperature = model_temperature(model) if temperature is None else float(temperature)
+    bias = model_bias(model) if bias is None else float(bias)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     dataset = as_dataset(images)
     n = len(dataset)
     device = pick_device(device) if device is not None else next(model.parameters()).device
@@ -96,8 +114,11 @@ def score(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     p_real = np.empty(n, dtype=np.float32)
+    logits = np.empty(n, dtype=np.float32)
     embeddings = np.empty((n, fast.config.dense_units), dtype=np.float32) if features else None
     mc_probs = np.empty((mc_samples, n), dtype=np.float32) if mc_samples else None
+    type_classes = tuple(fast.config.type_classes)
+    type_probs = np.empty((n, len(type_classes)), dtype=np.float32) if type_classes else None
     done = 0
     with torch.inference_mode():
         for indices, batch in iter_batches(dataset, batch_size):
@@ -106,17 +127,31 @@ def score(
                 x = x_all[start : start + chunk].to(device).contiguous(memory_format=torch.channels_last)
                 rows = slice(done, done + len(x))
                 with autocast:
-                    h = fast.embed(fast.features(x))
+                    h, type_z = fast.embed_and_types(x)
                 h = h.float()
-                p_real[rows] = torch.sigmoid(fast.out(h).squeeze(1)).cpu().numpy()
+                z = fast.out(h).squeeze(1)
+                logits[rows] = z.cpu().numpy()
+                p_real[rows] = torch.sigmoid(z / temperature + bias).cpu().numpy()
+                if type_probs is not None:
+                    type_probs[rows] = torch.softmax(type_z.float(), dim=1).cpu().numpy()
                 if embeddings is not None:
                     embeddings[rows] = h.cpu().numpy()
                 if mc_probs is not None:
-                    mc_probs[:, rows] = torch.sigmoid(fast.mc_logits(h, mc_samples, generator)).cpu().numpy()
+                    mc_z = fast.mc_logits(h, mc_samples, generator) / temperature + bias
+                    mc_probs[:, rows] = torch.sigmoid(mc_z).cpu().numpy()
                 done += len(x)
             if progress is not None:
                 progress(done / n, f"scored {done}/{n}")
-    result = ScoreResult(p_real=p_real, entropy=binary_entropy(p_real), features=embeddings)
+    result = ScoreResult(
+        p_real=p_real,
+        entropy=binary_entropy(p_real),
+        features=embeddings,
+        type_probs=type_probs,
+        type_classes=type_classes,
+        logits=logits,
+        temperature=temperature,
+        bias=bias,
+    )
     if mc_probs is not None:
         result.p_real_mc = mc_probs.mean(axis=0)
         result.entropy = binary_entropy(result.p_real_mc)

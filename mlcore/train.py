@@ -11,7 +11,12 @@
 * progress(fraction, message) callbacks (tqdm on the CLI, the job progress bar on the web);
 * deterministic on CPU for a fixed seed: seeded RNGs forked from the global ones (the caller's
   random state is left alone), deterministic algorithms, data read in the main process;
-* a NaN/inf loss raises TrainingError instead of silently producing a broken model.
+* a NaN/inf loss raises TrainingError instead of silently producing a broken model;
+* with a type head (ModelConfig.type_classes) and ``type_targets`` (a type index per item, -1 for
+  none), a cross-entropy on the typed items only is added to the BCE, times
+  TrainConfig.type_loss_weight; untyped items still train the real/bogus output. Early stopping and
+  the validation loss stay real/bogus only, so a head never changes which epoch is kept for a reason
+  other than real/bogus; the validation type accuracy is recorded per epoch.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "train_classifier",
     "training_data_hash",
     "validation_split",
+    "masked_type_loss",
 ]
 
 ProgressCallback = Callable[[float, str], None]
@@ -69,6 +75,12 @@ class TrainConfig:
     restore_best: bool = True  # load the weights of the best epoch at the end (early-stopping style)
     precision: str = "float32"  # or "bfloat16": autocast forward passes (faster on CPUs with AVX512-BF16)
     device: str | None = None  # None/'auto' → CUDA when available, else CPU
+    type_loss_weight: float = 0.5  # weight of the type head's cross-entropy next to the real/bogus BCE
+    # How much of the type loss's gradient reaches the shared layers: 0 = it trains only the head's own
+    # layers, on the real/bogus network's features, and the real/bogus output trains exactly as without a head;
+    # 1 = a fully shared network (better types, at a real/bogus cost with few labels); docs/benchmarks.md,
+    # "Types", measures both and the default.
+    type_shared_gradient: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -83,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
+        if not (math.isfinite(self.type_loss_weight) and self.type_loss_weight >= 0):
+            raise ValueError(f"type_loss_weight must be non-negative, got {self.type_loss_weight}")
+        if not 0.0 <= self.type_shared_gradient <= 1.0:
+            raise ValueError(f"type_shared_gradient must be in [0, 1], got {self.type_shared_gradient}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,6 +111,7 @@ class EpochRecord:
     val_loss: float | None
     val_auc: float | None
     seconds: float
+    val_type_accuracy: float | None = None  # models with a type head and typed validation items only
 
 
 @dataclass
@@ -131,6 +148,7 @@ class TrainingResult:
             "train_loss": best.train_loss,
             "val_loss": best.val_loss,
             "val_auc": best.val_auc,
+            "val_type_accuracy": best.val_type_accuracy,
             "history": [dataclasses.asdict(r) for r in self.history],
         }
 
@@ -152,6 +170,33 @@ def _check_targets(targets, sample_weights, n: int) -> tuple[np.ndarray, np.ndar
         if weights.sum() <= 0:
             raise ValueError("sample weights are all zero")
     return targets, weights
+
+
+def _check_type_targets(type_targets, n: int, model_config: ModelConfig) -> np.ndarray | None:
+    if type_targets is None:
+        return None
+    if not model_config.type_classes:
+        raise ValueError("type labels need a model with a type head (ModelConfig.type_classes)")
+    values = np.asarray(type_targets).reshape(-1)
+    if len(values) != n:
+        raise ValueError(f"got {n} triplets but {len(values)} type labels")
+    if values.size and (not np.issubdtype(values.dtype, np.integer)):
+        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+            raise ValueError("type labels must be integer class indices (-1 for none)")
+    values = values.astype(np.int64)
+    k = len(model_config.type_classes)
+    if values.size and (values.min() < -1 or values.max() >= k):
+        raise ValueError(f"type labels must be in -1..{k - 1} (-1 for none)")
+    return values
+
+
+def masked_type_loss(type_logits: torch.Tensor, type_targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the items with a type (index ≥ 0); items marked -1 add nothing, and a
+    batch without any typed item gives 0 (not NaN)."""
+    typed = type_targets >= 0
+    if not bool(typed.any()):
+        return type_logits.sum() * 0.0  # keeps the graph (and the device) without a contribution
+    return F.cross_entropy(type_logits[typed], type_targets[typed])
 
 
 def validation_split(targets: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,21 +247,30 @@ def _weighted_bce(logits, targets, weights, w_real: float, w_bogus: float) -> to
     return (per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def _evaluate(model, dataset, indices, targets, weights, w_real, w_bogus, batch_size, device):
-    """Validation loss (same weighting as training) and AUC on hard labels (NaN with one class only)."""
+def _evaluate(
+    model, dataset, indices, targets, weights, w_real, w_bogus, batch_size, device, type_targets=None
+):
+    """Validation loss (same weighting as training), AUC on hard labels (NaN with one class only) and
+    type accuracy on the typed items (None without a head or typed items)."""
     model.eval()
-    logits = []
+    logits, type_hits = [], []
     with torch.inference_mode():
-        for _, batch in iter_batches(dataset, max(batch_size, 256), indices):
+        for chunk, batch in iter_batches(dataset, max(batch_size, 256), indices):
             x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
-            logits.append(model(x).float().cpu())
+            z, type_z = model.forward_with_types(x)
+            logits.append(z.float().cpu())
+            if type_targets is not None and type_z is not None:
+                t = torch.as_tensor(type_targets[chunk])
+                typed = t >= 0
+                type_hits.append((type_z.float().cpu().argmax(1)[typed] == t[typed]).numpy())
     z = torch.cat(logits)
     t = torch.as_tensor(targets[indices], dtype=torch.float32)
     w = torch.as_tensor(weights[indices], dtype=torch.float32)
     loss = float(_weighted_bce(z, t, w, w_real, w_bogus))
     hard = targets[indices] >= 0.5
     auc = roc_auc(hard, torch.sigmoid(z).numpy()) if 0 < hard.sum() < len(hard) else float("nan")
-    return loss, auc
+    hits = np.concatenate(type_hits) if type_hits else np.empty(0)
+    return loss, auc, (float(hits.mean()) if len(hits) else None)
 
 
 def train_classifier(
@@ -229,11 +283,14 @@ def train_classifier(
     init_model: VGG6 | None = None,
     progress: ProgressCallback | None = None,
     data_hash: str | None = None,
+    type_targets=None,
 ) -> TrainingResult:
     """Train a VGG6 on triplets (array (N, 3, H, W) or a mlcore.data Dataset) and soft labels.
 
     init_model warm-starts from existing weights (it is copied, never modified). data_hash skips
     hashing the data when the caller already knows what identifies it (e.g. subject ids + labels).
+    type_targets: per item, the index of its type in the model's type_classes, -1 for none (needs a
+    model with a type head; without them a head is left as it is, untrained).
     """
     config = train_config or TrainConfig()
     started = time.perf_counter()
@@ -251,8 +308,11 @@ def train_classifier(
             raise ValueError("model_config differs from init_model.config")
         model_config = init_model.config
     model_config = model_config or ModelConfig()
+    type_targets = _check_type_targets(type_targets, n, model_config)
     device = pick_device(config.device)
     hash_hex = data_hash if data_hash is not None else training_data_hash(dataset, targets, weights)
+    if data_hash is None and type_targets is not None:
+        hash_hex = hashlib.sha256(f"{hash_hex}|types|".encode() + type_targets.tobytes()).hexdigest()
 
     train_idx, val_idx = validation_split(targets, config.val_fraction, config.seed)
     if len(train_idx) == 0:
@@ -297,6 +357,7 @@ def train_classifier(
                 device,
                 progress,
                 started,
+                type_targets,
             )
     finally:
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
@@ -320,7 +381,7 @@ def train_classifier(
 
 
 def _fit(model, dataset, targets, targets_t, weights, weights_t, train_idx, val_idx, w_real, w_bogus,
-         config: TrainConfig, device, progress, started):  # fmt: skip
+         config: TrainConfig, device, progress, started, type_targets=None):  # fmt: skip
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -333,6 +394,12 @@ def _fit(model, dataset, targets, targets_t, weights, weights_t, train_idx, val_
     stopped_reason = "max_epochs"
     budget = config.time_budget_s
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bfloat16")
+    with_types = type_targets is not None and model.type_out is not None and config.type_loss_weight > 0
+    # Every layer of the type head is named type_* (mlcore.models).
+    shared = [p for name, p in model.named_parameters() if not name.startswith("type_")]
+    head_only = [p for name, p in model.named_parameters() if name.startswith("type_")]
+    param_groups = [shared, head_only] if head_only else [shared]
+    types_t = torch.as_tensor(type_targets, dtype=torch.int64) if with_types else None
 
     def report(fraction: float, message: str):
         if progress is not None:
@@ -353,8 +420,11 @@ def _fit(model, dataset, targets, targets_t, weights, weights_t, train_idx, val_
             t = targets_t[chunk].to(device)
             w = weights_t[chunk].to(device)
             with autocast:
-                logits = model(x)
+                logits, type_logits = model.forward_with_types(x, config.type_shared_gradient)
             loss = _weighted_bce(logits.float(), t, w, w_real, w_bogus)
+            if with_types:
+                type_loss = masked_type_loss(type_logits.float(), types_t[chunk].to(device))
+                loss = loss + config.type_loss_weight * type_loss
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingError(
@@ -364,7 +434,9 @@ def _fit(model, dataset, targets, targets_t, weights, weights_t, train_idx, val_
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                # The head's own layers are clipped apart, so their gradients never rescale the real/bogus ones.
+                for group in param_groups:
+                    torch.nn.utils.clip_grad_norm_(group, config.max_grad_norm)
             optimizer.step()
             batch_weight = float(w.sum())
             loss_sum += loss_value * batch_weight
@@ -375,14 +447,19 @@ def _fit(model, dataset, targets, targets_t, weights, weights_t, train_idx, val_
             if b % 20 == 0:
                 report((epoch - 1 + b / n_batches) / config.epochs, f"epoch {epoch}/{config.epochs}")
         train_loss = loss_sum / max(weight_sum, 1e-12)
-        val_loss = val_auc = None
+        val_loss = val_auc = val_type_accuracy = None
         if has_val:
-            val_loss, val_auc = _evaluate(
-                model, dataset, val_idx, targets, weights, w_real, w_bogus, config.batch_size, device
-            )
+            val_loss, val_auc, val_type_accuracy = _evaluate(
+                model, dataset, val_idx, targets, weights, w_real, w_bogus, config.batch_size, device,
+                type_targets if with_types else None,
+            )  # fmt: skip
             if not math.isfinite(val_loss):
                 raise TrainingError(f"validation loss became {val_loss} at epoch {epoch}")
-        history.append(EpochRecord(epoch, train_loss, val_loss, val_auc, time.perf_counter() - epoch_started))
+        history.append(
+            EpochRecord(
+                epoch, train_loss, val_loss, val_auc, time.perf_counter() - epoch_started, val_type_accuracy
+            )
+        )
 
         if config.early_stopping == "val_auc" and has_val and val_auc is not None and not math.isnan(val_auc):
             score = -val_auc

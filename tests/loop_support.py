@@ -20,6 +20,9 @@ TINY_LOOP = {
     "score_batch_size": 64,
     "write_chunk": 50,
     "warm_start": True,
+    # Tiny held-out sets: the promotion rule's minimum (200 by default) is tested on its own.
+    "min_heldout": 4,
+    "promote_bootstrap": 200,
 }
 
 

@@ -153,6 +153,7 @@ def loop_env(shared_db, tmp_path, settings):
         "SKYVOTE_CACHE_DIR": str(cache_dir / "worker"),
         "SKYVOTE_MIN_TRAIN_LABELS": "10",
         "SKYVOTE_MC_SAMPLES": "4",
+        "SKYVOTE_MIN_HELDOUT": "4",
         "SKYVOTE_HEARTBEAT_STALE_S": str(STALE_S),
         "CELERY_TASK_ALWAYS_EAGER": "",
         "PYTHONUNBUFFERED": "1",

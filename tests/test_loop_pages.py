@@ -65,7 +65,7 @@ def test_owner_page_shows_versions_metrics_plots_histogram_and_the_queue(client,
         .first()
     )
     assert top and int(top[0]) == best.pk
-    assert 'data-testid="train-now"' in html and "Promote" not in html  # v1 is already active
+    assert 'data-testid="train-now"' in html and ">Promote</button>" not in html  # v1 is already active
 
     # Per-subject view with score, uncertainty and an input-gradient saliency PNG.
     html = client.get(url(workflow, "subject", best.pk)).content.decode()

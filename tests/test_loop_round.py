@@ -14,6 +14,7 @@ from core.models import ModelVersion, Participant, Subject
 from core.storage import private_storage
 from jobs.models import Job
 from jobs.services import JobLost, JobRun, claim, run_job, sweep_jobs
+from labeling import model_voter
 from labeling.selection import TOP_FEW, next_subject
 from loop import services as loop
 from tests.loop_support import label_subjects, make_pool, ranking, tiny_loop_settings
@@ -49,6 +50,9 @@ def test_round_registers_promotes_and_reranks_the_pool(
     workflow.refresh_from_db()
     assert workflow.active_model == version and version.status == ModelVersion.ACTIVE
     assert version.version == 1 and version.n_train == len(pool.labeled)
+    # What it trained on is recorded: the model as a voter never votes on those (labeling.model_voter).
+    trained, complete = model_voter.trained_subject_ids(workflow)
+    assert complete and trained.tolist() == sorted(pool.labeled)
     assert version.device.startswith("cpu") or version.device.startswith("cuda")
     assert version.duration_s > 0
     heldout = version.metrics["heldout"]
