@@ -11,6 +11,9 @@
 | CELERY_BROKER_URL | embedded filesystem transport under var/broker |
 | CACHE_URL | per-process memory cache (set redis://... with several web processes) |
 | SKYVOTE_TRAIN_*, SKYVOTE_HEARTBEAT_STALE_S, SKYVOTE_CACHE_DIR ... | learning loop, see SKYVOTE_LOOP below |
+| SKYVOTE_MIN_HELDOUT, SKYVOTE_PROMOTE_TOLERANCE, SKYVOTE_PROMOTE_BOOTSTRAP | 200, 0.01, 1000: a round promotes on at least 200 held-out items, unless its AUC is worse than the active model's by more than 0.01 at the lower bound of a paired-bootstrap 95 % interval |
+| SKYVOTE_SIMILARITY_MIN_HELDOUT, SKYVOTE_SIMILARITY_PROMOTE_TOLERANCE | 100, 0.02: an embedding round promotes on at least 100 scored held-out answers, unless its agreement could be worse than the active embedding's by more than 0.02 (lower bound of a paired-bootstrap 95 % interval); see SKYVOTE_SIMILARITY below |
+| SKYVOTE_SIMILARITY_APPROX_MIN | 20000: from this many subjects on, similarity search uses an approximate index (faiss IVF, exact re-rank) built by a job after each promotion |
 | SECURE | off; on in production: HTTPS-only cookies, HSTS, SSL redirect |
 | SKYVOTE_LOGIN_FAILURE_LIMIT, SKYVOTE_LOGIN_COOLOFF_MINUTES | 10 wrong passwords lock a username from one address for 15 minutes |
 | SKYVOTE_TRUSTED_PROXIES | 0: reverse proxies whose X-Forwarded-For gives the client address for the login lockout |
@@ -335,6 +338,19 @@ SKYVOTE_JOBS = {
 }
 
 # --- learning loop (loop/services.py, docs/architecture.md) ----------------------------------
+# Similarity embedding rounds (similarity.training.TRAIN_DEFAULTS has every setting; docs/similarity.md):
+# never promoted on fewer scored held-out answers than this, nor when a paired bootstrap on the same
+# answers says it could be worse than the active embedding by more than the tolerance.
+SKYVOTE_SIMILARITY = {
+    "train": {
+        "min_heldout_answers": int(os.environ.get("SKYVOTE_SIMILARITY_MIN_HELDOUT", 100)),
+        "promote_tolerance": float(os.environ.get("SKYVOTE_SIMILARITY_PROMOTE_TOLERANCE", 0.02)),
+    },
+    # From this many subjects on, an approximate (faiss IVF) index is built after each promotion and search
+    # uses it; below, exact search is as fast (docs/similarity.md, bench/search.py).
+    "index": {"approx_min_subjects": int(os.environ.get("SKYVOTE_SIMILARITY_APPROX_MIN", 20_000))},
+}
+
 SKYVOTE_LOOP = {
     # Training: the round stops at this many seconds (keep it below the broker visibility timeout).
     "train_time_budget_s": float(os.environ.get("SKYVOTE_TRAIN_TIME_BUDGET_S", 900)),
@@ -342,6 +358,12 @@ SKYVOTE_LOOP = {
     # Warm-start from the active model's weights (fewer epochs needed each round).
     "warm_start": env_bool("SKYVOTE_TRAIN_WARM_START", True),
     "min_train_labels": int(os.environ.get("SKYVOTE_MIN_TRAIN_LABELS", 20)),
+    # Promotion (docs/mlcore.md): never on fewer held-out items than this; a candidate replaces the
+    # active model unless the paired-bootstrap 95 % interval of its AUC difference falls below
+    # -tolerance (both measured on the same held-out set, with this many resamples).
+    "min_heldout": int(os.environ.get("SKYVOTE_MIN_HELDOUT", 200)),
+    "promote_tolerance": float(os.environ.get("SKYVOTE_PROMOTE_TOLERANCE", 0.01)),
+    "promote_bootstrap": int(os.environ.get("SKYVOTE_PROMOTE_BOOTSTRAP", 1000)),
     # MC-dropout passes for BALD (only the dense head is sampled, so this is cheap).
     "mc_samples": int(os.environ.get("SKYVOTE_MC_SAMPLES", 20)),
     # "auto": bfloat16 on CPUs that compute it natively (~2x faster, P(real) within a few 1e-2), else float32.

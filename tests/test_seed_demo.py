@@ -18,6 +18,7 @@ from PIL import Image
 
 from core.models import ModelVersion, Subject, Workflow
 from jobs.models import Job
+from labeling.models import Vote
 from mlcore.embedding_model import EmbeddingConfig, EmbeddingNet
 from mlcore.embedding_train import TrainSettings, _Clock, pretrain_simclr
 from similarity.services import clear_caches, load_index
@@ -66,6 +67,12 @@ def test_seeding_leaves_a_promoted_model_with_scores_and_a_searchable_embedding(
     pool = Subject.objects.filter(workflow=ztf, status=Subject.ACTIVE)
     assert pool.exists() and not pool.filter(model_score__isnull=True).exists()
     assert pool.filter(priority__gt=0).exists()
+    # "What kind?" after bogus (optional, the field guide's types), off after real; the simulated
+    # history answers it, so the type aggregation has data.
+    assert [(f["answer"], f["mode"]) for f in ztf.followups] == [("bogus", "optional"), ("real", "off")]
+    typed = Vote.objects.filter(workflow=ztf).exclude(followup="")
+    assert typed.filter(followup="not_sure").exists() and typed.exclude(followup="not_sure").exists()
+    assert not typed.filter(answer="real").exists()
 
     # The first embedding round too: active, with an index of every cutout.
     embed = Job.objects.get(workflow=similar, kind=Job.EMBED)

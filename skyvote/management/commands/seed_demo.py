@@ -30,7 +30,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from tqdm import tqdm
 
-from core import workflows
+from core import followups, workflows
 from core.ingest import add_subject, subject_set_named
 from core.models import ModelVersion, Participant, Project, Subject, Workflow
 from labeling.services import record_vote
@@ -64,7 +64,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--subjects", type=int, default=2000)
-        parser.add_argument("--gold", type=int, default=60, help="synthetic subjects marked as expert gold")
+        # Gold is the held-out set a round is judged on: a round promotes only on at least
+        # SKYVOTE_MIN_HELDOUT (200) held-out items, so the demo's first rounds have that many.
+        parser.add_argument("--gold", type=int, default=200, help="synthetic subjects marked as expert gold")
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-similarity", action="store_true", help="skip the similarity workflow")
@@ -78,6 +80,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-rubin", action="store_true", help="skip the Rubin workflow")
         parser.add_argument(
             "--similarity-subjects", type=int, default=600, help="galaxy cutouts of the similarity workflow"
+        )
+        parser.add_argument(
+            "--similarity-heldout",
+            type=int,
+            default=None,
+            help="simulated similarity answers until this many held-out ones can be scored "
+            "(default: the promotion minimum, so the first embedding can be promoted)",
         )
         parser.add_argument(
             "--no-rounds",
@@ -125,6 +134,9 @@ class Command(BaseCommand):
         workflow, _ = workflows.create_workflow(
             project, DEMO_WORKFLOW, name="Real or bogus?", is_active=True, retirement_limit=5, train_every=40
         )
+        if not workflow.followups:
+            # "What kind?" after bogus (optional) with the field guide's types; after real it is off.
+            workflows.update_workflow(workflow, followups=followups.default_followups(workflow.answers))
         subject_set = subject_set_named(project, workflow, "Synthetic night 1")
 
         have = Subject.objects.filter(project=project, workflow=workflow).count()
@@ -154,7 +166,7 @@ class Command(BaseCommand):
         if not opts["no_rubin"]:
             shares = {
                 "rubin_subjects": ("subjects", 0.3),
-                "rubin_gold": ("gold", 2 / 3),
+                "rubin_gold": ("gold", 1.0),
                 "rubin_history": ("history", 1 / 3),
             }
             for key, (base, share) in shares.items():
@@ -165,7 +177,10 @@ class Command(BaseCommand):
         similarity = None
         if not opts["no_similarity"]:
             similarity = self._seed_similarity(
-                project, opts["similarity_subjects"], queue_round=not opts["no_rounds"] and not run_here
+                project,
+                opts["similarity_subjects"],
+                queue_round=not opts["no_rounds"] and not run_here,
+                heldout=opts["similarity_heldout"],
             )
         if run_here:
             self._run_first_rounds(workflow, rubin, similarity, opts["first_round_budget"])
@@ -203,20 +218,28 @@ class Command(BaseCommand):
         subjects = list(
             Subject.objects.filter(workflow=workflow, gold_label="", truth_label__in=["real", "bogus"])
             .order_by("external_id")
-            .values_list("pk", "truth_label")[:n_subjects]
+            .values_list("pk", "truth_label", "truth_subtype")[:n_subjects]
         )
         gold = list(
-            Subject.objects.filter(workflow=workflow).exclude(gold_label="").values_list("pk", "truth_label")
+            Subject.objects.filter(workflow=workflow)
+            .exclude(gold_label="")
+            .values_list("pk", "truth_label", "truth_subtype")
         )
         namespace = uuid.UUID("6f1c2b1e-5c1d-4f57-9a51-2f3c0de0a001")
         plan = [
-            (pk, truth, v)
-            for pk, truth in subjects
+            (pk, truth, subtype, v)
+            for pk, truth, subtype in subjects
             for v in rng.choice(n_volunteers, votes_per_subject, replace=False)
         ]
         # Every simulated volunteer has answered a few gold subjects, so SWAP has learned their skill.
-        plan += [(pk, truth, v) for v in range(n_volunteers) for pk, truth in gold[v % 7 :: 7][:6]]
-        for pk, truth, v in tqdm(plan, desc="demo vote history", unit="vote"):
+        plan += [
+            (pk, truth, subtype, v)
+            for v in range(n_volunteers)
+            for pk, truth, subtype in gold[v % 7 :: 7][:6]
+        ]
+        # Follow-up answers from their own generator, so the real/bogus answers stay what they were.
+        typing = _TypeAnswers(workflow.followups, n_volunteers, seed)
+        for pk, truth, subtype, v in tqdm(plan, desc="demo vote history", unit="vote"):
             correct = rng.random() < (sens[v] if truth == "real" else spec[v])
             answer = truth if correct else ("bogus" if truth == "real" else "real")
             record_vote(
@@ -224,6 +247,7 @@ class Command(BaseCommand):
                 subject_id=pk,
                 participant=volunteers[v],
                 answer=answer,
+                followup=typing.answer(v, answer, subtype),
                 idempotency_key=uuid.uuid5(namespace, f"{v}:{pk}"),
                 source="import",
                 trusted=True,  # a simulated history, as an import: no tickets
@@ -353,7 +377,7 @@ class Command(BaseCommand):
         ):
             from similarity.services import request_embedding_round
 
-            # No answers yet: self-supervised pretraining only, so search works before any answer.
+            # Self-supervised pretraining, then a little fine-tuning on the simulated answers.
             quick_embed = {
                 "pretrain_epochs": min(QUICK_PRETRAIN_EPOCHS, int(train_setting("pretrain_epochs"))),
                 "finetune_epochs": min(2, int(train_setting("finetune_epochs"))),
@@ -385,9 +409,38 @@ class Command(BaseCommand):
 
         seed_gold_from_truth(workflow, n)
 
-    def _seed_similarity(self, project, n_subjects: int, *, queue_round: bool) -> Workflow:
-        from similarity.demo import seed_similarity_demo
+    def _seed_similarity(self, project, n_subjects: int, *, queue_round: bool, heldout=None) -> Workflow:
+        from similarity.demo import seed_similarity_answers, seed_similarity_demo
+        from similarity.training import train_setting
 
         workflow = seed_similarity_demo(project, n_subjects, request_training=queue_round)
-        self.stdout.write(f"Similarity workflow '{workflow.slug}' ready.")
+        # An embedding is never promoted on fewer scored held-out answers than the minimum, so the demo's
+        # first round needs that many (about five times as many answers in all: a fifth are held out).
+        target = int(train_setting("min_heldout_answers")) if heldout is None else heldout
+        added = seed_similarity_answers(workflow, target)
+        self.stdout.write(f"Similarity workflow '{workflow.slug}' ready ({added} simulated answers added).")
         return workflow
+
+
+class _TypeAnswers:
+    """Simulated volunteers' follow-up answers: each volunteer names the true type with their own
+    accuracy (0.5 to 0.9), says "not sure" some of the time, otherwise mistakes it for another of the
+    question's types; a few always pass (fast mode). Nothing where the answer has no question."""
+
+    def __init__(self, workflow_followups, n_volunteers: int, seed: int):
+        self.followups = workflow_followups
+        self.rng = np.random.default_rng(seed + 7919)
+        self.accuracy = self.rng.uniform(0.5, 0.9, n_volunteers)
+        self.passes = self.rng.random(n_volunteers) < 0.15
+
+    def answer(self, volunteer: int, answer: str, truth_subtype: str) -> str:
+        question = followups.followup_for(self.followups, answer)
+        if question is None or self.passes[volunteer]:
+            return ""
+        keys = [t["key"] for t in question["types"]]
+        if truth_subtype in keys and self.rng.random() < self.accuracy[volunteer]:
+            return truth_subtype
+        if self.rng.random() < 0.3:
+            return followups.NOT_SURE
+        others = [k for k in keys if k != truth_subtype] or keys
+        return str(others[self.rng.integers(len(others))])
