@@ -1,6 +1,11 @@
 """Export throughput and peak memory: 1,000,000 votes and 200,000 labels in a SQLite file database.
 
     nice -n 10 .venv/bin/python bench/export.py [--votes 1000000] [--labels 200000] [--no-write]
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres nice -n 10 .venv/bin/python bench/export.py
+
+With BENCH_DATABASE_URL=postgres://..., the same projects are built in a database of their own on
+that server (BENCH_DB_NAME, default skyvote_bench_export; re-created when the sizes change, ANALYZEd
+after the load) and the section is "## Exports (PostgreSQL)"; the SQLite run keeps "## Exports".
 
 Builds (once; reused while the sizes match) var/bench/export.sqlite3 with two projects: "large"
 (--labels subjects, --votes votes) and "small" (a tenth of each), tables made from the models
@@ -32,10 +37,19 @@ from benchdoc import replace_section  # noqa: E402
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Exports"
 DEFAULT_DB = ROOT / "var" / "bench" / "export.sqlite3"
+PG_URL = os.environ.get("BENCH_DATABASE_URL", "")
+PG_DB = os.environ.get("BENCH_DB_NAME", "skyvote_bench_export")
+if PG_URL.startswith("postgres"):
+    SECTION = "## Exports (PostgreSQL)"
+
+
+def pg_url() -> str:
+    """The bench's own database on BENCH_DATABASE_URL's server: never the one in the URL."""
+    return f"{PG_URL.rsplit('/', 1)[0]}/{PG_DB}"
 
 
 def setup_django(db: Path) -> None:
-    os.environ["DATABASE_URL"] = f"sqlite:///{db}"
+    os.environ["DATABASE_URL"] = pg_url() if PG_URL.startswith("postgres") else f"sqlite:///{db}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skyvote.settings")
     os.environ["MEDIA_ROOT"] = str(db.parent / "media")
     import django
@@ -68,13 +82,21 @@ def peak_rss_mb() -> float:
 
 def build(db: Path, n_votes: int, n_labels: int) -> None:
     db.parent.mkdir(parents=True, exist_ok=True)
-    marker = db.with_suffix(".json")
+    postgres = PG_URL.startswith("postgres")
+    marker = db.parent / f"export-pg-{PG_DB}.json" if postgres else db.with_suffix(".json")
     wanted = {"votes": n_votes, "labels": n_labels, "version": 1}
-    if db.exists() and marker.exists() and json.loads(marker.read_text()) == wanted:
-        print(f"reusing {db}")
+    if (postgres or db.exists()) and marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing {pg_url() if postgres else db}")
         return
     for path in (db, marker, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        path.unlink(missing_ok=True)
+        if not postgres or path == marker:
+            path.unlink(missing_ok=True)
+    if postgres:
+        import psycopg
+
+        with psycopg.connect(PG_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB}"')
+            conn.execute(f'CREATE DATABASE "{PG_DB}"')
     setup_django(db)
     from django.apps import apps
     from django.conf import settings
@@ -85,8 +107,14 @@ def build(db: Path, n_votes: int, n_labels: int) -> None:
     started = time.perf_counter()
     fill("large", n_votes, n_labels)
     fill("small", n_votes // 10, n_labels // 10)
+    if postgres:
+        # What autovacuum does after loads this size (this server may run with it off).
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     marker.write_text(json.dumps(wanted))
-    print(f"built {db} in {time.perf_counter() - started:.0f} s")
+    print(f"built {pg_url() if postgres else db} in {time.perf_counter() - started:.0f} s")
 
 
 def fill(slug: str, n_votes: int, n_subjects: int) -> None:
@@ -294,8 +322,19 @@ def report(results: list[dict], args, elapsed: float) -> str:
         by[("votes-csv", "small")],
         by[("votes-csv", "large")],
     )
+    engine = "SQLite file database"
+    if PG_URL.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(pg_url()) as conn:
+            engine = f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]} (local socket over TCP, ANALYZEd after the load)"
+    load = args.load
     lines = [
-        f'`bench/export.py`: SQLite file database, project "large" = {large["rows"]:,} votes and '
+        f"Measured {__import__('datetime').date.today().isoformat()} with `{args.command}`; load average "
+        f"{load[0][0]:.1f} / {load[0][1]:.1f} / {load[0][2]:.1f} at the start, {load[1][0]:.1f} / {load[1][1]:.1f} / "
+        f"{load[1][2]:.1f} at the end (1/5/15 min; 1.0 per busy core).",
+        "",
+        f'`bench/export.py`: {engine}, project "large" = {large["rows"]:,} votes and '
         f'{by[("labels-csv", "large")]["rows"]:,} subjects, "small" = a tenth of each. Each row is one fresh '
         "process; peak RSS is the process's maximum resident memory (Python + Django + pyarrow + astropy "
         'included), "added" is that peak minus the RSS just before the export started. Baseline (same run): '
@@ -351,7 +390,12 @@ def main() -> None:
         return
     started = time.perf_counter()
     build(args.db, args.votes, args.labels)
+    load_start = os.getloadavg()
     results = [measure(args.db, case, slug) for case, slug in CASES]
+    args.load = (load_start, os.getloadavg())
+    args.command = ("BENCH_DATABASE_URL=postgres://… " if PG_URL.startswith("postgres") else "") + (
+        "nice -n 10 .venv/bin/python bench/export.py " + " ".join(sys.argv[1:])
+    ).strip()
     body = report(results, args, time.perf_counter() - started)
     print("\n" + body)
     if not args.no_write:

@@ -15,9 +15,11 @@ skipped again, it stays skipped. Undone (retracted) votes do not count as answer
 Speed (bench/selection.py, docs/benchmarks.md): every query walks an index in order and stops after
 a handful of rows. Random picks start at a random point of the indexed `random_key` (no ORDER BY
 RANDOM()); ranked picks walk (workflow, status, gold_label, priority) from the top; gold_label is in
-both indexes so the walks never touch the table. "Already seen" is an index
-probe per candidate (NOT EXISTS on the unique vote key), never a scan of the participant's history,
-so a volunteer with 1,000 answers costs the same as a new one.
+both indexes so on SQLite (whose indexes carry the rowid) the walks never touch the table; on
+PostgreSQL each entry walked still reads its row for the id (docs/benchmarks.md, "Selection
+(PostgreSQL)"). "Already seen" is an index probe per candidate (NOT EXISTS on the unique vote key),
+never a scan of the participant's history, so a volunteer with 1,000 answers costs the same as a new
+one.
 
 No pile-on: volunteers arriving together must not all get the single most informative subject.
 A ranked pick chooses at random among the best few candidates, and reserves the chosen one for a
