@@ -176,6 +176,9 @@ def test_a_new_scientist_builds_runs_pauses_and_exports_a_project(
     # The expert finds the gold page from the project and labels three subjects with the keyboard.
     expert.get_by_role("link", name="M31 transients").click()
     expert.click("[data-testid=expert-tools] >> text=label gold")
+    # The keys are read by the page's deferred script: a key pressed while it is still loading (a busy
+    # machine) would be lost, so wait for the whole page first.
+    expert.wait_for_load_state("load")
     for i, key in enumerate("rbr", start=1):
         expert.wait_for_selector("#vote-form")
         expert.keyboard.press(key)
