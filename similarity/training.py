@@ -64,6 +64,9 @@ TRAIN_DEFAULTS = {
     "promote_tolerance": 0.02,
     # No promotion with fewer scored held-out answers (a chosen and an unchosen candidate each).
     "min_heldout_answers": 100,
+    # Refuse an embedding whose agreement's interval lies below random (tests of what a round enables
+    # turn this off: their tiny embeddings, trained on a few dozen answers, are often no better).
+    "refuse_below_random": True,
     "bootstrap_resamples": 2000,
 }
 RANDOM_AGREEMENT = 0.5
@@ -141,6 +144,7 @@ def promotion_decision(
     tolerance: float = 0.02,
     n_boot: int = 2000,
     seed: int = 0,
+    refuse_below_random: bool = True,
 ) -> dict:
     """Whether a candidate embedding replaces the active one, and why, from per-answer agreement counts
     on the held-out answers (mlcore.embedding_train.agreement_counts): `candidate`'s, and `previous`
@@ -187,7 +191,7 @@ def promotion_decision(
         if own["agreement"] is not None
         else "no held-out answers to score"
     )
-    if own["high"] is not None and own["high"] < RANDOM_AGREEMENT:
+    if refuse_below_random and own["high"] is not None and own["high"] < RANDOM_AGREEMENT:
         decision["reason"] = f"{agreement_text} is below random ({RANDOM_AGREEMENT})"
         return decision
     if previous_version is None:
@@ -351,6 +355,7 @@ def _embedding_round(job: Job, run) -> ModelVersion:
         tolerance=float(train_setting("promote_tolerance", job)),
         n_boot=int(train_setting("bootstrap_resamples", job)),
         seed=int(train_setting("seed", job)),
+        refuse_below_random=bool(train_setting("refuse_below_random", job)),
     )
 
     number = (

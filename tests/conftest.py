@@ -78,11 +78,12 @@ def _small_heldout_sets_may_promote(settings):
 @pytest.fixture(autouse=True)
 def _small_similarity_heldout_sets_may_promote(settings):
     """Embedding rounds in tests have a handful of held-out answers (the product needs 100,
-    SKYVOTE_SIMILARITY_MIN_HELDOUT); tests/test_similarity_promotion.py checks the default."""
+    SKYVOTE_SIMILARITY_MIN_HELDOUT), and their tiny embeddings may be no better than random, which the
+    product refuses; tests/test_similarity_promotion.py checks both rules."""
     configured = getattr(settings, "SKYVOTE_SIMILARITY", None) or {}
     settings.SKYVOTE_SIMILARITY = {
         **configured,
-        "train": {**configured.get("train", {}), "min_heldout_answers": 0},
+        "train": {**configured.get("train", {}), "min_heldout_answers": 0, "refuse_below_random": False},
     }
 
 
