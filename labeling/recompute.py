@@ -213,22 +213,28 @@ def _tallies_from_votes(workflow: Workflow, participant_ids: list[int]) -> dict[
     return {r.pop("participant_id"): r for r in rows}
 
 
+def _locked_skills(workflow: Workflow, ids: list[int]) -> list[ParticipantSkill]:
+    """The skill rows of these participants, created where missing and locked, in id order (inside the
+    caller's transaction)."""
+    for pid in ids:
+        try:
+            with transaction.atomic():
+                ParticipantSkill.objects.get_or_create(workflow=workflow, participant_id=pid)
+        except IntegrityError:  # created meanwhile by a vote; the row exists now
+            pass
+    return list(
+        ParticipantSkill.objects.select_for_update()
+        .filter(workflow=workflow, participant_id__in=ids)
+        .order_by("pk")
+    )
+
+
 def _write_skills(workflow: Workflow, arrays: VoteArrays, result: crowd.AggregationResult) -> None:
     worker_of = {p: i for i, p in enumerate(arrays.participant_ids)}
     for start in range(0, len(arrays.participant_ids), WRITE_CHUNK):
         ids = arrays.participant_ids[start : start + WRITE_CHUNK]
         with transaction.atomic():
-            for pid in ids:
-                try:
-                    with transaction.atomic():
-                        ParticipantSkill.objects.get_or_create(workflow=workflow, participant_id=pid)
-                except IntegrityError:  # created meanwhile by a vote; the row exists now
-                    pass
-            skills = list(
-                ParticipantSkill.objects.select_for_update()
-                .filter(workflow=workflow, participant_id__in=ids)
-                .order_by("pk")
-            )
+            skills = _locked_skills(workflow, ids)
             tallies = _tallies_from_votes(workflow, ids)
             now = timezone.now()
             for skill in skills:
@@ -383,17 +389,7 @@ def _write_type_confusion(
     for start in range(0, len(arrays.participant_ids), WRITE_CHUNK):
         ids = arrays.participant_ids[start : start + WRITE_CHUNK]
         with transaction.atomic():
-            for pid in ids:
-                try:
-                    with transaction.atomic():
-                        ParticipantSkill.objects.get_or_create(workflow=workflow, participant_id=pid)
-                except IntegrityError:  # created meanwhile by a vote; the row exists now
-                    pass
-            skills = list(
-                ParticipantSkill.objects.select_for_update()
-                .filter(workflow=workflow, participant_id__in=ids)
-                .order_by("pk")
-            )
+            skills = _locked_skills(workflow, ids)
             for skill in skills:
                 w = worker_of[skill.participant_id]
                 skill.type_confusion = {
