@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from core.answers import KEY_PATTERN, LABEL_MAX
+from core.workflow_content import BUILTIN_TITLES
 
 NOT_SURE = "not_sure"
 NOT_SURE_LABEL = "Other / not sure"
@@ -56,7 +57,7 @@ TYPE_LABELS = {
     "moving_object": "Moving object",
 }
 # Types with a built-in field-guide example (core.workflow_content's simulated subtypes).
-_GUIDE_EXAMPLES = set(TYPE_LABELS) - {"moving_object"}
+_GUIDE_EXAMPLES = set(BUILTIN_TITLES)
 
 
 class FollowupError(ValueError):

@@ -146,9 +146,8 @@ def first_vote_start(subject: Subject, workflow: Workflow, prior: float) -> floa
 
 
 def _mark(subject: Subject, helped: bool) -> None:
-    if subject.decided_with_model != helped:
-        Subject.objects.filter(pk=subject.pk).update(decided_with_model=helped)
-        subject.decided_with_model = helped
+    # Saved with the rest of the subject's vote-path fields (labeling.services), in the same UPDATE.
+    subject.decided_with_model = helped
 
 
 def forget_model_vote(subject: Subject) -> None:

@@ -250,7 +250,7 @@ def _apply_vote(vote: Vote, subject: Subject, workflow: Workflow, skill=None) ->
     subject.save(
         update_fields=[
             "vote_count", "answer_counts", "p_real", "aggregation_method",
-            "type_counts", "type_posterior", "decided_type",
+            "type_counts", "type_posterior", "decided_type", "decided_with_model",
         ]
     )  # fmt: skip
     return retirement.retire_if_decided(subject, workflow)
@@ -425,7 +425,7 @@ def _reverse_vote(vote: Vote, subject: Subject, workflow: Workflow) -> None:
     subject.save(
         update_fields=[
             "vote_count", "answer_counts", "p_real", "aggregation_method",
-            "type_counts", "type_posterior", "decided_type",
+            "type_counts", "type_posterior", "decided_type", "decided_with_model",
         ]
     )  # fmt: skip
 
