@@ -92,29 +92,44 @@ def vote_arrays(workflow: Workflow) -> VoteArrays:
     # Votes store the answer's key; the workflow says which keys count as real or bogus.
     class_of_key = {k: CLASS_OF_ANSWER[side] for k, side in answers.class_map(workflow.answers).items()}
     # Read before the votes: an undo after this point is seen by _write_subjects as newer evidence.
-    last_retraction_pk = (
+    last_retraction_pk = _last_retraction_pk(workflow)
+    rows = list(
+        Vote.objects.filter(workflow=workflow, answer__in=list(class_of_key), retracted=False)
+        .order_by("created_at", "pk")
+        .values_list("pk", "subject_id", "participant_id", "answer")
+    )
+    return _as_arrays(
+        [r[1:] for r in rows],
+        class_of_key,
+        last_vote_pk=max((r[0] for r in rows), default=0),
+        last_retraction_pk=last_retraction_pk,
+    )
+
+
+def _last_retraction_pk(workflow: Workflow) -> int:
+    return (
         VoteRetraction.objects.filter(vote__workflow=workflow)
         .order_by("-pk")
         .values_list("pk", flat=True)
         .first()
         or 0
     )
-    rows = list(
-        Vote.objects.filter(workflow=workflow, answer__in=list(class_of_key), retracted=False)
-        .order_by("created_at", "pk")
-        .values_list("pk", "subject_id", "participant_id", "answer")
-    )
-    subject_ids = sorted({r[1] for r in rows})
-    participant_ids = sorted({r[2] for r in rows})
+
+
+def _as_arrays(rows, label_of: dict, *, last_vote_pk: int, last_retraction_pk: int) -> VoteArrays:
+    """(subject id, participant id, label key) rows in vote order → mlcore arrays, subjects and
+    participants indexed in ascending id order."""
+    subject_ids = sorted({r[0] for r in rows})
+    participant_ids = sorted({r[1] for r in rows})
     item_of = {s: i for i, s in enumerate(subject_ids)}
     worker_of = {p: i for i, p in enumerate(participant_ids)}
     return VoteArrays(
-        items=np.array([item_of[r[1]] for r in rows], dtype=np.int64),
-        workers=np.array([worker_of[r[2]] for r in rows], dtype=np.int64),
-        labels=np.array([class_of_key[r[3]] for r in rows], dtype=np.int64),
+        items=np.array([item_of[r[0]] for r in rows], dtype=np.int64),
+        workers=np.array([worker_of[r[1]] for r in rows], dtype=np.int64),
+        labels=np.array([label_of[r[2]] for r in rows], dtype=np.int64),
         subject_ids=subject_ids,
         participant_ids=participant_ids,
-        last_vote_pk=max((r[0] for r in rows), default=0),
+        last_vote_pk=last_vote_pk,
         last_retraction_pk=last_retraction_pk,
     )
 
@@ -276,13 +291,7 @@ def type_vote_arrays(workflow: Workflow, classes: list[str]) -> VoteArrays:
     """The workflow's standing typed votes as mlcore arrays (labels: index in `classes`)."""
     class_of_key = {k: i for i, k in enumerate(classes)}
     # Read before the votes: what comes after these marks is newer evidence for _write_types.
-    last_retraction_pk = (
-        VoteRetraction.objects.filter(vote__workflow=workflow)
-        .order_by("-pk")
-        .values_list("pk", flat=True)
-        .first()
-        or 0
-    )
+    last_retraction_pk = _last_retraction_pk(workflow)
     last_pk = Vote.objects.filter(workflow=workflow).order_by("-pk").values_list("pk", flat=True).first() or 0
     rows = list(
         Vote.objects.filter(workflow=workflow, followup__in=classes, retracted=False, pk__lte=last_pk)
@@ -290,19 +299,7 @@ def type_vote_arrays(workflow: Workflow, classes: list[str]) -> VoteArrays:
         .order_by("created_at", "pk")
         .values_list("subject_id", "participant_id", "followup")
     )
-    subject_ids = sorted({r[0] for r in rows})
-    participant_ids = sorted({r[1] for r in rows})
-    item_of = {s: i for i, s in enumerate(subject_ids)}
-    worker_of = {p: i for i, p in enumerate(participant_ids)}
-    return VoteArrays(
-        items=np.array([item_of[r[0]] for r in rows], dtype=np.int64),
-        workers=np.array([worker_of[r[1]] for r in rows], dtype=np.int64),
-        labels=np.array([class_of_key[r[2]] for r in rows], dtype=np.int64),
-        subject_ids=subject_ids,
-        participant_ids=participant_ids,
-        last_vote_pk=last_pk,
-        last_retraction_pk=last_retraction_pk,
-    )
+    return _as_arrays(rows, class_of_key, last_vote_pk=last_pk, last_retraction_pk=last_retraction_pk)
 
 
 def run_type_method(arrays: VoteArrays, classes: list[str], method: str) -> crowd.AggregationResult:
