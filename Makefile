@@ -10,9 +10,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# --no-compile: Python compiles only the modules it imports, on first import; compiling every file of
-	# every package (torch's thousands) at install took over a minute of a fresh `make test`.
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
 migrate: venv
